@@ -1,0 +1,76 @@
+"""Load a snapshot, policy or plan from a JSON or YAML file, or fail with one clear line."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from scheduler.cli.documents import STDIN, parse, read_text
+from scheduler.errors import UserError
+from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+
+M = TypeVar("M", bound=BaseModel)
+
+# What to do, by pydantic error type; anything else means the value itself is wrong.
+_TODO = {
+    "missing": "add the field",
+    "extra_forbidden": "remove the field or fix its spelling",
+}
+_VALUE_ERROR_PREFIX = "Value error, "
+
+
+def load_snapshot(path: str) -> ClusterSnapshot:
+    return load(path, ClusterSnapshot, "snapshot")
+
+
+def load_policy(path: str | None) -> PackingPolicy:
+    """The policy in the file, or the defaults when no file is given."""
+    return PackingPolicy() if path is None else load(path, PackingPolicy, "policy")
+
+
+def load_plan(path: str) -> Plan:
+    return load(path, Plan, "plan")
+
+
+def load(path: str, model: type[M], schema: str) -> M:
+    name = "<stdin>" if path == STDIN else path
+    data = parse(read_text(path), name)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise describe(e, name, schema) from None
+
+
+def describe(error: ValidationError, path: str, schema: str) -> UserError:
+    """The first problem as one line: where (field path), what, and what to do."""
+    errors = error.errors(include_url=False)
+    first = errors[0]
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    hint = f"see `wattpack schema {schema}`"
+    msg = " ".join(str(first["msg"]).split())
+    if first["type"] == "value_error" and msg.startswith(_VALUE_ERROR_PREFIX):
+        # The model's own checks already name the object, the field and the fix.
+        return UserError(f"{path}: {msg.removeprefix(_VALUE_ERROR_PREFIX)}{more}", hint)
+    where = field_path(first["loc"]) or "top level"
+    got = "" if first["type"] in _TODO else _shown(first.get("input"))
+    todo = _TODO.get(first["type"], "fix the value")
+    return UserError(f"{path}: {where}: {msg}{got}{more}", f"{todo}; {hint}")
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """('pods', 3, 'gpuMilli') -> 'pods[3].gpuMilli'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
+    text = repr(value)
+    return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"

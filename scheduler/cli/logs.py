@@ -1,0 +1,48 @@
+"""structlog set-up for the command: logs go to stderr so that stdout holds only results."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from enum import StrEnum
+
+import structlog
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    CONSOLE = "console"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+def configure(level: LogLevel, fmt: LogFormat) -> None:
+    """Readable lines on a terminal, JSON lines otherwise (or when asked)."""
+    stream = sys.stderr
+    as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not stream.isatty())
+    # The console renderer formats exceptions itself; JSON needs them as a field.
+    tail: list[structlog.types.Processor] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+        if as_json
+        else [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *tail,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.value.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # Not cached: a test runner swaps sys.stderr between invocations.
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,114 @@
+"""Group nodes that are interchangeable for placement, so solvers decide counts, not names."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
+
+
+@dataclass
+class NodeClass:
+    """Nodes with the same model, leaf domain and free capacity: any one can stand for another."""
+
+    id: int
+    model: str
+    leaf: str
+    gpus: int
+    free_whole: int
+    partial: tuple[int, ...]  # residual milli of partly used GPUs that take new work
+    cpu: int
+    mem: int
+    apps: tuple[tuple[str, int], ...]
+    victims: tuple[tuple, ...]  # per node: signatures of the preemptible pods on it
+    nodes: list[int] = field(default_factory=list)  # indices into snapshot.nodes
+
+    @property
+    def empty(self) -> bool:
+        return self.free_whole == self.gpus and not self.partial and not self.victims_any
+
+    @property
+    def victims_any(self) -> bool:
+        return bool(self.victims)
+
+
+def victim_signature(pod: Pod) -> tuple:
+    return (
+        pod.gpus,
+        pod.gpu_milli,
+        pod.cpu_milli,
+        pod.memory_mi_b,
+        pod.priority,
+        pod.kind.value,
+        pod.app or "",
+        pod.power_watts_per_gpu or -1,
+    )
+
+
+def node_classes(
+    snapshot: ClusterSnapshot,
+    policy: PackingPolicy,
+    evictable: set[str],
+    *,
+    singleton: bool = False,
+) -> tuple[list[NodeClass], list[int]]:
+    """Classes of schedulable nodes, and for every node its class id (-1: takes no new work).
+
+    singleton puts each node in a class of its own, which lets the solver model it exactly.
+    """
+    running: dict[str, list[Pod]] = {}
+    for p in snapshot.pods:
+        if p.node is not None:
+            running.setdefault(p.node, []).append(p)
+    by_key: dict[tuple, NodeClass] = {}
+    of_node: list[int] = []
+    for idx, node in enumerate(snapshot.nodes):
+        pods = running.get(node.name, [])
+        if not node.schedulable:
+            of_node.append(-1)
+            continue
+        used = [0] * node.gpus
+        cpu, mem = node.cpu_milli, node.memory_mi_b
+        for p in pods:
+            cpu -= p.cpu_milli
+            mem -= p.memory_mi_b
+            for i in p.gpu_indices:
+                used[i] += p.gpu_milli if p.fractional else 1000
+        usable = [i for i in range(node.gpus) if policy.takes_new_work(node.health_of(i))]
+        free_whole = sum(1 for i in usable if used[i] == 0)
+        partial = tuple(sorted(1000 - used[i] for i in usable if 0 < used[i] < 1000))
+        apps = tuple(sorted(Counter(p.app for p in pods if p.app).items()))
+        # Which GPU a victim sits on is left out: the model counts what an eviction frees as
+        # whole GPUs or as milli mass, which holds whichever GPU it is.
+        victims = tuple(sorted(victim_signature(p) for p in pods if p.key in evictable))
+        key = (
+            node.gpu_model,
+            node.power_domain,
+            node.gpus,
+            free_whole,
+            partial,
+            max(cpu, 0),
+            max(mem, 0),
+            apps,
+            victims,
+            idx if singleton else -1,
+        )
+        cls = by_key.get(key)
+        if cls is None:
+            cls = NodeClass(
+                len(by_key),
+                node.gpu_model,
+                node.power_domain,
+                node.gpus,
+                free_whole,
+                partial,
+                max(cpu, 0),
+                max(mem, 0),
+                apps,
+                victims,
+            )  # type: ignore[arg-type]
+            by_key[key] = cls
+        cls.nodes.append(idx)
+        of_node.append(cls.id)
+    return list(by_key.values()), of_node

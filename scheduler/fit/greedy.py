@@ -1,0 +1,64 @@
+"""Greedy best-fit, one unit (a pod, or a whole gang) at a time, as heuristic schedulers do."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from scheduler.fit.state import ClusterState, Placement
+from scheduler.fit.value import pod_value
+from scheduler.model import PackingPolicy, Pod
+
+
+def units_of(pods: Iterable[Pod]) -> list[list[Pod]]:
+    """Pods grouped into all-or-nothing units: each gang's pending members together."""
+    gangs: dict[str, list[Pod]] = defaultdict(list)
+    units: list[list[Pod]] = []
+    for p in pods:
+        if p.gang_key is None:
+            units.append([p])
+        else:
+            if p.gang_key not in gangs:
+                units.append(gangs[p.gang_key])
+            gangs[p.gang_key].append(p)
+    return units
+
+
+def unit_order(units: list[list[Pod]], policy: PackingPolicy) -> list[list[Pod]]:
+    """Highest priority first, then the largest (decreasing sizes pack tighter), then by name."""
+    return sorted(
+        units,
+        key=lambda u: (
+            -max(p.priority for p in u),
+            -sum(pod_value(p, policy) for p in u),
+            -sum(p.cpu_milli for p in u),
+            u[0].key,
+        ),
+    )
+
+
+def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement]) -> bool:
+    """Place every member or none; on failure the state is as before."""
+    done: list[tuple[Pod, Placement]] = []
+    for pod in sorted(unit, key=lambda p: -p.milli_total):
+        where = state.find(pod)
+        if where is None:
+            for q, (node, gpus) in reversed(done):
+                state.remove(q, node, gpus)
+            return False
+        state.place(pod, *where)
+        done.append((pod, where))
+    for pod, where in done:
+        placed[pod.key] = where
+    return True
+
+
+def greedy_fill(
+    state: ClusterState, units: list[list[Pod]], placed: dict[str, Placement]
+) -> list[list[Pod]]:
+    """Place units in priority-then-size order; returns the units that did not fit."""
+    left = []
+    for unit in unit_order(units, state.policy):
+        if not place_unit(state, unit, placed):
+            left.append(unit)
+    return left

@@ -1,0 +1,81 @@
+"""Turn the placements a cycle decided into a Plan: bindings, evictions, reasons and totals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from scheduler.fit.reasons import Explainer
+from scheduler.fit.state import UNUSABLE, ClusterState, Placement
+from scheduler.fit.value import pod_value
+from scheduler.model import Binding, Eviction, Plan, PlanSummary, Pod
+
+
+def usable_capacity(state: ClusterState) -> int:
+    """milli-GPU of the GPUs that can take work: usable, on schedulable nodes."""
+    return 1000 * sum(
+        1
+        for node, res in enumerate(state.res)
+        if state.class_of[node] >= 0
+        for r in res
+        if r != UNUSABLE
+    )
+
+
+def gpu_allocation(used_milli: int, capacity_milli: int) -> float:
+    """Every placed pod's GPUs and shares over the capacity that can take work (snapshot doc)."""
+    return used_milli / capacity_milli if capacity_milli else 0.0
+
+
+def assemble(
+    state: ClusterState,
+    pending: list[Pod],
+    placed: Mapping[str, Placement],
+    evicted: Mapping[str, tuple[Pod, str]],
+    *,
+    status: str,
+    bound: float,
+    seconds: float,
+    gang_notes: Mapping[str, str],
+) -> Plan:
+    policy = state.policy
+    bindings = [
+        Binding(
+            pod=p.key, node=state.nodes[placed[p.key][0]].name, gpu_indices=list(placed[p.key][1])
+        )
+        for p in pending
+        if p.key in placed
+    ]
+    evictions = [
+        Eviction(pod=victim.key, node=victim.node or "", reason=reason)
+        for victim, reason in evicted.values()
+    ]
+    explainer = Explainer(state)
+    unplaced = [
+        explainer.explain(p, gang_notes.get(p.gang_key or ""))
+        for p in pending
+        if p.key not in placed
+    ]
+    objective = sum(pod_value(p, policy) for p in pending if p.key in placed) - sum(
+        pod_value(v, policy) for v, _ in evicted.values()
+    )
+    bound = max(bound, float(objective))
+    running = sum(p.milli_total for p in state.snapshot.pods if p.node is not None)
+    used = (
+        running
+        + sum(p.milli_total for p in pending if p.key in placed)
+        - sum(v.milli_total for v, _ in evicted.values())
+    )
+    summary = PlanSummary(
+        status=status,
+        solve_seconds=round(seconds, 4),
+        gpu_allocation_before=round(gpu_allocation(running, usable_capacity(state)), 6),
+        gpu_allocation=round(gpu_allocation(used, usable_capacity(state)), 6),
+        objective=float(objective),
+        bound=float(bound),
+        gap=round((bound - objective) / bound, 6) if bound > 0 else 0.0,
+        power_watts=dict(sorted(state.power.items())),
+        power_budget_watts=dict(sorted(state.budget.items())),
+        placed_pods=len(bindings),
+        pending_pods=len(pending),
+    )
+    return Plan(bindings=bindings, evictions=evictions, unplaced=unplaced, summary=summary)

@@ -1,0 +1,252 @@
+"""Mutable free capacity for one cycle, with buckets that make best-fit look-ups cheap.
+
+Nodes of one class start identical; buckets are keyed by (class, free whole GPUs) and by
+(class, residual milli of a partly used GPU), so a look-up walks a few buckets, not every node.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+from scheduler.fit.classes import NodeClass
+from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.power import budgets, domain_chain, domain_power, pod_watts
+
+UNUSABLE = -1  # a GPU that takes no new work (health, policy)
+
+Placement = tuple[int, tuple[int, ...]]  # node index, GPU indices
+
+
+class ClusterState:
+    def __init__(
+        self,
+        snapshot: ClusterSnapshot,
+        policy: PackingPolicy,
+        classes: list[NodeClass],
+        class_of: list[int],
+    ) -> None:
+        self.snapshot = snapshot
+        self.policy = policy
+        self.classes = classes
+        self.class_of = class_of
+        self.models = {m.name: m for m in snapshot.gpu_models}
+        self.nodes = snapshot.nodes
+        self.node_index = {n.name: i for i, n in enumerate(snapshot.nodes)}
+        chains = domain_chain(snapshot)
+        self.chain = [chains[n.power_domain] for n in snapshot.nodes]
+        self.budget = budgets(snapshot)
+        running = [p for p in snapshot.pods if p.node is not None]
+        self.power = domain_power(snapshot, ((p, p.node) for p in running), policy)  # type: ignore[misc]
+        self.cpu = [n.cpu_milli for n in snapshot.nodes]
+        self.mem = [n.memory_mi_b for n in snapshot.nodes]
+        self.apps: list[Counter[str]] = [Counter() for _ in snapshot.nodes]
+        used = [[0] * n.gpus for n in snapshot.nodes]
+        for p in running:
+            i = self.node_index[p.node]  # type: ignore[index]
+            self.cpu[i] -= p.cpu_milli
+            self.mem[i] -= p.memory_mi_b
+            if p.app:
+                self.apps[i][p.app] += 1
+            for g in p.gpu_indices:
+                used[i][g] += p.gpu_milli if p.fractional else 1000
+        self.usable = [
+            [policy.takes_new_work(n.health_of(g)) and n.schedulable for g in range(n.gpus)]
+            for n in snapshot.nodes
+        ]
+        self.res = [
+            [1000 - used[i][g] if self.usable[i][g] else UNUSABLE for g in range(n.gpus)]
+            for i, n in enumerate(snapshot.nodes)
+        ]
+        self.whole: dict[tuple[int, int], dict[int, None]] = defaultdict(dict)
+        # For each count of free whole GPUs, the classes that have a node with exactly that many.
+        self.with_free: list[dict[int, None]] = [
+            {} for _ in range(1 + max((n.gpus for n in snapshot.nodes), default=0))
+        ]
+        self.with_partial: dict[int, None] = {}
+        self.part: dict[tuple[int, int], dict[tuple[int, int], None]] = defaultdict(dict)
+        self.part_levels: dict[int, Counter[int]] = defaultdict(Counter)
+        self._watts: dict[tuple[str, str], int] = {}
+        self.nfree = [0] * len(snapshot.nodes)
+        for i in range(len(snapshot.nodes)):
+            self._index(i)
+
+    # -- buckets ---------------------------------------------------------------------------
+    def _index(self, i: int) -> None:
+        c = self.class_of[i]
+        if c < 0:
+            return
+        self.nfree[i] = k = sum(1 for r in self.res[i] if r == 1000)
+        bucket = self.whole[(c, k)]
+        if not bucket:
+            self.with_free[k][c] = None
+        bucket[i] = None
+        for g, r in enumerate(self.res[i]):
+            if 0 < r < 1000:
+                self.part[(c, r)][(i, g)] = None
+                self.part_levels[c][r] += 1
+                self.with_partial[c] = None
+
+    def _unindex(self, i: int) -> None:
+        c = self.class_of[i]
+        if c < 0:
+            return
+        k = self.nfree[i]
+        bucket = self.whole[(c, k)]
+        del bucket[i]
+        if not bucket:
+            del self.with_free[k][c]
+        for g, r in enumerate(self.res[i]):
+            if 0 < r < 1000:
+                del self.part[(c, r)][(i, g)]
+                self.part_levels[c][r] -= 1
+                if not self.part_levels[c][r]:
+                    del self.part_levels[c][r]
+                    if not self.part_levels[c]:
+                        del self.with_partial[c]
+
+    # -- rules -----------------------------------------------------------------------------
+    def spread_limit(self, pod: Pod) -> int | None:
+        if pod.app is None:
+            return None
+        if pod.max_per_node is not None:
+            return pod.max_per_node
+        if pod.kind == PodKind.INFERENCE:
+            return self.policy.inference_max_per_node
+        return None
+
+    def watts(self, pod: Pod, node: int) -> int:
+        model = self.nodes[node].gpu_model
+        key = (pod.key, model)
+        w = self._watts.get(key)
+        if w is None:
+            w = self._watts[key] = pod_watts(pod, self.models[model], self.policy)
+        return w
+
+    def power_ok(self, pod: Pod, node: int) -> bool:
+        w = self.watts(pod, node)
+        if not w:
+            return True
+        power, budget = self.power, self.budget
+        for d in self.chain[node]:
+            b = budget.get(d)
+            if b is not None and power[d] + w > b:
+                return False
+        return True
+
+    def model_ok(self, pod: Pod, node: int) -> bool:
+        return not pod.gpu_models or self.nodes[node].gpu_model in pod.gpu_models
+
+    def host_ok(self, pod: Pod, node: int) -> bool:
+        """Everything but the GPUs: CPU, memory, spread."""
+        if self.cpu[node] < pod.cpu_milli or self.mem[node] < pod.memory_mi_b:
+            return False
+        limit = self.spread_limit(pod)
+        return limit is None or self.apps[node][pod.app] < limit  # type: ignore[index]
+
+    # -- changes ---------------------------------------------------------------------------
+    def _apply(self, pod: Pod, node: int, gpus: Iterable[int], sign: int) -> None:
+        self._unindex(node)
+        self.cpu[node] -= sign * pod.cpu_milli
+        self.mem[node] -= sign * pod.memory_mi_b
+        if pod.app:
+            self.apps[node][pod.app] += sign
+        for g in gpus:
+            if self.res[node][g] != UNUSABLE:
+                self.res[node][g] -= sign * (pod.gpu_milli if pod.fractional else 1000)
+        w = self.watts(pod, node)
+        for d in self.chain[node]:
+            self.power[d] += sign * w
+        self._index(node)
+
+    def place(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> None:
+        self._apply(pod, node, gpus, +1)
+
+    def remove(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> None:
+        self._apply(pod, node, gpus, -1)
+
+    def gpus_fit(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> bool:
+        need = pod.gpu_milli if pod.fractional else 1000
+        return all(self.res[node][g] >= need for g in gpus)
+
+    # -- look-ups --------------------------------------------------------------------------
+    def find(self, pod: Pod) -> Placement | None:
+        """Best fit over the whole cluster: the fullest GPU (a share) or the node with the fewest
+        free GPUs (whole GPUs) the pod fits on."""
+        if pod.fractional:
+            best: tuple[int, Placement] | None = None
+            for c in list(self.with_partial):
+                if not self._class_ok(pod, c):
+                    continue
+                found = self._find_fractional(pod, self.classes[c])
+                if found is not None and (best is None or found[0][1] < best[0]):
+                    best = (found[0][1], found[1])
+            if best is not None:
+                return best[1]
+        need = max(pod.gpus, 0)
+        for k in range(need, len(self.with_free)):
+            for c in list(self.with_free[k]):
+                if not self._class_ok(pod, c):
+                    continue
+                for node in self.whole[(c, k)]:
+                    if self.host_ok(pod, node):
+                        free = [g for g, r in enumerate(self.res[node]) if r == 1000]
+                        return node, tuple(free[: max(need, 1) if pod.fractional else need])
+        return None
+
+    def _class_ok(self, pod: Pod, c: int) -> bool:
+        cls = self.classes[c]
+        if pod.gpu_models and cls.model not in pod.gpu_models:
+            return False
+        # One leaf domain per class: power is the same for every node in it.
+        return self.power_ok(pod, cls.nodes[0])
+
+    def find_balanced(self, pod: Pod, c: int) -> Placement | None:
+        """Among the nodes of one class, the node whose free GPU, CPU and memory best match what
+        the pod asks for (the dot-product rule of vector bin packing), so no dimension is stranded
+        while another is left over; within the node, the fullest GPU the pod fits on."""
+        cls = self.classes[c]
+        if (pod.gpu_models and cls.model not in pod.gpu_models) or not cls.nodes:
+            return None
+        if not self.power_ok(pod, cls.nodes[0]):
+            return None
+        node0 = self.nodes[cls.nodes[0]]
+        gpu_cap = max(node0.gpus, 1) * 1000
+        cpu_cap, mem_cap = max(node0.cpu_milli, 1), max(node0.memory_mi_b, 1)
+        want_gpu = pod.milli_total / gpu_cap
+        want_cpu, want_mem = pod.cpu_milli / cpu_cap, pod.memory_mi_b / mem_cap
+        best: tuple[float, Placement] | None = None
+        for node in cls.nodes:
+            if not self.host_ok(pod, node):
+                continue
+            gpus = self._gpus_on(pod, node)
+            if gpus is None:
+                continue
+            free = sum(r for r in self.res[node] if r > 0)
+            score = (
+                want_gpu * free / gpu_cap
+                + want_cpu * self.cpu[node] / cpu_cap
+                + want_mem * self.mem[node] / mem_cap
+            )
+            if best is None or score > best[0]:
+                best = (score, (node, gpus))
+        return best[1] if best else None
+
+    def _gpus_on(self, pod: Pod, node: int) -> tuple[int, ...] | None:
+        res = self.res[node]
+        if pod.gpus == 0:
+            return ()
+        if pod.fractional:
+            fits = [(r, g) for g, r in enumerate(res) if r >= pod.gpu_milli]
+            return (min(fits)[1],) if fits else None
+        free = [g for g, r in enumerate(res) if r == 1000]
+        return tuple(free[: pod.gpus]) if len(free) >= pod.gpus else None
+
+    def _find_fractional(
+        self, pod: Pod, cls: NodeClass
+    ) -> tuple[tuple[int, int], Placement] | None:
+        for r in sorted(lvl for lvl in self.part_levels[cls.id] if lvl >= pod.gpu_milli):
+            for node, g in self.part[(cls.id, r)]:
+                if self.host_ok(pod, node):
+                    return (0, r - pod.gpu_milli), (node, (g,))
+        return None

@@ -1,0 +1,15 @@
+"""Common configuration for every wire type: camelCase names, frozen, unknown fields rejected."""
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+
+class Wire(BaseModel):
+    """A frozen type whose field names on the wire are camelCase (the snapshot-format contract)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="forbid",
+    )

@@ -1,0 +1,97 @@
+"""PackingPolicy: how the planner trades work kinds, priorities, power and solver effort.
+
+Every field has a default, so no policy file is needed; a YAML file overrides any subset.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from scheduler.model.base import Wire
+from scheduler.model.snapshot import HealthState, PodKind
+
+
+class KindWeights(Wire):
+    training: int = Field(
+        default=10, ge=0, description="Objective weight per milli-GPU of training."
+    )
+    fine_tuning: int = Field(
+        default=10, ge=0, alias="fine-tuning", description="Weight per milli-GPU of fine-tuning."
+    )
+    inference: int = Field(default=10, ge=0, description="Weight per milli-GPU of inference.")
+
+    def of(self, kind: PodKind) -> int:
+        return {
+            PodKind.TRAINING: self.training,
+            PodKind.FINE_TUNING: self.fine_tuning,
+            PodKind.INFERENCE: self.inference,
+        }[kind]
+
+
+class KindPowerFactors(Wire):
+    training: float = Field(default=1.0, ge=0, le=1, description="Share of (TDP - idle) drawn.")
+    fine_tuning: float = Field(
+        default=0.85, ge=0, le=1, alias="fine-tuning", description="Share of (TDP - idle) drawn."
+    )
+    inference: float = Field(default=0.6, ge=0, le=1, description="Share of (TDP - idle) drawn.")
+
+    def of(self, kind: PodKind) -> float:
+        return {
+            PodKind.TRAINING: self.training,
+            PodKind.FINE_TUNING: self.fine_tuning,
+            PodKind.INFERENCE: self.inference,
+        }[kind]
+
+
+class SolverSettings(Wire):
+    time_limit_seconds: float = Field(
+        default=10.0, gt=0, description="Wall-clock limit for one CP-SAT solve."
+    )
+    workers: int = Field(
+        default=0, ge=0, description="CP-SAT search workers; 0 lets the solver use every core."
+    )
+    seed: int = Field(default=0, ge=0, description="Random seed, for reproducible plans.")
+    relative_gap: float = Field(
+        default=0.001, ge=0, le=1, description="Stop once the proven gap is at most this."
+    )
+
+
+class PackingPolicy(Wire):
+    api_version: str = Field(default="wattpack.io/v1alpha1", description="Format version.")
+    kind: str = Field(default="PackingPolicy", description="Object kind.")
+    kind_weights: KindWeights = Field(
+        default_factory=KindWeights, description="Objective weight per kind (per milli-GPU)."
+    )
+    priority_base: int = Field(
+        default=1000,
+        ge=1,
+        description="A pod's value per milli-GPU is kindWeight x (priorityBase + priority), at "
+        "least 1; a larger base makes priority matter less against allocation.",
+    )
+    power_factors: KindPowerFactors = Field(
+        default_factory=KindPowerFactors, description="Power model factor per kind."
+    )
+    new_work_on: list[HealthState] = Field(
+        default_factory=lambda: [HealthState.HEALTHY],
+        description="GPU health states that take new work (degraded and failed never do).",
+    )
+    inference_max_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        description="Spread inference: at most this many pods of one app per node, for inference "
+        "pods with an app and no maxPerNode of their own.",
+    )
+    preemption: bool = Field(
+        default=True, description="Evict lower-priority preemptible pods to place higher ones."
+    )
+    preempt_inference: bool = Field(
+        default=False, description="Allow preempting inference pods (off: serving is protected)."
+    )
+    solver: SolverSettings = Field(
+        default_factory=SolverSettings, description="CP-SAT effort and reproducibility."
+    )
+
+    def takes_new_work(self, state: HealthState) -> bool:
+        if state in (HealthState.DEGRADED, HealthState.FAILED):
+            return False
+        return state in self.new_work_on

@@ -1,0 +1,166 @@
+"""The cluster snapshot (v1alpha1): what `wattpack export` writes and `plan` reads.
+
+Field names and meanings follow docs/snapshot-format.md; every field carries a description so that
+`wattpack schema snapshot` documents the contract.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from scheduler.model.base import Wire
+from scheduler.model.consistency import snapshot_problems
+
+
+class PodKind(StrEnum):
+    TRAINING = "training"
+    FINE_TUNING = "fine-tuning"
+    INFERENCE = "inference"
+
+
+class HealthState(StrEnum):
+    HEALTHY = "healthy"
+    SUSPECT = "suspect"
+    DEGRADED = "degraded"
+    FAILED = "failed"
+
+
+class GpuModel(Wire):
+    name: str = Field(description="GPU model name that nodes and pods refer to, e.g. H100-SXM.")
+    tdp_watts: int = Field(gt=0, description="Board power at full load (TDP), in watts.")
+    idle_watts: int = Field(
+        ge=0, description="Power drawn by the GPU with no work on it, in watts."
+    )
+    memory_mi_b: int = Field(
+        default=0, ge=0, alias="memoryMiB", description="GPU memory in MiB (informational)."
+    )
+
+    @model_validator(mode="after")
+    def _idle_below_tdp(self) -> GpuModel:
+        if self.idle_watts > self.tdp_watts:
+            raise ValueError(
+                f"gpuModels[{self.name}].idleWatts {self.idle_watts} exceeds tdpWatts "
+                f"{self.tdp_watts}; idle power must be at most the TDP"
+            )
+        return self
+
+
+class PowerDomain(Wire):
+    name: str = Field(description="Unique domain name (facility, row, rack, ...).")
+    parent: str | None = Field(default=None, description="Parent domain; null for a root.")
+    budget_watts: int | None = Field(
+        default=None,
+        ge=0,
+        description="Hard power budget of everything below this domain, in watts; null = none.",
+    )
+
+
+class GpuHealth(Wire):
+    index: int = Field(ge=0, description="GPU index on the node.")
+    state: HealthState = Field(description="healthy | suspect | degraded | failed.")
+    reasons: list[str] = Field(default_factory=list, description="Why the GPU is in this state.")
+
+
+class Node(Wire):
+    name: str = Field(description="Node name.")
+    power_domain: str = Field(description="The leaf power domain the node's GPUs count against.")
+    gpu_model: str = Field(description="Model of every GPU on this node (a name in gpuModels).")
+    gpus: int = Field(ge=0, description="Number of GPUs on the node.")
+    cpu_milli: int = Field(ge=0, description="Allocatable CPU in millicores.")
+    memory_mi_b: int = Field(ge=0, alias="memoryMiB", description="Allocatable memory in MiB.")
+    schedulable: bool = Field(default=True, description="false = cordoned: takes no new work.")
+    gpu_health: list[GpuHealth] = Field(
+        default_factory=list, description="Per-GPU health; GPUs not listed are healthy."
+    )
+
+    def health_of(self, index: int) -> HealthState:
+        for entry in self.gpu_health:
+            if entry.index == index:
+                return entry.state
+        return HealthState.HEALTHY
+
+
+class Gang(Wire):
+    name: str = Field(description="Gang name, unique within the namespace.")
+    size: int = Field(ge=1, description="Number of member pods; all run or none does.")
+
+
+class Pod(Wire):
+    name: str = Field(description="Pod name.")
+    namespace: str = Field(default="default", description="Pod namespace.")
+    kind: PodKind = Field(description="training | fine-tuning | inference.")
+    priority: int = Field(default=0, description="Scheduling priority; higher wins.")
+    gpus: int = Field(
+        default=1, ge=0, description="Whole GPUs; with gpus 1 and gpuMilli < 1000, a share of one."
+    )
+    gpu_milli: int = Field(
+        default=1000,
+        description="Thousandths of each GPU (1..1000); below 1000 only with gpus 1.",
+    )
+    gpu_models: list[str] = Field(
+        default_factory=list, description="Acceptable GPU models; empty = any."
+    )
+    cpu_milli: int = Field(default=0, ge=0, description="CPU request in millicores.")
+    memory_mi_b: int = Field(
+        default=0, ge=0, alias="memoryMiB", description="Memory request in MiB."
+    )
+    gang: Gang | None = Field(default=None, description="All-or-nothing group; null for none.")
+    app: str | None = Field(
+        default=None, description="Pods with the same app spread by maxPerNode."
+    )
+    max_per_node: int | None = Field(
+        default=None, ge=1, description="At most this many pods of the same app on one node."
+    )
+    preemptible: bool = Field(default=True, description="May be evicted for higher priority work.")
+    power_watts_per_gpu: int | None = Field(
+        default=None, ge=0, description="Overrides the power model: watts per GPU (whole GPU)."
+    )
+    node: str | None = Field(default=None, description="Current node; null = pending.")
+    gpu_indices: list[int] = Field(default_factory=list, description="GPUs the pod holds now.")
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def gang_key(self) -> str | None:
+        return f"{self.namespace}/{self.gang.name}" if self.gang else None
+
+    @property
+    def fractional(self) -> bool:
+        return self.gpus == 1 and self.gpu_milli < 1000
+
+    @property
+    def milli_total(self) -> int:
+        """GPU capacity the pod takes, in milli-GPU (whole GPUs x 1000, or its share)."""
+        return self.gpu_milli if self.fractional else self.gpus * 1000
+
+
+class SnapshotMeta(Wire):
+    name: str = Field(default="snapshot", description="Cluster or snapshot name.")
+    exported_at: str | None = Field(default=None, description="When it was exported (RFC 3339).")
+
+
+class ClusterSnapshot(Wire):
+    api_version: Literal["wattpack.io/v1alpha1"] = Field(
+        default="wattpack.io/v1alpha1", description="Format version."
+    )
+    kind: Literal["ClusterSnapshot"] = Field(default="ClusterSnapshot", description="Object kind.")
+    metadata: SnapshotMeta = Field(default_factory=SnapshotMeta, description="Snapshot metadata.")
+    gpu_models: list[GpuModel] = Field(description="GPU models present in the cluster.")
+    power_domains: list[PowerDomain] = Field(
+        default_factory=list,
+        description="Power-domain tree; every GPU counts against all ancestors.",
+    )
+    nodes: list[Node] = Field(description="GPU nodes.")
+    pods: list[Pod] = Field(default_factory=list, description="Running and pending pods.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterSnapshot:
+        problems = snapshot_problems(self)
+        if problems:
+            raise ValueError(problems[0])
+        return self

@@ -1,0 +1,438 @@
+"""The aggregated CP-SAT model: how many pods of each class go to each class of nodes.
+
+Deciding counts instead of (pod, node) pairs keeps the model small when thousands of nodes are
+interchangeable (architecture doc, "the solver at scale"). Every constraint is one that any real
+placement satisfies, so the model is a relaxation and its proven bound bounds every plan; the
+expansion step turns counts back into nodes and GPUs, and the gap is measured on what it realises.
+A class of one node is modelled exactly, GPU by GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import reduce
+
+from ortools.sat.python import cp_model
+
+from scheduler.fit.classes import NodeClass, victim_signature
+from scheduler.fit.cycle import Cycle
+from scheduler.fit.state import UNUSABLE
+from scheduler.fit.value import pod_value
+from scheduler.model import Pod
+from scheduler.solver.dff import DFF_ORDERS, dff_capacity, dff_scaled, eps_scaled, eps_thresholds
+from scheduler.solver.groups import Group
+from scheduler.solver.lp import solve_lp
+from scheduler.solver.pod_classes import Demand, PodClass
+
+_BIG = 1 << 40
+
+
+def _lin(terms) -> cp_model.LinearExpr:
+    """sum(coeff * var) built in one call: Python-level sums cost ~100 us a term at scale."""
+    terms = [(c, v) for c, v in terms if c]
+    return cp_model.LinearExpr.weighted_sum([v for _, v in terms], [c for c, _ in terms])
+
+
+@dataclass
+class Counts:
+    """What the solver decided, in counts."""
+
+    status: str
+    bound: float  # proven upper bound on the objective (raw value units)
+    x: dict[tuple[int, int], int] = field(default_factory=dict)  # (pod class, group)
+    per_gpu: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (pc, group, gpu)
+    evict: dict[tuple[tuple, int], int] = field(default_factory=dict)  # (victim sig, group)
+    gangs: dict[int, int] = field(default_factory=dict)  # gang class -> gangs placed
+
+
+def _per_node_cap(pc: PodClass, cls: NodeClass, extra: tuple[int, int, int, int]) -> int:
+    """How many pods of this class one node of this class could take at most."""
+    rep = pc.rep
+    v_gpus, v_slots, v_cpu, v_mem = extra
+    caps = [_BIG]
+    if rep.gpus > 0 and not rep.fractional:
+        caps.append((cls.free_whole + v_gpus) // rep.gpus)
+    if rep.fractional:
+        slots = (
+            cls.free_whole + v_gpus + sum(1 for r in cls.partial if r >= rep.gpu_milli) + v_slots
+        )
+        caps.append(slots * (1000 // rep.gpu_milli))
+    if rep.cpu_milli:
+        caps.append((cls.cpu + v_cpu) // rep.cpu_milli)
+    if rep.memory_mi_b:
+        caps.append((cls.mem + v_mem) // rep.memory_mi_b)
+    return min(caps)
+
+
+class AggregateModel:
+    def __init__(
+        self, cycle: Cycle, demand: Demand, groups: list[Group], group_of_class: list[int]
+    ) -> None:
+        self.cycle = cycle
+        self.state = cycle.state
+        self.demand = demand
+        self.groups, self.group_of_class = groups, group_of_class
+        self.m = cp_model.CpModel()
+        self.x: dict[tuple[int, int], cp_model.IntVar] = {}
+        self.y: dict[tuple[int, int, int], cp_model.IntVar] = {}
+        self.v: dict[tuple[tuple, int], cp_model.IntVar] = {}
+        self.z: dict[int, cp_model.IntVar] = {}
+        self.opened: dict[int, cp_model.IntVar] = {}
+        self.victim_rep: dict[tuple, Pod] = {}
+        for p in cycle.victims:
+            self.victim_rep.setdefault(victim_signature(p), p)
+        self.victims_per_node: dict[int, Counter[tuple]] = {
+            c.id: Counter(c.victims) for c in self.state.classes
+        }
+        self._build()
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _watts(self, pod: Pod, cls: NodeClass) -> int:
+        return self.state.watts(pod, cls.nodes[0])
+
+    def _victim_extra(self, cls: NodeClass) -> tuple[int, int, int, int]:
+        gpus = slots = cpu = mem = 0
+        for sig, k in self.victims_per_node[cls.id].items():
+            v = self.victim_rep[sig]
+            gpus += k * (0 if v.fractional else v.gpus)
+            slots += k * (1 if v.fractional else 0)
+            cpu += k * v.cpu_milli
+            mem += k * v.memory_mi_b
+        return gpus, slots, cpu, mem
+
+    def _headroom(self) -> dict[str, int]:
+        """Budget minus draw, as if every victim in the domain were gone (an optimistic cap)."""
+        s = self.state
+        freed: Counter[str] = Counter()
+        for v in self.cycle.victims:
+            node = s.node_index[v.node]  # type: ignore[index]
+            for d in s.chain[node]:
+                freed[d] += s.watts(v, node)
+        return {d: b - s.power[d] + freed[d] for d, b in s.budget.items()}
+
+    # -- model -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        s, m = self.state, self.m
+        headroom = self._headroom()
+        for grp in self.groups:
+            cls, n = grp.rep, grp.n
+            extra = self._victim_extra(cls)
+            leaves = {c.leaf for c in grp.classes}
+            leaf_room = max((headroom[leaf] for leaf in leaves if leaf in headroom), default=None)
+            upper_room = min((headroom[d] for d in grp.upper if d in headroom), default=None)
+            for pc in self.demand.classes:
+                rep = pc.rep
+                if rep.gpu_models and cls.model not in rep.gpu_models:
+                    continue
+                w = self._watts(rep, cls)
+                if (leaf_room is not None and w > leaf_room) or (
+                    upper_room is not None and w > upper_room
+                ):
+                    continue
+                per_node = _per_node_cap(pc, cls, extra)
+                limit = s.spread_limit(rep)
+                if limit is not None and pc.spread_binds:
+                    per_node = min(per_node, limit - dict(cls.apps).get(rep.app or "", 0))
+                ub = min(len(pc.pods), n * per_node)
+                if ub > 0:
+                    self.x[(pc.id, grp.id)] = m.new_int_var(0, ub, f"x_{pc.id}_{grp.id}")
+            for sig, k in self.victims_per_node[cls.id].items():
+                self.v[(sig, grp.id)] = m.new_int_var(0, k * n, f"v_{grp.id}_{len(self.v)}")
+        self._demand_rows()
+        for grp in self.groups:
+            self._node_class_rows(grp)
+        self._power_rows()
+        self._objective()
+
+    def _demand_rows(self) -> None:
+        by_pc: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for (j, _), var in self.x.items():
+            by_pc[j].append(var)
+        for pc in self.demand.classes:
+            if not pc.gang_member and by_pc[pc.id]:
+                self.m.add(cp_model.LinearExpr.sum(by_pc[pc.id]) <= len(pc.pods))
+        gangs_of: dict[int, list[tuple[int, cp_model.IntVar]]] = defaultdict(list)
+        for gc in self.demand.gangs:
+            z = self.m.new_int_var(0, len(gc.gangs), f"z_{gc.id}")
+            self.z[gc.id] = z
+            for j, per_gang in gc.members.items():
+                gangs_of[j].append((per_gang, z))
+        # Members of every gang with this shape: the places given equal the members of the
+        # gangs placed, so only whole gangs are placed.
+        for j, parts in gangs_of.items():
+            self.m.add(cp_model.LinearExpr.sum(by_pc[j]) == _lin(parts))
+
+    def _classes_here(self, grp: Group) -> list[tuple[PodClass, cp_model.IntVar]]:
+        return [
+            (pc, self.x[(pc.id, grp.id)]) for pc in self.demand.classes if (pc.id, grp.id) in self.x
+        ]
+
+    def _thresholds(self, here: list[tuple[PodClass, cp_model.IntVar]], victim_prios: list[int]):
+        """Priority levels at which capacity freed by preemption changes hands."""
+        if not victim_prios:
+            return [None]
+        return sorted({pc.rep.priority for pc, _ in here})
+
+    def _node_class_rows(self, grp: Group) -> None:
+        m = self.m
+        here = self._classes_here(grp)
+        if not here:
+            return
+        cls, n = grp.rep, grp.n
+        vic = [
+            (sig, self.v[(sig, grp.id)], self.victim_rep[sig])
+            for sig in self.victims_per_node[cls.id]
+        ]
+        exact = n == 1 and not vic
+        frac = [(pc, x) for pc, x in here if pc.rep.fractional]
+        whole = [(pc, x) for pc, x in here if pc.rep.gpus > 0 and not pc.rep.fractional]
+        fresh_for_frac: cp_model.LinearExprT = 0
+        if frac and exact:
+            fresh_for_frac = self._exact_gpus(grp, frac)
+        elif frac:
+            whole_freed = sum(
+                k * v.gpus
+                for sig, k in self.victims_per_node[cls.id].items()
+                if not (v := self.victim_rep[sig]).fractional
+            )
+            f = m.new_int_var(0, n * (cls.free_whole + whole_freed), f"f_{grp.id}")
+            fresh_for_frac = f
+            self._share_rows(cls, n, frac, f, vic)
+        if cls.empty and n > 1 and not vic:
+            opened = m.new_int_var(0, n, f"o_{grp.id}")
+            self.opened[grp.id] = opened
+            gpu_cap: cp_model.LinearExprT = cls.free_whole * opened
+            cpu_cap: cp_model.LinearExprT = cls.cpu * opened
+            mem_cap: cp_model.LinearExprT = cls.mem * opened
+        else:
+            gpu_cap, cpu_cap, mem_cap = n * cls.free_whole, n * cls.cpu, n * cls.mem
+        for q in self._thresholds(here, [v.priority for _, _, v in vic]):
+
+            def upto(items, q=q):
+                return [(pc, x) for pc, x in items if q is None or pc.rep.priority <= q]
+
+            def freed(fn, q=q):
+                return _lin((fn(v), var) for _, var, v in vic if q is not None and v.priority < q)
+
+            m.add(
+                _lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
+                <= gpu_cap + freed(lambda v: 0 if v.fractional else v.gpus)
+            )
+            m.add(
+                _lin((pc.rep.cpu_milli, x) for pc, x in upto(here))
+                <= cpu_cap + freed(lambda v: v.cpu_milli)
+            )
+            m.add(
+                _lin((pc.rep.memory_mi_b, x) for pc, x in upto(here))
+                <= mem_cap + freed(lambda v: v.memory_mi_b)
+            )
+        if not vic:
+            self._size_rows(cls, whole, n)
+        self._spread_rows(cls, here, n)
+
+    def _share_rows(self, cls, n, frac, fresh, vic) -> None:
+        """GPU shares in a class of many nodes: mass, plus DFF cuts when no share is evicted."""
+        freed = sum(v.gpu_milli * var for _, var, v in vic if v.fractional)
+        self.m.add(
+            _lin((pc.rep.gpu_milli, x) for pc, x in frac)
+            <= 1000 * fresh + n * sum(cls.partial) + freed
+        )
+        if any(v.fractional for _, _, v in vic):
+            return
+        for k in DFF_ORDERS:
+            cap = dff_capacity(k)
+            prefilled = sum(cap - dff_scaled(k, 1000 - r) for r in cls.partial)
+            self.m.add(
+                _lin((dff_scaled(k, pc.rep.gpu_milli), x) for pc, x in frac)
+                <= cap * fresh + n * prefilled
+            )
+        for eps in eps_thresholds({pc.rep.gpu_milli for pc, _ in frac}):
+            prefilled = sum(1000 - eps_scaled(eps, 1000 - r) for r in cls.partial)
+            self.m.add(
+                _lin((eps_scaled(eps, pc.rep.gpu_milli), x) for pc, x in frac)
+                <= 1000 * fresh + n * prefilled
+            )
+
+    def _exact_gpus(self, grp: Group, frac) -> cp_model.LinearExprT:
+        """One node: shares are assigned to GPUs exactly; returns the fresh GPUs they open."""
+        m = self.m
+        cls = grp.rep
+        node = cls.nodes[0]
+        opened = []
+        per_pc: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+        for g, r in enumerate(self.state.res[node]):
+            if r == UNUSABLE or r == 0:
+                continue
+            b = m.new_bool_var(f"b_{grp.id}_{g}") if r == 1000 else None
+            if b is not None:
+                opened.append(b)
+            terms = []
+            for pc, _ in frac:
+                if pc.rep.gpu_milli > r:
+                    continue
+                y = m.new_int_var(0, min(len(pc.pods), r // pc.rep.gpu_milli), f"y_{pc.id}_{g}")
+                self.y[(pc.id, grp.id, g)] = y
+                per_pc[pc.id].append(y)
+                terms.append(pc.rep.gpu_milli * y)
+            if terms:
+                m.add(sum(terms) <= (1000 * b if b is not None else r))
+        for pc, x in frac:
+            m.add(x == sum(per_pc[pc.id]))
+        return sum(opened)
+
+    def _size_rows(self, cls: NodeClass, whole, n: int) -> None:
+        """A 4-GPU pod needs 4 free GPUs on one node: count how many such blocks nodes hold."""
+        for size in sorted({pc.rep.gpus for pc, _ in whole if pc.rep.gpus > 1}):
+            if cls.free_whole % size == 0:
+                continue  # implied by the GPU row
+            self.m.add(
+                _lin((pc.rep.gpus // size, x) for pc, x in whole) <= n * (cls.free_whole // size)
+            )
+
+    def _spread_rows(self, cls: NodeClass, here, n: int) -> None:
+        limits: dict[str, set[int]] = defaultdict(set)
+        for pc, _ in here:
+            limit = self.state.spread_limit(pc.rep)
+            if limit is not None and pc.spread_binds:
+                limits[pc.rep.app].add(limit)  # type: ignore[index]
+        running = dict(cls.apps)
+        for app, values in limits.items():
+            members = [x for pc, x in here if pc.rep.app == app]
+            self.m.add(
+                cp_model.LinearExpr.sum(members) <= n * max(0, min(values) - running.get(app, 0))
+            )
+
+    def _power_rows(self) -> None:
+        s = self.state
+        rooms: dict[str, int] = {d: b - s.power[d] for d, b in s.budget.items()}
+        rows_of: dict[int, list[str]] = {}
+        for grp in self.groups:
+            rows = [d for d in grp.upper if d in s.budget]
+            if grp.leaf_room is not None:
+                rows.append(grp.leaf_key)
+                rooms[grp.leaf_key] = grp.leaf_room
+            rows_of[grp.id] = rows
+        terms: dict[str, list[tuple[int, int, cp_model.IntVar]]] = defaultdict(list)
+        freed: dict[str, list[tuple[int, int, cp_model.IntVar]]] = defaultdict(list)
+        pcs = {pc.id: pc for pc in self.demand.classes}
+        for (j, gid), x in self.x.items():
+            w = self._watts(pcs[j].rep, self.groups[gid].rep)
+            for d in rows_of[gid] if w else ():
+                terms[d].append((pcs[j].rep.priority, w, x))
+        for (sig, gid), var in self.v.items():
+            victim = self.victim_rep[sig]
+            w = self._watts(victim, self.groups[gid].rep)
+            for d in rows_of[gid] if w else ():
+                freed[d].append((victim.priority, w, var))
+        for d, items in terms.items():
+            levels = sorted({p for p, _, _ in items}) if freed[d] else [None]
+            for q in levels:
+                use = _lin((w, x) for p, w, x in items if q is None or p <= q)
+                gain = _lin((w, v) for p, w, v in freed[d] if q is not None and p < q)
+                self.m.add(use <= rooms[d] + gain)
+
+    def _objective(self) -> None:
+        """Lexicographic: weighted GPU allocation, then CPU-only pods, then empty nodes kept,
+        then fewer evictions; each level's whole range is worth less than one unit above it."""
+        pcs = {pc.id: pc for pc in self.demand.classes}
+        values = [pc.value for pc in self.demand.classes if pc.value] + [
+            pod_value(v, self.cycle.policy) for v in self.victim_rep.values()
+        ]
+        self.unit = reduce(math.gcd, values, 0) or 1
+        cpu_only = sum(len(pc.pods) for pc in self.demand.classes if pc.value == 0)
+        per_unit = cpu_only + 1
+        primary = _lin(
+            ((pcs[j].value // self.unit) * per_unit + (0 if pcs[j].value else 1), x)
+            for (j, _), x in self.x.items()
+        )
+        primary -= _lin(
+            (pod_value(self.victim_rep[sig], self.cycle.policy) // self.unit * per_unit, var)
+            for (sig, _), var in self.v.items()
+        )
+        primary_max = (
+            sum(
+                (pc.value // self.unit) * (cpu_only + 1) * len(pc.pods)
+                for pc in self.demand.classes
+            )
+            + cpu_only
+        )
+        empty = sum(self.groups[g].n for g in self.opened)
+        victims = len(self.cycle.victims)
+        scale_e = victims + 1
+        scale_p = (empty + 1) * scale_e
+        if primary_max * scale_p > (1 << 52):
+            # Keep the objective inside exact double range for the LP: drop the tie-breakers.
+            scale_e, scale_p, empty, victims = 1, 1, 0, 0
+            self.opened.clear()
+        kept_empty = (
+            empty - cp_model.LinearExpr.sum(list(self.opened.values())) if self.opened else 0
+        )
+        fewer_evictions = victims - cp_model.LinearExpr.sum(list(self.v.values())) if victims else 0
+        self.m.maximize(primary * scale_p + kept_empty * scale_e + fewer_evictions)
+        self.scale_p = scale_p
+        self.cpu_only_scale = cpu_only + 1
+
+    def hint(self, placed: dict[str, tuple[int, tuple[int, ...]]], class_of: list[int]) -> None:
+        """Start the search from a greedy plan made on the same classes."""
+        pc_of = {p.key: pc.id for pc in self.demand.classes for p in pc.pods}
+        on_class: Counter[tuple[int, int]] = Counter()
+        on_gpu: Counter[tuple[int, int, int]] = Counter()
+        for key, (node, gpus) in placed.items():
+            gid = self.group_of_class[class_of[node]]
+            on_class[(pc_of[key], gid)] += 1
+            if len(gpus) == 1:
+                on_gpu[(pc_of[key], gid, gpus[0])] += 1
+        for key, var in self.x.items():
+            self.m.add_hint(var, on_class.get(key, 0))
+        for key, var in self.y.items():
+            self.m.add_hint(var, on_gpu.get(key, 0))
+        for var in self.v.values():
+            self.m.add_hint(var, 0)
+        for gc in self.demand.gangs:
+            done = sum(all(p.key in placed for p in gang) for gang in gc.gangs)
+            self.m.add_hint(self.z[gc.id], done)
+
+    # -- solve -----------------------------------------------------------------------------
+    def _counts(self, status: str, combined_bound: float, value) -> Counts:
+        primary_units = math.floor(combined_bound + 1e-6) // self.scale_p
+        return Counts(
+            status=status,
+            bound=float((primary_units // self.cpu_only_scale) * self.unit),
+            x={k: value(v) for k, v in self.x.items() if value(v)},
+            per_gpu={k: value(v) for k, v in self.y.items() if value(v)},
+            evict={k: value(v) for k, v in self.v.items() if value(v)},
+            gangs={k: value(v) for k, v in self.z.items()},
+        )
+
+    def solve(self, time_limit: float, workers: int, seed: int, relative_gap: float) -> Counts:
+        """LP relaxation first (a bound and a rounded start), then CP-SAT for the time left."""
+        lp = solve_lp(self.m, time_limit)
+        lp_bound = math.inf
+        floor_of = None
+        if lp is not None:
+            # Relative slack on the LP optimum guards the bound against floating-point error.
+            lp_bound = lp.bound * (1 + 1e-9) + 1e-6
+            self.m.clear_hints()
+            for i, val in enumerate(lp.values):
+                self.m.add_hint(self.m.get_int_var_from_proto_index(i), math.floor(val + 1e-6))
+
+            def floor_of(var) -> int:
+                return math.floor(lp.values[var.index] + 1e-6)
+
+            time_limit -= lp.seconds
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = max(0.05, time_limit)
+        solver.parameters.num_workers = workers
+        solver.parameters.random_seed = seed
+        solver.parameters.relative_gap_limit = relative_gap
+        solver.parameters.symmetry_level = 0  # symmetry detection costs more than it saves here
+        code = solver.solve(self.m)
+        status = solver.status_name(code)
+        if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            bound = min(lp_bound, solver.best_objective_bound)
+            return self._counts(status, bound, solver.value)
+        if floor_of is not None:
+            return self._counts("LP_ROUNDED", lp_bound, floor_of)
+        return Counts(status=status, bound=math.inf)

@@ -1,0 +1,218 @@
+"""Turn the solver's counts into concrete nodes and GPUs, keeping every promise a plan makes.
+
+Order matters: evict what the solver chose, place shares on the GPUs an exact class named, then
+pack each class best-fit; a gang that lost a member is taken out whole; leftovers get a greedy
+second chance; an eviction whose room no higher-priority pod uses is undone.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from scheduler.fit.classes import victim_signature
+from scheduler.fit.cycle import Cycle
+from scheduler.fit.greedy import greedy_fill
+from scheduler.fit.state import UNUSABLE, ClusterState, Placement
+from scheduler.model import Pod
+from scheduler.solver.aggregate import Counts
+from scheduler.solver.groups import Group
+from scheduler.solver.pod_classes import Demand
+
+Evicted = dict[str, tuple[Pod, str]]
+_NO_CLASS = -1
+
+
+def _evict(cycle: Cycle, counts: Counts, group_of_class: list[int]) -> dict[str, Pod]:
+    s = cycle.state
+    by_slot: dict[tuple[tuple, int], list[Pod]] = defaultdict(list)
+    per_node: dict[int, int] = defaultdict(int)
+    for v in cycle.victims:
+        node = s.node_index[v.node]  # type: ignore[index]
+        per_node[node] += 1
+        by_slot[(victim_signature(v), group_of_class[s.class_of[node]])].append(v)
+    evicted: dict[str, Pod] = {}
+    for slot, k in counts.evict.items():
+        # Evicting from the same nodes first frees whole GPUs and whole nodes.
+        pool = sorted(by_slot[slot], key=lambda v: (-per_node[s.node_index[v.node]], v.node, v.key))
+        for v in pool[:k]:
+            s.remove(v, s.node_index[v.node], tuple(v.gpu_indices))  # type: ignore[index]
+            evicted[v.key] = v
+    return evicted
+
+
+def _deal(k: int, grp: Group) -> list[tuple[int, int]]:
+    """Split k pods over a group's classes in proportion to their nodes: (class id, count)."""
+    n = grp.n
+    shares = [(c.id, k * len(c.nodes) // n) for c in grp.classes]
+    rest = k - sum(q for _, q in shares)
+    return [(c, q + (1 if i < rest else 0)) for i, (c, q) in enumerate(shares)]
+
+
+def _assign(
+    cycle: Cycle, demand: Demand, counts: Counts, groups: list[Group]
+) -> dict[int, list[tuple[Pod, int | None]]]:
+    """Which pods go to which node class, and for one-node classes, to which GPU."""
+    s = cycle.state
+    items: dict[int, list[tuple[Pod, int | None]]] = defaultdict(list)
+    gpu_slots: dict[tuple[int, int], deque[int]] = defaultdict(deque)
+    for (j, gid, g), k in counts.per_gpu.items():
+        gpu_slots[(j, groups[gid].rep.id)].extend([g] * k)
+
+    def put(pod: Pod, j: int, c: int) -> None:
+        slots = gpu_slots.get((j, c))
+        items[c].append((pod, slots.popleft() if slots else None))
+
+    dealt: dict[int, list[tuple[int, int]]] = defaultdict(list)  # pod class -> (class, count)
+    for (j, gid), k in sorted(counts.x.items()):
+        dealt[j].extend(_deal(k, groups[gid]))
+    queues = {pc.id: deque(pc.pods) for pc in demand.classes if not pc.gang_member}
+    for j, queue in queues.items():
+        for c, k in dealt[j]:
+            for _ in range(k):
+                put(queue.popleft(), j, c)
+    class_of_pod = {p.key: pc.id for pc in demand.classes for p in pc.pods}
+    # Slots in power-domain order, so a gang's members land in as few domains as can be.
+    slots = {
+        j: deque(
+            c
+            for c, k in sorted(dealt[j], key=lambda ck: (s.classes[ck[0]].leaf, ck[0]))
+            for _ in range(k)
+        )
+        for j in dealt
+        if j not in queues
+    }
+    for gc in demand.gangs:
+        for gang in gc.gangs[: counts.gangs.get(gc.id, 0)]:
+            for p in gang:
+                j = class_of_pod[p.key]
+                # Rounded counts can fall short of whole gangs: such a member has no class yet
+                # and joins the leftovers, where its gang is placed whole or not at all.
+                put(p, j, slots[j].popleft() if slots.get(j) else _NO_CLASS)
+    return items
+
+
+def _pack(
+    state: ClusterState,
+    items: dict[int, list[tuple[Pod, int | None]]],
+    placed: dict[str, Placement],
+) -> list[Pod]:
+    left: list[Pod] = []
+    for c, pods in items.items():
+        if c == _NO_CLASS:
+            left.extend(p for p, _ in pods)
+            continue
+        node0 = state.classes[c].nodes[0]
+        for pod, g in pods:
+            # An exact (one-node) class named the GPU: the model already checked the share fits.
+            if g is None:
+                continue
+            if (
+                state.res[node0][g] < pod.gpu_milli
+                or not state.host_ok(pod, node0)
+                or not state.power_ok(pod, node0)
+            ):
+                left.append(pod)
+                continue
+            state.place(pod, node0, (g,))
+            placed[pod.key] = (node0, (g,))
+        rest = [p for p, g in pods if g is None]
+        rest.sort(key=lambda p: (-p.gpus, -p.milli_total, -p.cpu_milli, -p.memory_mi_b, p.key))
+        for pod in rest:
+            where = state.find_balanced(pod, c)
+            if where is None:
+                left.append(pod)
+            else:
+                state.place(pod, *where)
+                placed[pod.key] = where
+    return left
+
+
+def _break_partial_gangs(
+    state: ClusterState, pending: list[Pod], placed: dict[str, Placement], left: list[Pod]
+) -> list[list[Pod]]:
+    members: dict[str, list[Pod]] = defaultdict(list)
+    for p in pending:
+        if p.gang_key:
+            members[p.gang_key].append(p)
+    broken = {p.gang_key for p in left if p.gang_key}
+    units = [[p] for p in left if not p.gang_key]
+    for key in sorted(broken):
+        for p in members[key]:
+            if p.key in placed:
+                node, gpus = placed.pop(p.key)
+                state.remove(p, node, gpus)
+        units.append(members[key])
+    return units
+
+
+def _fits_back(state: ClusterState, v: Pod, node: int) -> bool:
+    need = v.gpu_milli if v.fractional else 1000
+    gpus_ok = all(
+        state.res[node][g] in (UNUSABLE,) or state.res[node][g] >= need for g in v.gpu_indices
+    )
+    return (
+        gpus_ok
+        and state.cpu[node] >= v.cpu_milli
+        and state.mem[node] >= v.memory_mi_b
+        and state.power_ok(v, node)
+    )
+
+
+def _settle_evictions(
+    state: ClusterState, evicted: dict[str, Pod], pending: list[Pod], placed: dict[str, Placement]
+) -> tuple[Evicted, list[list[Pod]]]:
+    """Restore victims whose room went unused; keep only evictions a higher priority needs."""
+    by_key = {p.key: p for p in pending}
+    bumped: list[list[Pod]] = []
+    kept: Evicted = {}
+    for v in sorted(evicted.values(), key=lambda v: (-v.priority, v.key)):
+        node = state.node_index[v.node]  # type: ignore[index]
+        if not _fits_back(state, v, node):
+            # Room taken by pods that do not outrank the victim goes back to the victim.
+            for key, (n, gpus) in sorted(placed.items(), key=lambda kv: by_key[kv[0]].priority):
+                p = by_key[key]
+                if n == node and p.priority <= v.priority and not p.gang_key:
+                    state.remove(p, n, gpus)
+                    del placed[key]
+                    bumped.append([p])
+                    if _fits_back(state, v, node):
+                        break
+        if _fits_back(state, v, node):
+            state.place(v, node, tuple(v.gpu_indices))
+            continue
+        kept[v.key] = (v, _preemptor_reason(state, v, node, by_key, placed))
+    return kept, bumped
+
+
+def _preemptor_reason(
+    state: ClusterState, v: Pod, node: int, by_key: dict[str, Pod], placed: dict[str, Placement]
+) -> str:
+    domains = set(state.chain[node])
+    best = None
+    for key, (n, _) in placed.items():
+        p = by_key[key]
+        if p.priority <= v.priority:
+            continue
+        rank = 0 if n == node else 1
+        if rank == 1 and not domains & set(state.chain[n]):
+            continue
+        if best is None or (rank, -p.priority, key) < best[0]:
+            best = ((rank, -p.priority, key), p)
+    if best is None:
+        return f"preempted for higher-priority work (priority {v.priority})"
+    p = best[1]
+    return f"preempted by {p.key} (priority {p.priority} > {v.priority})"
+
+
+def expand(
+    cycle: Cycle, demand: Demand, counts: Counts, groups: list[Group], group_of_class: list[int]
+) -> tuple[dict[str, Placement], Evicted]:
+    state = cycle.state
+    placed: dict[str, Placement] = {}
+    evicted = _evict(cycle, counts, group_of_class)
+    left = _pack(state, _assign(cycle, demand, counts, groups), placed)
+    units = _break_partial_gangs(state, cycle.pending, placed, left)
+    greedy_fill(state, units, placed)
+    kept, bumped = _settle_evictions(state, evicted, cycle.pending, placed)
+    greedy_fill(state, bumped, placed)
+    return placed, kept

@@ -1,0 +1,91 @@
+"""Merge node classes that differ only in which identical rack they sit in.
+
+Racks of the same make-up, budget and draw under the same parent are interchangeable for the
+model; it decides counts for the group against the sum of their leaf budgets (a relaxation: any
+real plan satisfies the sum), and expansion deals the counts back out rack by rack.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from scheduler.fit.classes import NodeClass
+from scheduler.fit.state import ClusterState
+
+
+@dataclass
+class Group:
+    id: int
+    classes: list[NodeClass]
+    leaf_key: str  # the power row that stands for all the group's leaf domains
+    leaf_room: int | None  # their summed headroom; None when leaves have no budget
+    upper: list[str]  # ancestors above the leaf, shared by every class in the group
+
+    @property
+    def rep(self) -> NodeClass:
+        return self.classes[0]
+
+    @property
+    def n(self) -> int:
+        return sum(len(c.nodes) for c in self.classes)
+
+
+def _shape(cls: NodeClass) -> tuple:
+    return (
+        cls.model,
+        cls.gpus,
+        cls.free_whole,
+        cls.partial,
+        cls.cpu,
+        cls.mem,
+        cls.apps,
+        cls.victims,
+    )
+
+
+def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], list[int]]:
+    """Groups for the model, and the group id of every node class."""
+    live = [c for c in state.classes if c.nodes]
+    if singleton:
+        groups = [_group(state, i, [c]) for i, c in enumerate(live)]
+    else:
+        by_leaf: dict[str, list[NodeClass]] = defaultdict(list)
+        for c in live:
+            by_leaf[c.leaf].append(c)
+        # A leaf's signature: every class in it, its budget and its draw.
+        sig_of: dict[str, tuple] = {}
+        for leaf, classes in by_leaf.items():
+            chain = state.chain[classes[0].nodes[0]]
+            sig_of[leaf] = (
+                tuple(chain[1:]),
+                state.budget.get(leaf),
+                state.power[leaf],
+                tuple(sorted((_shape(c), len(c.nodes)) for c in classes)),
+            )
+        leaves_by_sig: dict[tuple, list[str]] = defaultdict(list)
+        for leaf in sorted(by_leaf):
+            leaves_by_sig[sig_of[leaf]].append(leaf)
+        groups = []
+        for leaves in leaves_by_sig.values():
+            by_shape: dict[tuple, list[NodeClass]] = defaultdict(list)
+            for leaf in leaves:
+                for c in by_leaf[leaf]:
+                    by_shape[_shape(c)].append(c)
+            for classes in by_shape.values():
+                groups.append(_group(state, len(groups), classes))
+    of_class = [-1] * len(state.classes)
+    for g in groups:
+        for c in g.classes:
+            of_class[c.id] = g.id
+    return groups, of_class
+
+
+def _group(state: ClusterState, gid: int, classes: list[NodeClass]) -> Group:
+    leaves = sorted({c.leaf for c in classes})
+    chain = state.chain[classes[0].nodes[0]]
+    room = None
+    if leaves[0] in state.budget:
+        room = sum(state.budget[leaf] - state.power[leaf] for leaf in leaves)
+    key = leaves[0] if len(leaves) == 1 else f"{leaves[0]}+{len(leaves) - 1}"
+    return Group(gid, classes, key, room, chain[1:])
