@@ -38,8 +38,9 @@ def assemble(
     gang_notes: Mapping[str, str],
 ) -> Plan:
     policy = state.policy
+    # Built from checked data: construct skips re-validating tens of thousands of bindings.
     bindings = [
-        Binding(
+        Binding.model_construct(
             pod=p.key, node=state.nodes[placed[p.key][0]].name, gpu_indices=list(placed[p.key][1])
         )
         for p in pending

@@ -90,50 +90,60 @@ class Explainer:
         unit = "cpuMilli" if s.resource == "cpuMilli" else "MiB"
         return f"{s.resource}: short {s.amount} {unit} on the best node {s.domain}"
 
+    def _class_shortfalls(self, pod: Pod, c: int) -> list[Shortfall]:
+        """What one class of nodes lacks for the pod, the worst power domain included."""
+        s, best = self.state, self._class_best(c)
+        node = s.classes[c].nodes[0]
+        out: list[Shortfall] = []
+        if pod.fractional and best.residual < pod.gpu_milli:
+            out.append(
+                Shortfall(
+                    resource="gpuMilli", domain=best.node_name, amount=pod.gpu_milli - best.residual
+                )
+            )
+        elif not pod.fractional and best.node_gpus < pod.gpus:
+            out.append(
+                Shortfall(resource="gpu", domain=best.node_name, amount=pod.gpus - best.node_gpus)
+            )
+        w = s.watts(pod, node)
+        over = [
+            (s.power[d] + w - s.budget[d], d)
+            for d in s.chain[node]
+            if d in s.budget and s.power[d] + w > s.budget[d]
+        ]
+        if over:
+            amount, domain = max(over)
+            out.append(Shortfall(resource="power", domain=domain, amount=amount))
+        if best.cpu < pod.cpu_milli:
+            out.append(
+                Shortfall(
+                    resource="cpuMilli", domain=best.node_name, amount=pod.cpu_milli - best.cpu
+                )
+            )
+        if best.mem < pod.memory_mi_b:
+            out.append(
+                Shortfall(
+                    resource="memoryMiB", domain=best.node_name, amount=pod.memory_mi_b - best.mem
+                )
+            )
+        return out
+
     def _shortfalls(self, pod: Pod) -> list[Shortfall]:
+        """The shortfalls of the class of nodes that comes closest: fewest resources short."""
         s = self.state
-        classes = [c for c in s.classes if not pod.gpu_models or c.model in pod.gpu_models]
-        classes = [c for c in classes if c.nodes]
+        classes = [
+            c.id for c in s.classes if c.nodes and (not pod.gpu_models or c.model in pod.gpu_models)
+        ]
         if not classes:
             return [Shortfall(resource="model", domain="cluster", amount=max(pod.gpus, 1))]
-        found: dict[str, Shortfall] = {}
-
-        def keep(resource: str, domain: str, amount: int) -> None:
-            if amount > 0 and (resource not in found or amount < found[resource].amount):
-                found[resource] = Shortfall(resource=resource, domain=domain, amount=amount)
-
-        fits_somewhere: dict[str, bool] = {}
-        for cls in classes:
-            best = self._class_best(cls.id)
-            node = cls.nodes[0]
-            w = s.watts(pod, node)
-            power_ok = True
-            for d in s.chain[node]:
-                if d in s.budget and s.power[d] + w > s.budget[d]:
-                    keep("power", d, s.power[d] + w - s.budget[d])
-                    power_ok = False
-            if pod.fractional:
-                gpu_ok = best.residual >= pod.gpu_milli
-                if not gpu_ok:
-                    keep("gpuMilli", best.node_name, pod.gpu_milli - best.residual)
-            else:
-                gpu_ok = best.node_gpus >= pod.gpus
-                if not gpu_ok:
-                    keep("gpu", best.node_name, pod.gpus - best.node_gpus)
-            keep("cpuMilli", best.node_name, pod.cpu_milli - best.cpu)
-            keep("memoryMiB", best.node_name, pod.memory_mi_b - best.mem)
-            for resource, ok in (
-                ("power", power_ok),
-                ("gpu", gpu_ok),
-                ("cpuMilli", best.cpu >= pod.cpu_milli),
-                ("memoryMiB", best.mem >= pod.memory_mi_b),
-            ):
-                fits_somewhere[resource] = fits_somewhere.get(resource, False) or ok
-        # A resource that some class has enough of is not what keeps the pod out.
-        short = [
-            f for r, f in found.items() if not fits_somewhere.get(r if r != "gpuMilli" else "gpu")
-        ]
-        if not short and s.spread_limit(pod) is not None:
-            short = [Shortfall(resource="spread", domain="cluster", amount=1)]
-        order = {"model": 0, "gpu": 1, "gpuMilli": 1, "power": 2, "cpuMilli": 3, "memoryMiB": 4}
-        return sorted(short, key=lambda f: order.get(f.resource, 9))
+        best: list[Shortfall] | None = None
+        for c in classes:
+            short = self._class_shortfalls(pod, c)
+            if not short:
+                best = []
+                break
+            if best is None or len(short) < len(best):
+                best = short
+        if not best and s.spread_limit(pod) is not None:
+            return [Shortfall(resource="spread", domain="cluster", amount=1)]
+        return best or []

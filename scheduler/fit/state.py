@@ -66,7 +66,7 @@ class ClusterState:
         self.with_partial: dict[int, None] = {}
         self.part: dict[tuple[int, int], dict[tuple[int, int], None]] = defaultdict(dict)
         self.part_levels: dict[int, Counter[int]] = defaultdict(Counter)
-        self._watts: dict[tuple[str, str], int] = {}
+        self._watts: dict[tuple[int, str], int] = {}
         self.nfree = [0] * len(snapshot.nodes)
         for i in range(len(snapshot.nodes)):
             self._index(i)
@@ -117,7 +117,7 @@ class ClusterState:
 
     def watts(self, pod: Pod, node: int) -> int:
         model = self.nodes[node].gpu_model
-        key = (pod.key, model)
+        key = (id(pod), model)  # pods outlive the cycle's state, so their ids stay unique
         w = self._watts.get(key)
         if w is None:
             w = self._watts[key] = pod_watts(pod, self.models[model], self.policy)
@@ -192,6 +192,23 @@ class ClusterState:
                     if self.host_ok(pod, node):
                         free = [g for g, r in enumerate(self.res[node]) if r == 1000]
                         return node, tuple(free[: max(need, 1) if pod.fractional else need])
+        return None
+
+    def find_in_class(self, pod: Pod, c: int) -> Placement | None:
+        """Best fit within one class, through its buckets."""
+        if not self._class_ok(pod, c):
+            return None
+        cls = self.classes[c]
+        if pod.fractional:
+            found = self._find_fractional(pod, cls)
+            if found is not None:
+                return found[1]
+        need = max(pod.gpus, 0)
+        for k in range(need, cls.gpus + 1):
+            for node in self.whole.get((c, k), ()):
+                if self.host_ok(pod, node):
+                    free = [g for g, r in enumerate(self.res[node]) if r == 1000]
+                    return node, tuple(free[: max(need, 1) if pod.fractional else need])
         return None
 
     def _class_ok(self, pod: Pod, c: int) -> bool:

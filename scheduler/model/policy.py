@@ -45,7 +45,9 @@ class KindPowerFactors(Wire):
 
 class SolverSettings(Wire):
     time_limit_seconds: float = Field(
-        default=10.0, gt=0, description="Wall-clock limit for one CP-SAT solve."
+        default=10.0,
+        gt=0,
+        description="Wall-clock limit for the solve (LP relaxation, then CP-SAT).",
     )
     workers: int = Field(
         default=0, ge=0, description="CP-SAT search workers; 0 lets the solver use every core."

@@ -117,8 +117,15 @@ def _pack(
             placed[pod.key] = (node0, (g,))
         rest = [p for p, g in pods if g is None]
         rest.sort(key=lambda p: (-p.gpus, -p.milli_total, -p.cpu_milli, -p.memory_mi_b, p.key))
+        nodes = state.classes[c].nodes
+        # Balancing GPU against CPU and memory pays only where those run short; elsewhere the
+        # bucketed best fit is as good and far cheaper.
+        scarce = sum(p.cpu_milli for p in rest) > 0.8 * sum(state.cpu[i] for i in nodes) or sum(
+            p.memory_mi_b for p in rest
+        ) > 0.8 * sum(state.mem[i] for i in nodes)
+        find = state.find_balanced if scarce else state.find_in_class
         for pod in rest:
-            where = state.find_balanced(pod, c)
+            where = find(pod, c)
             if where is None:
                 left.append(pod)
             else:
