@@ -21,14 +21,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instances import make_instance  # noqa: E402
+from instances import make_instance
 
-from scheduler.baselines import best_fit  # noqa: E402
-from scheduler.cli.logs import LogFormat, LogLevel, configure  # noqa: E402
-from scheduler.model import ClusterSnapshot, PackingPolicy, Plan  # noqa: E402
-from scheduler.planner import plan  # noqa: E402
-from scheduler.traces.openb import read_openb  # noqa: E402
-from scheduler.verify import check_plan  # noqa: E402
+from scheduler.baselines import best_fit
+from scheduler.cli.logs import LogFormat, LogLevel, configure
+from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+from scheduler.planner import plan
+from scheduler.traces.openb import read_openb
+from scheduler.verify import check_plan
 
 OPENB = Path(__file__).resolve().parents[2] / "shared/traces/alibaba-gpu-v2023-openb"
 
