@@ -218,46 +218,20 @@ class ClusterState:
         # One leaf domain per class: power is the same for every node in it.
         return self.power_ok(pod, cls.nodes[0])
 
-    def find_balanced(self, pod: Pod, c: int) -> Placement | None:
-        """Among the nodes of one class, the node whose free GPU, CPU and memory best match what
-        the pod asks for (the dot-product rule of vector bin packing), so no dimension is stranded
-        while another is left over; within the node, the fullest GPU the pod fits on."""
-        cls = self.classes[c]
-        if (pod.gpu_models and cls.model not in pod.gpu_models) or not cls.nodes:
-            return None
-        if not self.power_ok(pod, cls.nodes[0]):
-            return None
-        node0 = self.nodes[cls.nodes[0]]
-        gpu_cap = max(node0.gpus, 1) * 1000
-        cpu_cap, mem_cap = max(node0.cpu_milli, 1), max(node0.memory_mi_b, 1)
-        want_gpu = pod.milli_total / gpu_cap
-        want_cpu, want_mem = pod.cpu_milli / cpu_cap, pod.memory_mi_b / mem_cap
-        best: tuple[float, Placement] | None = None
-        for node in cls.nodes:
-            if not self.host_ok(pod, node):
-                continue
-            gpus = self._gpus_on(pod, node)
-            if gpus is None:
-                continue
-            free = sum(r for r in self.res[node] if r > 0)
-            score = (
-                want_gpu * free / gpu_cap
-                + want_cpu * self.cpu[node] / cpu_cap
-                + want_mem * self.mem[node] / mem_cap
-            )
-            if best is None or score > best[0]:
-                best = (score, (node, gpus))
-        return best[1] if best else None
-
-    def _gpus_on(self, pod: Pod, node: int) -> tuple[int, ...] | None:
-        res = self.res[node]
-        if pod.gpus == 0:
-            return ()
-        if pod.fractional:
-            fits = [(r, g) for g, r in enumerate(res) if r >= pod.gpu_milli]
-            return (min(fits)[1],) if fits else None
-        free = [g for g, r in enumerate(res) if r == 1000]
-        return tuple(free[: pod.gpus]) if len(free) >= pod.gpus else None
+    def group_fits(self, pods: list[Pod], node: int) -> bool:
+        """CPU, memory, spread and power for pods that go onto one node together."""
+        if self.cpu[node] < sum(p.cpu_milli for p in pods):
+            return False
+        if self.mem[node] < sum(p.memory_mi_b for p in pods):
+            return False
+        apps = Counter(p.app for p in pods if p.app)
+        for p in pods:
+            limit = self.spread_limit(p)
+            if limit is not None and self.apps[node][p.app] + apps[p.app] > limit:  # type: ignore[index]
+                return False
+        w = sum(self.watts(p, node) for p in pods)
+        budget = self.budget
+        return all(self.power[d] + w <= budget[d] for d in self.chain[node] if d in budget)
 
     def _find_fractional(
         self, pod: Pod, cls: NodeClass

@@ -118,12 +118,15 @@ def _pack(
         rest = [p for p, g in pods if g is None]
         rest.sort(key=lambda p: (-p.gpus, -p.milli_total, -p.cpu_milli, -p.memory_mi_b, p.key))
         nodes = state.classes[c].nodes
-        # Balancing GPU against CPU and memory pays only where those run short; elsewhere the
-        # bucketed best fit is as good and far cheaper.
+        # Where CPU or memory runs short, dealing keeps every node at the class's average mix;
+        # elsewhere the bucketed best fit is as good.
         scarce = sum(p.cpu_milli for p in rest) > 0.8 * sum(state.cpu[i] for i in nodes) or sum(
             p.memory_mi_b for p in rest
         ) > 0.8 * sum(state.mem[i] for i in nodes)
-        find = state.find_balanced if scarce else state.find_in_class
+        if scarce:
+            left.extend(_deal_class(state, c, rest, placed))
+            continue
+        find = state.find_in_class
         for pod in rest:
             where = find(pod, c)
             if where is None:
@@ -131,6 +134,59 @@ def _pack(
             else:
                 state.place(pod, *where)
                 placed[pod.key] = where
+    return left
+
+
+def _pair_shares(shares: list[Pod]) -> list[list[Pod]]:
+    """Best-fit decreasing of GPU shares into whole GPUs, across the class: pairing them per node
+    would strand half a GPU on every node that got an odd one."""
+    bins: list[tuple[int, list[Pod]]] = []  # (room left, pods)
+    for pod in sorted(shares, key=lambda p: (-p.gpu_milli, p.key)):
+        fits = [(room, i) for i, (room, _) in enumerate(bins) if room >= pod.gpu_milli]
+        if fits:
+            room, i = min(fits)
+            bins[i] = (room - pod.gpu_milli, [*bins[i][1], pod])
+        else:
+            bins.append((1000 - pod.gpu_milli, [pod]))
+    return [pods for _, pods in bins]
+
+
+def _deal_class(
+    state: ClusterState, c: int, pods: list[Pod], placed: dict[str, Placement]
+) -> list[Pod]:
+    """Where CPU or memory runs short: fill partly used GPUs, pair the other shares into whole
+    GPUs, then deal units (a pod, or a GPU of shares) round-robin over the class's nodes, so each
+    node gets the class's average mix, the mix the model's class-wide rows showed to fit."""
+    nodes = state.classes[c].nodes
+    left: list[Pod] = []
+    shares = []
+    for pod in (p for p in pods if p.fractional):
+        found = state._find_fractional(pod, state.classes[c])
+        if found is not None and state.power_ok(pod, found[1][0]):
+            state.place(pod, *found[1])
+            placed[pod.key] = found[1]
+        else:
+            shares.append(pod)
+    units = [[p] for p in pods if not p.fractional] + _pair_shares(shares)
+    units.sort(key=lambda u: (-max(p.gpus for p in u), -sum(p.cpu_milli for p in u), u[0].key))
+    at = 0
+    for unit in units:
+        need = max(p.gpus for p in unit) if unit[0].gpus else 0
+        if unit[0].gpu_models and state.classes[c].model not in unit[0].gpu_models:
+            left.extend(unit)
+            continue
+        for step in range(len(nodes)):
+            node = nodes[(at + step) % len(nodes)]
+            free = [g for g, r in enumerate(state.res[node]) if r == 1000]
+            if len(free) >= need and state.group_fits(unit, node):
+                at = (at + step + 1) % len(nodes)
+                gpus = tuple(free[:need])
+                for p in unit:
+                    state.place(p, node, gpus)
+                    placed[p.key] = (node, gpus)
+                break
+        else:
+            left.extend(unit)
     return left
 
 
