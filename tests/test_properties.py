@@ -1,7 +1,8 @@
 """Properties of the planner on random small clusters.
 
 Every plan passes the independent feasibility checker and reports totals that agree with it; on
-tiny instances the plan is optimal, against an exhaustive search written here from scratch.
+tiny instances the plan is optimal, against an exhaustive search written here from scratch (with
+running pods and preemption too, in the slow tests).
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ import itertools
 from collections import defaultdict
 
 import pytest
-from builders import H100, L40, bind, domain, node, plan_of, pod, policy, snapshot
+from builders import H100, L40, domain, node, plan_of, pod, policy, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.baselines import best_fit
-from scheduler.model import Binding, ClusterSnapshot, PackingPolicy, Plan, Pod, PodKind
+from scheduler.model import Binding, ClusterSnapshot, Eviction, PackingPolicy, Plan, Pod, PodKind
 from scheduler.planner import plan
 from scheduler.power import budgets, domain_chain, domain_power, idle_watts_by_domain, pod_watts
 from scheduler.verify import check_plan, explanation_problems, final_placement, gpu_allocation
@@ -76,8 +77,9 @@ def _pods(draw, model_names: list[str], max_pods: int) -> list[dict]:
     count = draw(st.integers(1, max_pods))
     gang_size = draw(st.sampled_from([0, 0, 2, 3]))
     gang_size = gang_size if gang_size <= count else 0
-    # One limit per app: mixed limits within an app are covered by their own test.
+    # One kind and one limit per app: mixed apps have their own scenario (spread-mixed-app).
     limits = {app: draw(st.sampled_from([None, 1, 2])) for app in ("a", "b")}
+    app_kinds = {app: draw(st.sampled_from(KINDS)) for app in ("a", "b")}
     pods = []
     for i in range(count):
         size = draw(st.sampled_from(SIZES))
@@ -92,7 +94,7 @@ def _pods(draw, model_names: list[str], max_pods: int) -> list[dict]:
         pods.append(
             pod(
                 f"p{i}",
-                draw(st.sampled_from(KINDS)),
+                app_kinds[app] if app else draw(st.sampled_from(KINDS)),
                 gpus,
                 milli=milli,
                 priority=draw(st.sampled_from(PRIORITIES)),
@@ -143,8 +145,14 @@ def _first_fit(base, pol, chosen: dict[str, Binding], p: Pod) -> Binding | None:
 
 @st.composite
 def instances(
-    draw, *, running: bool = True, preemption: bool = True, max_nodes: int = 3,
-    max_gpus: int = 4, max_pods: int = 6,
+    draw,
+    *,
+    running: bool = True,
+    preemption: bool = True,
+    max_nodes: int = 3,
+    max_gpus: int = 4,
+    max_pods: int = 6,
+    plain_victims: bool = False,
 ) -> tuple[PackingPolicy, ClusterSnapshot]:
     pol = draw(policies(preemption=preemption))
     models = [H100, L40] if draw(st.booleans()) else [H100]
@@ -170,6 +178,16 @@ def instances(
             p["node"], p["gpuIndices"] = b.node, b.gpu_indices
             # Running work skews low, so that pending work has something to preempt.
             p["priority"] = min(p["priority"], draw(st.sampled_from([-2000, 0, 10])))
+    if plain_victims:
+        # The planner's preemption rules: gang members are never victims, and what a victim
+        # frees goes only to strictly higher priority. Where every running pod is below every
+        # pending one and no gang runs, those rules agree with the brute force's.
+        for p in pods:
+            p["gang"] = None
+        low = min((p["priority"] for p in pods if p.get("node") is None), default=0)
+        for p in pods:
+            if p.get("node") is not None:
+                p["priority"] = min(p["priority"], low - 1)
     # Health and cordons come after placement: running pods may sit on GPUs that went bad.
     for n in nodes:
         n["schedulable"] = draw(st.sampled_from([True, True, True, True, True, False]))
@@ -204,9 +222,7 @@ def assert_sound(snap: ClusterSnapshot, pol: PackingPolicy, result: Plan) -> Non
 
 def test_allocation_counts_pods_on_gpus_that_take_no_new_work():
     # The doc: capacity in use (every placed pod) over the capacity that can take work.
-    snap = snapshot(
-        [node("n", 2, health={0: "degraded"})], [pod("old", on=("n", [0])), pod("new")]
-    )
+    snap = snapshot([node("n", 2, health={0: "degraded"})], [pod("old", on=("n", [0])), pod("new")])
     pol = policy()
     result = plan(snap, pol)
     assert [b.gpu_indices for b in result.bindings] == [[1]]
@@ -241,36 +257,85 @@ def test_every_plan_is_feasible_many(instance):
 # Tiny instances: the plan is optimal
 
 
-def brute_force(snap: ClusterSnapshot, pol: PackingPolicy) -> tuple[int, list[Binding]]:
-    """The best objective over every placement of the pending pods, and one plan reaching it.
+def brute_force(snap: ClusterSnapshot, pol: PackingPolicy) -> tuple[int, Plan]:
+    """The best objective any feasible plan reaches, and one plan reaching it."""
+    return _Search(snap, pol).run()
 
-    Depth-first over pods (gang members together), each pending or on a node. GPUs on a node
-    that are free and usable are interchangeable, so a pod takes the lowest free ones, or shares
-    any GPU with room: that loses no optimum and keeps the search small.
+
+def _evictions(victims: list[Pod]) -> list[Eviction]:
+    return [Eviction(pod=v.key, node=v.node or "", reason="brute force") for v in victims]
+
+
+class _Search:
+    """Depth-first over decisions: keep or evict each running pod preemption may take, then place
+    each pending pod on a node or leave it; gang members decide together.
+
+    The objective is the worth of pods bound minus the worth of pods evicted. GPUs on a node that
+    are free and usable are interchangeable, so a pod takes the lowest free ones, or shares a GPU
+    with room: that loses no optimum and keeps the search small. Plans that evict are judged by
+    the feasibility checker, which also holds the rule that an eviction needs a beneficiary.
     """
-    pending = (p for p in snap.pods if p.node is None)
-    pods = sorted(pending, key=lambda p: (p.gang_key or "~", p.key))
-    worth = [value(p, pol) for p in pods]
-    rest = [sum(worth[i:]) for i in range(len(pods) + 1)]
-    models = {m.name: m for m in snap.gpu_models}
-    chains = domain_chain(snap)
-    budget = budgets(snap)
-    power = idle_watts_by_domain(snap)
-    used: dict[tuple[str, int], int] = defaultdict(int)  # milli-GPU; 1000 when held whole
-    cpu: dict[str, int] = defaultdict(int)
-    mem: dict[str, int] = defaultdict(int)
-    spread: dict[tuple[str, str], list[int]] = defaultdict(list)  # limits of placed app pods
-    gang_placed: dict[str, bool] = {}
-    best: list = [-1, []]
 
-    def usable(n, i) -> bool:
-        return n.schedulable and pol.takes_new_work(n.health_of(i))
+    def __init__(self, snap: ClusterSnapshot, pol: PackingPolicy) -> None:
+        self.snap, self.pol = snap, pol
+        self.models = {m.name: m for m in snap.gpu_models}
+        self.nodes = {n.name: n for n in snap.nodes}
+        self.chains = domain_chain(snap)
+        self.budget = budgets(snap)
+        self.power = idle_watts_by_domain(snap)
+        self.used: dict[tuple[str, int], int] = defaultdict(int)  # milli-GPU; 1000 held whole
+        self.cpu: dict[str, int] = defaultdict(int)
+        self.mem: dict[str, int] = defaultdict(int)
+        self.spread: dict[tuple[str, str], list[int]] = defaultdict(list)  # limits per app, node
+        self.gang_in: dict[str, bool] = {}  # a gang's decision, set by its first member
+        running = [p for p in snap.pods if p.node is not None]
+        for p in running:
+            self.place(p, self.nodes[p.node], tuple(p.gpu_indices), +1)  # type: ignore[index]
+            if p.gang_key is not None and not self.evictable(p):
+                self.gang_in[p.gang_key] = True
+        order = lambda p: (p.gang_key or "~", p.key)  # noqa: E731
+        self.victims = sorted((p for p in running if self.evictable(p)), key=order)
+        self.pending = sorted((p for p in snap.pods if p.node is None), key=order)
+        worth = [value(p, pol) for p in self.pending]
+        self.rest = [sum(worth[i:]) for i in range(len(worth) + 1)]
+        self.best: tuple[int, list[Binding], list[Pod]] = (-1, [], [])
 
-    def options(p: Pod):
-        for n in snap.nodes:
-            if not n.schedulable:
+    def evictable(self, p: Pod) -> bool:
+        inference_ok = p.kind != PodKind.INFERENCE or self.pol.preempt_inference
+        return self.pol.preemption and p.preemptible and inference_ok
+
+    def run(self) -> tuple[int, Plan]:
+        self.evict(0, 0, [])
+        total, bindings, victims = self.best
+        return total, plan_of(bindings, _evictions(victims))
+
+    def limit(self, p: Pod) -> int:
+        if p.max_per_node is not None:
+            return p.max_per_node
+        if p.kind == PodKind.INFERENCE and self.pol.inference_max_per_node is not None:
+            return self.pol.inference_max_per_node
+        return 10**9
+
+    def watts(self, p: Pod, n) -> int:
+        return pod_watts(p, self.models[n.gpu_model], self.pol)
+
+    def place(self, p: Pod, n, idx, sign: int) -> None:
+        for i in idx:
+            self.used[(n.name, i)] += sign * (p.gpu_milli if p.fractional else 1000)
+        self.cpu[n.name] += sign * p.cpu_milli
+        self.mem[n.name] += sign * p.memory_mi_b
+        if p.app is not None:
+            limits = self.spread[(n.name, p.app)]
+            limits.append(self.limit(p)) if sign > 0 else limits.remove(self.limit(p))
+        for d in self.chains[n.power_domain]:
+            self.power[d] += sign * self.watts(p, n)
+
+    def options(self, p: Pod):
+        for n in self.snap.nodes:
+            if not n.schedulable or (p.gpu_models and n.gpu_model not in p.gpu_models):
                 continue
-            free = [i for i in range(n.gpus) if usable(n, i) and used[(n.name, i)] == 0]
+            usable = [i for i in range(n.gpus) if self.pol.takes_new_work(n.health_of(i))]
+            free = [i for i in usable if self.used[(n.name, i)] == 0]
             if p.gpus == 0:
                 yield n, ()
             elif not p.fractional:
@@ -278,86 +343,88 @@ def brute_force(snap: ClusterSnapshot, pol: PackingPolicy) -> tuple[int, list[Bi
                     yield n, tuple(free[: p.gpus])
             else:
                 # A GPU held whole counts 1000, so it never has room for a share.
-                shared = [
-                    i for i in range(n.gpus)
-                    if usable(n, i) and 0 < used[(n.name, i)] <= 1000 - p.gpu_milli
-                ]
-                yield from ((n, (i,)) for i in shared + free[:1])
+                room = [i for i in usable if 0 < self.used[(n.name, i)] <= 1000 - p.gpu_milli]
+                yield from ((n, (i,)) for i in room + free[:1])
 
-    def limit(p: Pod) -> int:
-        if p.max_per_node is not None:
-            return p.max_per_node
-        if p.kind == PodKind.INFERENCE and pol.inference_max_per_node is not None:
-            return pol.inference_max_per_node
-        return 10**9
-
-    def fits(p: Pod, n, watts: int) -> bool:
-        if p.gpu_models and n.gpu_model not in p.gpu_models:
+    def fits(self, p: Pod, n) -> bool:
+        if self.cpu[n.name] + p.cpu_milli > n.cpu_milli:
             return False
-        if cpu[n.name] + p.cpu_milli > n.cpu_milli or mem[n.name] + p.memory_mi_b > n.memory_mi_b:
+        if self.mem[n.name] + p.memory_mi_b > n.memory_mi_b:
             return False
-        if p.app is not None and len(spread[(n.name, p.app)]) + 1 > min(
-            [limit(p), *spread[(n.name, p.app)]]
-        ):
+        limits = self.spread[(n.name, p.app)] if p.app is not None else []
+        if p.app is not None and len(limits) + 1 > min([self.limit(p), *limits]):
             return False
-        chain = chains[n.power_domain]
-        return all(power[d] + watts <= budget[d] for d in chain if d in budget)
+        w = self.watts(p, n)
+        chain = self.chains[n.power_domain]
+        return all(self.power[d] + w <= self.budget[d] for d in chain if d in self.budget)
 
-    def place(p: Pod, n, idx, watts: int, sign: int) -> None:
-        for i in idx:
-            used[(n.name, i)] += sign * (p.gpu_milli if p.fractional else 1000)
-        cpu[n.name] += sign * p.cpu_milli
-        mem[n.name] += sign * p.memory_mi_b
-        if p.app is not None:
-            if sign > 0:
-                spread[(n.name, p.app)].append(limit(p))
-            else:
-                spread[(n.name, p.app)].remove(limit(p))
-        for d in chains[n.power_domain]:
-            power[d] += sign * watts
+    def decide(self, gang: str | None, choice: bool) -> bool | None:
+        """Whether the choice agrees with the gang; None when the gang was undecided (now set)."""
+        if gang is None:
+            return True
+        if gang not in self.gang_in:
+            self.gang_in[gang] = choice
+            return None
+        return self.gang_in[gang] == choice
 
-    def search(k: int, total: int, chosen: list[Binding]) -> None:
-        if total + rest[k] <= best[0]:
+    def branch(self, gang: str | None, choice: bool, go) -> None:
+        agreed = self.decide(gang, choice)
+        if agreed is not False:
+            go()
+        if agreed is None:
+            del self.gang_in[gang]  # type: ignore[arg-type]
+
+    def evict(self, k: int, total: int, victims: list[Pod]) -> None:
+        if k == len(self.victims):
+            self.bind(0, total, [], victims)
             return
-        if k == len(pods):
-            best[:] = [total, list(chosen)]
+        v = self.victims[k]
+        self.branch(v.gang_key, True, lambda: self.evict(k + 1, total, victims))
+
+        def out() -> None:
+            node = self.nodes[v.node]  # type: ignore[index]
+            self.place(v, node, tuple(v.gpu_indices), -1)
+            self.evict(k + 1, total - value(v, self.pol), [*victims, v])
+            self.place(v, node, tuple(v.gpu_indices), +1)
+
+        self.branch(v.gang_key, False, out)
+
+    def bind(self, k: int, total: int, chosen: list[Binding], victims: list[Pod]) -> None:
+        if total + self.rest[k] <= self.best[0]:
             return
-        p = pods[k]
-        gang = p.gang_key
-        if gang is None or gang_placed.get(gang, True):
-            for n, idx in list(options(p)):
-                watts = pod_watts(p, models[n.gpu_model], pol)
-                if fits(p, n, watts):
-                    place(p, n, idx, watts, +1)
-                    first = gang is not None and gang not in gang_placed
-                    if first:
-                        gang_placed[gang] = True
+        if k == len(self.pending):
+            self.consider(total, chosen, victims)
+            return
+        p = self.pending[k]
+
+        def place_somewhere() -> None:
+            for n, idx in list(self.options(p)):
+                if self.fits(p, n):
+                    self.place(p, n, idx, +1)
                     chosen.append(Binding(pod=p.key, node=n.name, gpu_indices=list(idx)))
-                    search(k + 1, total + worth[k], chosen)
+                    self.bind(k + 1, total + value(p, self.pol), chosen, victims)
                     chosen.pop()
-                    if first:
-                        del gang_placed[gang]
-                    place(p, n, idx, watts, -1)
-        if gang is None or not gang_placed.get(gang, False):
-            first = gang is not None and gang not in gang_placed
-            if first:
-                gang_placed[gang] = False
-            search(k + 1, total, chosen)
-            if first:
-                del gang_placed[gang]
+                    self.place(p, n, idx, -1)
 
-    search(0, 0, [])
-    return best[0], best[1]
+        self.branch(p.gang_key, True, place_somewhere)
+        self.branch(p.gang_key, False, lambda: self.bind(k + 1, total, chosen, victims))
+
+    def consider(self, total: int, chosen: list[Binding], victims: list[Pod]) -> None:
+        if victims and check_plan(self.snap, self.pol, plan_of(chosen, _evictions(victims))):
+            return
+        self.best = (total, list(chosen), list(victims))
 
 
 def assert_optimal(snap: ClusterSnapshot, pol: PackingPolicy) -> None:
     optimum, witness = brute_force(snap, pol)
     # The search itself must be sound, or a "missed optimum" would prove nothing.
-    assert check_plan(snap, pol, plan_of(witness)) == []
+    assert check_plan(snap, pol, witness) == []
     result = plan(snap, pol)
     assert check_plan(snap, pol, result) == []
     pods = {p.key: p for p in snap.pods}
-    achieved = sum(value(pods[b.pod], pol) for b in result.bindings)
+    achieved = sum(value(pods[b.pod], pol) for b in result.bindings) - sum(
+        value(pods[e.pod], pol) for e in result.evictions
+    )
     assert achieved == optimum, f"plan reaches {achieved}, optimum {optimum} by {witness}"
     assert result.summary.objective == pytest.approx(achieved)
     assert result.summary.bound >= optimum * (1 - 1e-9)
@@ -378,6 +445,14 @@ def test_small_plans_are_optimal(instance):
     assert_optimal(snap, pol)
 
 
+@pytest.mark.slow
+@SLOW
+@given(instances(max_nodes=2, max_gpus=3, max_pods=5, plain_victims=True))
+def test_tiny_plans_with_running_pods_are_optimal(instance):
+    pol, snap = instance
+    assert_optimal(snap, pol)
+
+
 def test_brute_force_finds_the_packing_that_fits_more():
     # Two shares of 600 cannot share a GPU; with the whole pod the best is whole + one share.
     snap = snapshot(
@@ -387,7 +462,17 @@ def test_brute_force_finds_the_packing_that_fits_more():
     pol = policy(preemption=False)
     optimum, witness = brute_force(snap, pol)
     assert optimum == 1000 * 10 * 1000 + 600 * 10 * 1000
-    assert sorted(b.pod for b in witness) in (
-        ["default/s1", "default/w"], ["default/s2", "default/w"]
+    assert sorted(b.pod for b in witness.bindings) in (
+        ["default/s1", "default/w"],
+        ["default/s2", "default/w"],
     )
-    assert check_plan(snap, pol, plan_of([bind("w", "n", 0), bind("s1", "n", 1)])) == []
+
+
+def test_brute_force_preempts_only_when_it_pays_and_is_allowed():
+    pods = [pod("old", on=("n", [0])), pod("new", priority=10), pod("low", priority=-10)]
+    snap = snapshot([node("n", 1)], pods)
+    optimum, witness = brute_force(snap, policy())
+    assert optimum == 1000 * 10 * 1010 - 1000 * 10 * 1000
+    assert [e.pod for e in witness.evictions] == ["default/old"]
+    assert [b.pod for b in witness.bindings] == ["default/new"]
+    assert brute_force(snap, policy(preemption=False))[0] == 0

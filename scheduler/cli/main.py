@@ -28,6 +28,25 @@ class Problems(Exception):
 class _ExitCodes(TyperGroup):
     """The one place where errors become exit codes (also under typer's CliRunner)."""
 
+    def main(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Parsing errors (an unknown option, a missing argument) happen before invoke: they get
+        # the same one line and exit code 2 as every other bad input.
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except typer.Abort:
+            sys.exit(1)
+        except Exception as e:
+            # Click's usage errors (typer vendors its own click): exit code 2, a message.
+            if getattr(e, "exit_code", None) != 2 or not hasattr(e, "format_message"):
+                raise
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ != "NoArgsIsHelpError":  # that one has printed the help already
+                where = ctx.command_path if ctx is not None else "wattpack"
+                typer.echo(f"error: {e.format_message()}; see '{where} --help'", err=True)
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)

@@ -24,10 +24,13 @@ def evictable(snapshot: ClusterSnapshot, policy: PackingPolicy, pending: list[Po
     top = max(p.priority for p in pending if p.gpus > 0) if any(p.gpus for p in pending) else None
     if top is None:
         return []
+    # Evicting from a cordoned node frees nothing that new work may use.
+    cordoned = {n.name for n in snapshot.nodes if not n.schedulable}
     return [
         p
         for p in snapshot.pods
         if p.node is not None
+        and p.node not in cordoned
         and p.preemptible
         and p.priority < top
         and (policy.preempt_inference or p.kind != PodKind.INFERENCE)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from scheduler.fit.greedy import units_of
 from scheduler.fit.reasons import Explainer
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
-from scheduler.fit.value import pod_value
+from scheduler.fit.value import plan_value
 from scheduler.model import Binding, Eviction, Plan, PlanSummary, Pod
 
 
@@ -24,6 +25,28 @@ def usable_capacity(state: ClusterState) -> int:
 def gpu_allocation(used_milli: int, capacity_milli: int) -> float:
     """Every placed pod's GPUs and shares over the capacity that can take work (snapshot doc)."""
     return used_milli / capacity_milli if capacity_milli else 0.0
+
+
+def _gang_shortfalls(
+    state: ClusterState, pending: list[Pod], placed: Mapping[str, Placement]
+) -> dict[str, tuple[str, int]]:
+    """For each gang left pending, how many of its members fit together on what is left now."""
+    notes = {}
+    for unit in units_of(p for p in pending if p.gang_key and p.key not in placed):
+        done = []
+        for pod in sorted(unit, key=lambda p: -p.milli_total):
+            where = state.find(pod)
+            if where is None:
+                break
+            state.place(pod, *where)
+            done.append((pod, where))
+        for pod, (node, gpus) in reversed(done):
+            state.remove(pod, node, gpus)
+        if len(done) < len(unit):
+            key = unit[0].gang_key
+            text = f"gang {key}: only {len(done)} of {len(unit)} members fit at once"
+            notes[key] = (text, len(unit) - len(done))
+    return notes
 
 
 def assemble(
@@ -51,14 +74,15 @@ def assemble(
         for victim, reason in evicted.values()
     ]
     explainer = Explainer(state)
+    short_gangs = _gang_shortfalls(state, pending, placed)
     unplaced = [
-        explainer.explain(p, gang_notes.get(p.gang_key or ""))
+        explainer.explain(p, *short_gangs[p.gang_key])
+        if p.gang_key in short_gangs
+        else explainer.explain(p, gang_notes.get(p.gang_key or ""))
         for p in pending
         if p.key not in placed
     ]
-    objective = sum(pod_value(p, policy) for p in pending if p.key in placed) - sum(
-        pod_value(v, policy) for v, _ in evicted.values()
-    )
+    objective = plan_value(pending, placed, (v for v, _ in evicted.values()), policy)
     bound = max(bound, float(objective))
     running = sum(p.milli_total for p in state.snapshot.pods if p.node is not None)
     used = (

@@ -40,7 +40,7 @@ class Explainer:
             )
         return self._best[c]
 
-    def explain(self, pod: Pod, gang_note: str | None = None) -> Unplaced:
+    def explain(self, pod: Pod, gang_note: str | None = None, gang_missing: int = 0) -> Unplaced:
         # Pods of one shape fall short the same way: the state is final when this runs.
         shape = (
             pod.gpus,
@@ -57,15 +57,26 @@ class Explainer:
             self._by_shape[shape] = self._shortfalls(pod)
         shortfalls = self._by_shape[shape]
         if shortfalls:
-            first = shortfalls[0]
-            reason = self._describe(pod, first)
+            reason = self._describe(pod, shortfalls[0])
+        elif gang_missing:
+            shortfalls = [Shortfall(resource="gang", domain="cluster", amount=gang_missing)]
+            reason = ""
+        elif self.state.find(pod) is None:
+            # Each resource is there somewhere, but no node has them all, within spread limits.
+            resource = "spread" if pod.app else "node"
+            shortfalls = [Shortfall(resource=resource, domain="cluster", amount=1)]
+            reason = (
+                f"spread: every node with room already runs the most pods of app {pod.app}"
+                if pod.app
+                else "node: no single node has the GPUs, CPU, memory and power headroom at once"
+            )
         else:
             reason = (
                 "outbid: it fits on its own, but the capacity went to higher-value work "
                 "(priority-weighted GPU allocation)"
             )
         if gang_note:
-            reason = f"{gang_note}: {reason}"
+            reason = f"{gang_note}: {reason}" if reason else gang_note
         return Unplaced(pod=pod.key, reason=reason, shortfalls=shortfalls)
 
     def _describe(self, pod: Pod, s: Shortfall) -> str:

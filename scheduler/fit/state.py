@@ -41,6 +41,8 @@ class ClusterState:
         self.cpu = [n.cpu_milli for n in snapshot.nodes]
         self.mem = [n.memory_mi_b for n in snapshot.nodes]
         self.apps: list[Counter[str]] = [Counter() for _ in snapshot.nodes]
+        # The spread limits of the pods on each node, by app: every pod's limit binds its app.
+        self.limits: list[dict[str, Counter[int]]] = [defaultdict(Counter) for _ in snapshot.nodes]
         used = [[0] * n.gpus for n in snapshot.nodes]
         for p in running:
             i = self.node_index[p.node]  # type: ignore[index]
@@ -48,6 +50,9 @@ class ClusterState:
             self.mem[i] -= p.memory_mi_b
             if p.app:
                 self.apps[i][p.app] += 1
+                limit = self.spread_limit(p)
+                if limit is not None:
+                    self.limits[i][p.app][limit] += 1
             for g in p.gpu_indices:
                 used[i][g] += p.gpu_milli if p.fractional else 1000
         self.usable = [
@@ -141,8 +146,13 @@ class ClusterState:
         """Everything but the GPUs: CPU, memory, spread."""
         if self.cpu[node] < pod.cpu_milli or self.mem[node] < pod.memory_mi_b:
             return False
-        limit = self.spread_limit(pod)
-        return limit is None or self.apps[node][pod.app] < limit  # type: ignore[index]
+        if pod.app is None:
+            return True
+        limits = [lim for lim, k in self.limits[node][pod.app].items() if k > 0]
+        own = self.spread_limit(pod)
+        if own is not None:
+            limits.append(own)
+        return not limits or self.apps[node][pod.app] < min(limits)
 
     # -- changes ---------------------------------------------------------------------------
     def _apply(self, pod: Pod, node: int, gpus: Iterable[int], sign: int) -> None:
@@ -151,6 +161,9 @@ class ClusterState:
         self.mem[node] -= sign * pod.memory_mi_b
         if pod.app:
             self.apps[node][pod.app] += sign
+            limit = self.spread_limit(pod)
+            if limit is not None:
+                self.limits[node][pod.app][limit] += sign
         for g in gpus:
             if self.res[node][g] != UNUSABLE:
                 self.res[node][g] -= sign * (pod.gpu_milli if pod.fractional else 1000)
@@ -225,13 +238,25 @@ class ClusterState:
         if self.mem[node] < sum(p.memory_mi_b for p in pods):
             return False
         apps = Counter(p.app for p in pods if p.app)
-        for p in pods:
-            limit = self.spread_limit(p)
-            if limit is not None and self.apps[node][p.app] + apps[p.app] > limit:  # type: ignore[index]
+        for app, k in apps.items():
+            limits = [lim for lim, n in self.limits[node][app].items() if n > 0]
+            limits += [lim for p in pods if p.app == app and (lim := self.spread_limit(p))]
+            if limits and self.apps[node][app] + k > min(limits):
                 return False
         w = sum(self.watts(p, node) for p in pods)
         budget = self.budget
         return all(self.power[d] + w <= budget[d] for d in self.chain[node] if d in budget)
+
+    def gpus_for(self, pod: Pod, node: int) -> tuple[int, ...] | None:
+        """The GPUs the pod would get on this node now (the fullest GPU for a share), if any."""
+        res = self.res[node]
+        if pod.gpus == 0:
+            return ()
+        if pod.fractional:
+            fits = [(r, g) for g, r in enumerate(res) if r >= pod.gpu_milli]
+            return (min(fits)[1],) if fits else None
+        free = [g for g, r in enumerate(res) if r == 1000]
+        return tuple(free[: pod.gpus]) if len(free) >= pod.gpus else None
 
     def _find_fractional(
         self, pod: Pod, cls: NodeClass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
+
 from scheduler.model import PackingPolicy, Pod
 
 
@@ -14,3 +16,14 @@ def pod_value(pod: Pod, policy: PackingPolicy) -> int:
         * policy.kind_weights.of(pod.kind)
         * max(1, policy.priority_base + pod.priority)
     )
+
+
+def plan_value(
+    pending: Iterable[Pod],
+    placed: Container[str],
+    evicted: Iterable[Pod],
+    policy: PackingPolicy,
+) -> int:
+    """What a cycle adds: the value of the pods it places minus that of the pods it preempts."""
+    gained = sum(pod_value(p, policy) for p in pending if p.key in placed)
+    return gained - sum(pod_value(v, policy) for v in evicted)

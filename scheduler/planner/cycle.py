@@ -16,7 +16,7 @@ from scheduler.fit.cycle import Cycle, start_cycle
 from scheduler.fit.greedy import greedy_fill, units_of
 from scheduler.fit.outcome import assemble
 from scheduler.fit.state import Placement
-from scheduler.fit.value import pod_value
+from scheduler.fit.value import plan_value, pod_value
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
 from scheduler.solver import AggregateModel, classify, expand, group_classes
 
@@ -38,7 +38,7 @@ def _greedy(snapshot: ClusterSnapshot, policy: PackingPolicy, exact: bool):
     cycle = start_cycle(snapshot, policy, singleton_classes=exact)
     placed: dict[str, Placement] = {}
     greedy_fill(cycle.state, units_of(cycle.pending), placed)
-    return cycle, placed, sum(pod_value(p, policy) for p in cycle.pending if p.key in placed)
+    return cycle, placed, plan_value(cycle.pending, placed, (), policy)
 
 
 def plan(
@@ -90,9 +90,7 @@ def plan(
         greedy = greedy or _greedy(snapshot, policy, exact)
         return finish(greedy[0], greedy[1], {}, "GREEDY", trivial)
     placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
-    value = sum(pod_value(p, policy) for p in cycle.pending if p.key in placed) - sum(
-        pod_value(v, policy) for v, _ in evicted.values()
-    )
+    value = plan_value(cycle.pending, placed, (v for v, _ in evicted.values()), policy)
     log.info("expanded", value=value, bound=counts.bound, seconds=round(clock() - start, 3))
     if greedy is not None and greedy[2] > value:
         return finish(greedy[0], greedy[1], {}, "GREEDY", counts.bound)

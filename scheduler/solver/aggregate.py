@@ -27,6 +27,8 @@ from scheduler.solver.lp import solve_lp
 from scheduler.solver.pod_classes import Demand, PodClass
 
 _BIG = 1 << 40
+# Below this, CP-SAT's set-up alone uses the time and it cannot improve on the LP's start.
+_MIN_CP_SAT_SECONDS = 0.25
 
 
 def _lin(terms) -> cp_model.LinearExpr:
@@ -96,7 +98,8 @@ class AggregateModel:
         gpus = slots = cpu = mem = 0
         for sig, k in self.victims_per_node[cls.id].items():
             v = self.victim_rep[sig]
-            gpus += k * (0 if v.fractional else v.gpus)
+            # Evicting a share can free its whole GPU: optimistic, so the model stays a relaxation.
+            gpus += k * (1 if v.fractional else v.gpus)
             slots += k * (1 if v.fractional else 0)
             cpu += k * v.cpu_milli
             mem += k * v.memory_mi_b
@@ -134,7 +137,12 @@ class AggregateModel:
                 per_node = _per_node_cap(pc, cls, extra)
                 limit = s.spread_limit(rep)
                 if limit is not None and pc.spread_binds:
-                    per_node = min(per_node, limit - dict(cls.apps).get(rep.app or "", 0))
+                    staying = dict(cls.apps).get(rep.app or "", 0) - sum(
+                        k
+                        for sig, k in self.victims_per_node[cls.id].items()
+                        if self.victim_rep[sig].app == rep.app
+                    )
+                    per_node = min(per_node, limit - staying)
                 ub = min(len(pc.pods), n * per_node)
                 if ub > 0:
                     self.x[(pc.id, grp.id)] = m.new_int_var(0, ub, f"x_{pc.id}_{grp.id}")
@@ -193,9 +201,8 @@ class AggregateModel:
             fresh_for_frac = self._exact_gpus(grp, frac)
         elif frac:
             whole_freed = sum(
-                k * v.gpus
+                k * (1 if (v := self.victim_rep[sig]).fractional else v.gpus)
                 for sig, k in self.victims_per_node[cls.id].items()
-                if not (v := self.victim_rep[sig]).fractional
             )
             f = m.new_int_var(0, n * (cls.free_whole + whole_freed), f"f_{grp.id}")
             fresh_for_frac = f
@@ -218,7 +225,7 @@ class AggregateModel:
 
             m.add(
                 _lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
-                <= gpu_cap + freed(lambda v: 0 if v.fractional else v.gpus)
+                <= gpu_cap + freed(lambda v: 1 if v.fractional else v.gpus)
             )
             m.add(
                 _lin((pc.rep.cpu_milli, x) for pc, x in upto(here))
@@ -230,7 +237,7 @@ class AggregateModel:
             )
         if not vic:
             self._size_rows(cls, whole, n)
-        self._spread_rows(cls, here, n)
+        self._spread_rows(cls, here, n, vic)
 
     def _share_rows(self, cls, n, frac, fresh, vic) -> None:
         """GPU shares in a class of many nodes: mass, plus DFF cuts when no share is evicted."""
@@ -291,7 +298,7 @@ class AggregateModel:
                 _lin((pc.rep.gpus // size, x) for pc, x in whole) <= n * (cls.free_whole // size)
             )
 
-    def _spread_rows(self, cls: NodeClass, here, n: int) -> None:
+    def _spread_rows(self, cls: NodeClass, here, n: int, vic) -> None:
         limits: dict[str, set[int]] = defaultdict(set)
         for pc, _ in here:
             limit = self.state.spread_limit(pc.rep)
@@ -299,10 +306,16 @@ class AggregateModel:
                 limits[pc.rep.app].add(limit)  # type: ignore[index]
         running = dict(cls.apps)
         for app, values in limits.items():
-            members = [x for pc, x in here if pc.rep.app == app]
-            self.m.add(
-                cp_model.LinearExpr.sum(members) <= n * max(0, min(values) - running.get(app, 0))
-            )
+            members = [(pc.rep.priority, x) for pc, x in here if pc.rep.app == app]
+            room = n * max(0, min(values) - running.get(app, 0))
+            # An evicted pod of the same app frees a slot, for higher priority only.
+            freed = [(v.priority, var) for _, var, v in vic if v.app == app]
+            for q in sorted({p for p, _ in members}) if freed else [None]:
+                self.m.add(
+                    cp_model.LinearExpr.sum([x for p, x in members if q is None or p <= q])
+                    <= room
+                    + cp_model.LinearExpr.sum([v for p, v in freed if q is not None and p < q])
+                )
 
     def _power_rows(self) -> None:
         s = self.state
@@ -422,6 +435,8 @@ class AggregateModel:
                 return math.floor(lp.values[var.index] + 1e-6)
 
             time_limit -= lp.seconds
+            if time_limit < _MIN_CP_SAT_SECONDS:
+                return self._counts("LP_ROUNDED", lp_bound, floor_of)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = max(0.05, time_limit)
         solver.parameters.num_workers = workers

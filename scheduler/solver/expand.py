@@ -11,8 +11,9 @@ from collections import defaultdict, deque
 
 from scheduler.fit.classes import victim_signature
 from scheduler.fit.cycle import Cycle
-from scheduler.fit.greedy import greedy_fill
+from scheduler.fit.greedy import greedy_fill, unit_order
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
+from scheduler.fit.value import pod_value
 from scheduler.model import Pod
 from scheduler.solver.aggregate import Counts
 from scheduler.solver.groups import Group
@@ -208,17 +209,63 @@ def _break_partial_gangs(
     return units
 
 
+def _preempt_for(
+    cycle: Cycle, units: list[list[Pod]], evicted: dict[str, Pod], placed: dict[str, Placement]
+) -> None:
+    """What kube-scheduler does for one pod: on each node with lower-priority victims, evict the
+    cheapest ones until the pod fits, and do it on the node where that costs least, if it costs
+    less than the pod is worth. Catches what the model's counts could not realise."""
+    state, policy = cycle.state, cycle.policy
+    on_node: dict[int, list[Pod]] = defaultdict(list)
+    for v in cycle.victims:
+        on_node[state.node_index[v.node]].append(v)  # type: ignore[index]
+    for unit in unit_order(units, policy):
+        if len(unit) != 1:
+            continue  # a gang needs room on several nodes at once: the model's business
+        pod = unit[0]
+        worth = pod_value(pod, policy)
+        best: tuple[int, int, list[Pod]] | None = None
+        for node, victims in on_node.items():
+            if not state.model_ok(pod, node) or state.class_of[node] < 0:
+                continue
+            cands = sorted(
+                (v for v in victims if v.key not in evicted and v.priority < pod.priority),
+                key=lambda v: (pod_value(v, policy), v.key),
+            )
+            taken: list[Pod] = []
+            fits = False
+            for v in cands:
+                state.remove(v, node, tuple(v.gpu_indices))
+                taken.append(v)
+                if (
+                    state.host_ok(pod, node)
+                    and state.power_ok(pod, node)
+                    and state.gpus_for(pod, node) is not None
+                ):
+                    fits = True
+                    break
+            for v in reversed(taken):
+                state.place(v, node, tuple(v.gpu_indices))
+            cost = sum(pod_value(v, policy) for v in taken)
+            if fits and cost < worth and (best is None or cost < best[0]):
+                best = (cost, node, taken)
+        if best is None:
+            continue
+        _, node, taken = best
+        for v in taken:
+            state.remove(v, node, tuple(v.gpu_indices))
+            evicted[v.key] = v
+        gpus = state.gpus_for(pod, node)
+        state.place(pod, node, gpus)  # type: ignore[arg-type]
+        placed[pod.key] = (node, gpus)  # type: ignore[assignment]
+
+
 def _fits_back(state: ClusterState, v: Pod, node: int) -> bool:
     need = v.gpu_milli if v.fractional else 1000
     gpus_ok = all(
         state.res[node][g] in (UNUSABLE,) or state.res[node][g] >= need for g in v.gpu_indices
     )
-    return (
-        gpus_ok
-        and state.cpu[node] >= v.cpu_milli
-        and state.mem[node] >= v.memory_mi_b
-        and state.power_ok(v, node)
-    )
+    return gpus_ok and state.host_ok(v, node) and state.power_ok(v, node)
 
 
 def _settle_evictions(
@@ -275,7 +322,9 @@ def expand(
     evicted = _evict(cycle, counts, group_of_class)
     left = _pack(state, _assign(cycle, demand, counts, groups), placed)
     units = _break_partial_gangs(state, cycle.pending, placed, left)
-    greedy_fill(state, units, placed)
+    units = greedy_fill(state, units, placed)
+    if cycle.victims:
+        _preempt_for(cycle, units, evicted, placed)
     kept, bumped = _settle_evictions(state, evicted, cycle.pending, placed)
     greedy_fill(state, bumped, placed)
     return placed, kept
