@@ -89,6 +89,8 @@ def plan(
     if counts.status not in ("OPTIMAL", "FEASIBLE", "LP_ROUNDED"):
         greedy = greedy or _greedy(snapshot, policy, exact)
         return finish(greedy[0], greedy[1], {}, "GREEDY", trivial)
+    # No plan can beat placing every pending pod: a bound the solver may not have proved yet.
+    counts.bound = min(counts.bound, trivial)
     placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
     value = plan_value(cycle.pending, placed, (v for v, _ in evicted.values()), policy)
     log.info("expanded", value=value, bound=counts.bound, seconds=round(clock() - start, 3))

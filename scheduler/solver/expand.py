@@ -96,8 +96,11 @@ def _pack(
     state: ClusterState,
     items: dict[int, list[tuple[Pod, int | None]]],
     placed: dict[str, Placement],
+    groups: list[Group],
+    group_of_class: list[int],
 ) -> list[Pod]:
     left: list[Pod] = []
+    rest_of: dict[int, list[Pod]] = defaultdict(list)
     for c, pods in items.items():
         if c == _NO_CLASS:
             left.extend(p for p, _ in pods)
@@ -116,25 +119,34 @@ def _pack(
                 continue
             state.place(pod, node0, (g,))
             placed[pod.key] = (node0, (g,))
-        rest = [p for p, g in pods if g is None]
-        rest.sort(key=lambda p: (-p.gpus, -p.milli_total, -p.cpu_milli, -p.memory_mi_b, p.key))
-        nodes = state.classes[c].nodes
-        # Where CPU or memory runs short, dealing keeps every node at the class's average mix;
-        # elsewhere the bucketed best fit is as good.
-        scarce = sum(p.cpu_milli for p in rest) > 0.8 * sum(state.cpu[i] for i in nodes) or sum(
-            p.memory_mi_b for p in rest
+        rest_of[c] = [p for p, g in pods if g is None]
+    by_group: dict[int, list[int]] = defaultdict(list)
+    for c in rest_of:
+        by_group[group_of_class[c]].append(c)
+    for gid, class_ids in by_group.items():
+        classes = groups[gid].classes
+        pooled = [p for c in class_ids for p in rest_of[c]]
+        nodes = [i for cls in classes for i in cls.nodes]
+        # Where CPU or memory runs short, dealing over the whole group keeps every node at the
+        # group's average mix; elsewhere the bucketed best fit, class by class, is as good.
+        scarce = sum(p.cpu_milli for p in pooled) > 0.8 * sum(state.cpu[i] for i in nodes) or sum(
+            p.memory_mi_b for p in pooled
         ) > 0.8 * sum(state.mem[i] for i in nodes)
         if scarce:
-            left.extend(_deal_class(state, c, rest, placed))
+            left.extend(_deal_units(state, [cls.id for cls in classes], pooled, placed))
             continue
-        find = state.find_in_class
-        for pod in rest:
-            where = find(pod, c)
-            if where is None:
-                left.append(pod)
-            else:
-                state.place(pod, *where)
-                placed[pod.key] = where
+        for c in class_ids:
+            rest = sorted(
+                rest_of[c],
+                key=lambda p: (-p.gpus, -p.milli_total, -p.cpu_milli, -p.memory_mi_b, p.key),
+            )
+            for pod in rest:
+                where = state.find_in_class(pod, c)
+                if where is None:
+                    left.append(pod)
+                else:
+                    state.place(pod, *where)
+                    placed[pod.key] = where
     return left
 
 
@@ -152,20 +164,26 @@ def _pair_shares(shares: list[Pod]) -> list[list[Pod]]:
     return [pods for _, pods in bins]
 
 
-def _deal_class(
-    state: ClusterState, c: int, pods: list[Pod], placed: dict[str, Placement]
+def _deal_units(
+    state: ClusterState, class_ids: list[int], pods: list[Pod], placed: dict[str, Placement]
 ) -> list[Pod]:
     """Where CPU or memory runs short: fill partly used GPUs, pair the other shares into whole
-    GPUs, then deal units (a pod, or a GPU of shares) round-robin over the class's nodes, so each
-    node gets the class's average mix, the mix the model's class-wide rows showed to fit."""
-    nodes = state.classes[c].nodes
+    GPUs, then deal units (a pod, or a GPU of shares) round-robin over the nodes, so each node
+    gets the average mix, the mix the model's group-wide rows showed to fit."""
+    nodes = [i for c in class_ids for i in state.classes[c].nodes]
+    model = state.classes[class_ids[0]].model
     left: list[Pod] = []
     shares = []
     for pod in (p for p in pods if p.fractional):
-        found = state._find_fractional(pod, state.classes[c])
-        if found is not None and state.power_ok(pod, found[1][0]):
-            state.place(pod, *found[1])
-            placed[pod.key] = found[1]
+        where = None
+        for c in class_ids:
+            found = state._find_fractional(pod, state.classes[c])
+            if found is not None and state.power_ok(pod, found[1][0]):
+                where = found[1]
+                break
+        if where is not None:
+            state.place(pod, *where)
+            placed[pod.key] = where
         else:
             shares.append(pod)
     units = [[p] for p in pods if not p.fractional] + _pair_shares(shares)
@@ -173,7 +191,7 @@ def _deal_class(
     at = 0
     for unit in units:
         need = max(p.gpus for p in unit) if unit[0].gpus else 0
-        if unit[0].gpu_models and state.classes[c].model not in unit[0].gpu_models:
+        if unit[0].gpu_models and model not in unit[0].gpu_models:
             left.extend(unit)
             continue
         for step in range(len(nodes)):
@@ -320,7 +338,7 @@ def expand(
     state = cycle.state
     placed: dict[str, Placement] = {}
     evicted = _evict(cycle, counts, group_of_class)
-    left = _pack(state, _assign(cycle, demand, counts, groups), placed)
+    left = _pack(state, _assign(cycle, demand, counts, groups), placed, groups, group_of_class)
     units = _break_partial_gangs(state, cycle.pending, placed, left)
     units = greedy_fill(state, units, placed)
     if cycle.victims:

@@ -53,16 +53,19 @@ def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], li
         by_leaf: dict[str, list[NodeClass]] = defaultdict(list)
         for c in live:
             by_leaf[c.leaf].append(c)
-        # A leaf's signature: every class in it, its budget and its draw.
+        # A leaf's signature: the budgets above it and, if it has a budget itself, that budget,
+        # its draw and its make-up (merging racks of another make-up under a summed budget is
+        # still a relaxation, but a looser one: measured, it cost more gap than it saved time).
+        # A domain without a budget constrains nothing, so leaves without one merge freely.
         sig_of: dict[str, tuple] = {}
         for leaf, classes in by_leaf.items():
             chain = state.chain[classes[0].nodes[0]]
-            sig_of[leaf] = (
-                tuple(chain[1:]),
-                state.budget.get(leaf),
-                state.power[leaf],
-                tuple(sorted((_shape(c), len(c.nodes)) for c in classes)),
-            )
+            above = tuple(d for d in chain[1:] if d in state.budget)
+            if leaf in state.budget:
+                makeup = tuple(sorted((_shape(c), len(c.nodes)) for c in classes))
+                sig_of[leaf] = (above, state.budget[leaf], state.power[leaf], makeup)
+            else:
+                sig_of[leaf] = (above, None, None, ())
         leaves_by_sig: dict[tuple, list[str]] = defaultdict(list)
         for leaf in sorted(by_leaf):
             leaves_by_sig[sig_of[leaf]].append(leaf)
