@@ -23,7 +23,7 @@ class Explainer:
     def __init__(self, state: ClusterState) -> None:
         self.state = state
         self._best: dict[int, _ClassBest] = {}
-        self._by_shape: dict[tuple, list[Shortfall]] = {}
+        self._by_shape: dict[tuple, tuple[list[Shortfall], str]] = {}
 
     def _class_best(self, c: int) -> _ClassBest:
         if c not in self._best:
@@ -54,30 +54,30 @@ class Explainer:
             pod.max_per_node,
         )
         if shape not in self._by_shape:
-            self._by_shape[shape] = self._shortfalls(pod)
-        shortfalls = self._by_shape[shape]
-        if shortfalls:
-            reason = self._describe(pod, shortfalls[0])
-        elif gang_missing:
+            self._by_shape[shape] = self._why(pod)
+        shortfalls, reason = self._by_shape[shape]
+        if not shortfalls and gang_missing:
             shortfalls = [Shortfall(resource="gang", domain="cluster", amount=gang_missing)]
             reason = ""
-        elif self.state.find(pod) is None:
-            # Each resource is there somewhere, but no node has them all, within spread limits.
-            resource = "spread" if pod.app else "node"
-            shortfalls = [Shortfall(resource=resource, domain="cluster", amount=1)]
-            reason = (
-                f"spread: every node with room already runs the most pods of app {pod.app}"
-                if pod.app
-                else "node: no single node has the GPUs, CPU, memory and power headroom at once"
-            )
-        else:
-            reason = (
-                "outbid: it fits on its own, but the capacity went to higher-value work "
-                "(priority-weighted GPU allocation)"
-            )
         if gang_note:
             reason = f"{gang_note}: {reason}" if reason else gang_note
         return Unplaced(pod=pod.key, reason=reason, shortfalls=shortfalls)
+
+    def _why(self, pod: Pod) -> tuple[list[Shortfall], str]:
+        shortfalls = self._shortfalls(pod)
+        if shortfalls:
+            return shortfalls, self._describe(pod, shortfalls[0])
+        if self.state.find(pod) is None:
+            # Each resource is there somewhere, but no node has them all, within spread limits.
+            if pod.app:
+                reason = f"spread: every node with room already runs the most pods of app {pod.app}"
+                return [Shortfall(resource="spread", domain="cluster", amount=1)], reason
+            reason = "node: no single node has the GPUs, CPU, memory and power headroom at once"
+            return [Shortfall(resource="node", domain="cluster", amount=1)], reason
+        return [], (
+            "outbid: it fits on its own, but the capacity went to higher-value work "
+            "(priority-weighted GPU allocation)"
+        )
 
     def _describe(self, pod: Pod, s: Shortfall) -> str:
         if s.resource == "model":

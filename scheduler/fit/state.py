@@ -71,7 +71,7 @@ class ClusterState:
         self.with_partial: dict[int, None] = {}
         self.part: dict[tuple[int, int], dict[tuple[int, int], None]] = defaultdict(dict)
         self.part_levels: dict[int, Counter[int]] = defaultdict(Counter)
-        self._watts: dict[tuple[int, str], int] = {}
+        self._watts: dict[int, dict[str, int]] = {}
         self.nfree = [0] * len(snapshot.nodes)
         for i in range(len(snapshot.nodes)):
             self._index(i)
@@ -122,10 +122,13 @@ class ClusterState:
 
     def watts(self, pod: Pod, node: int) -> int:
         model = self.nodes[node].gpu_model
-        key = (id(pod), model)  # pods outlive the cycle's state, so their ids stay unique
-        w = self._watts.get(key)
+        # Keyed by identity: the pods outlive the cycle's state, so their ids stay unique.
+        by_model = self._watts.get(id(pod))
+        if by_model is None:
+            by_model = self._watts[id(pod)] = {}
+        w = by_model.get(model)
         if w is None:
-            w = self._watts[key] = pod_watts(pod, self.models[model], self.policy)
+            w = by_model[model] = pod_watts(pod, self.models[model], self.policy)
         return w
 
     def power_ok(self, pod: Pod, node: int) -> bool:

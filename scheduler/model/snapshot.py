@@ -7,6 +7,7 @@ Field names and meanings follow docs/snapshot-format.md; every field carries a d
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -121,8 +122,9 @@ class Pod(Wire):
     node: str | None = Field(default=None, description="Current node; null = pending.")
     gpu_indices: list[int] = Field(default_factory=list, description="GPUs the pod holds now.")
 
-    @property
+    @cached_property
     def key(self) -> str:
+        # Cached: planners look pods up by key hundreds of thousands of times a cycle.
         return f"{self.namespace}/{self.name}"
 
     @property

@@ -45,9 +45,13 @@ def solve_lp(model: cp_model.CpModel, time_limit: float) -> LpResult | None:
             -math.inf if lo <= cp_model.INT_MIN else float(lo),
             math.inf if hi >= cp_model.INT_MAX else float(hi),
         )
+        # Sum in Python first: a reference may repeat, and each SWIG call is dear at scale.
+        coeffs: dict[int, int] = {}
         for ref, coeff in zip(lin.vars, lin.coeffs, strict=True):
             i, sign = _ref(ref)
-            row.SetCoefficient(xs[i], row.GetCoefficient(xs[i]) + sign * coeff)
+            coeffs[i] = coeffs.get(i, 0) + sign * coeff
+        for i, coeff in coeffs.items():
+            row.SetCoefficient(xs[i], coeff)
     obj = lp.Objective()
     for ref, coeff in zip(proto.objective.vars, proto.objective.coeffs, strict=True):
         i, sign = _ref(ref)
