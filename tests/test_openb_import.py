@@ -6,14 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from traces import trace_dir
 
 from scheduler.errors import UserError
 from scheduler.model import PodKind
 from scheduler.traces import read_openb, snapshot_from_openb
 
-TRACE = Path("/work/shared/traces/alibaba-gpu-v2023-openb")
+TRACE = trace_dir("alibaba-gpu-v2023-openb")
 GPU_NODES = TRACE / "openb_node_list_gpu_node.csv"
-needs_trace = pytest.mark.skipif(not TRACE.is_dir(), reason=f"trace not present at {TRACE}")
 
 NODE_HEADER = "sn,cpu_milli,memory_mib,gpu,model\n"
 POD_HEADER = (
@@ -24,7 +24,6 @@ GOOD_NODE = "n-0,32000,262144,8,G2\n"
 GOOD_POD = "p-0,4000,8192,1,500,,LS,Running,0,10,0\n"
 
 
-@needs_trace
 def test_default_trace_matches_the_published_counts():
     snap = read_openb(GPU_NODES, TRACE / "openb_pod_list_default.csv")
     pods = snap.pods
@@ -42,7 +41,6 @@ def test_default_trace_matches_the_published_counts():
     assert len(snap.power_domains) == 1 + 10 + 76
 
 
-@needs_trace
 def test_gpu_spec_becomes_deduplicated_model_constraints():
     snap = read_openb(GPU_NODES, TRACE / "openb_pod_list_gpuspec33.csv")
     constrained = [p for p in snap.pods if p.gpu_models]
@@ -50,7 +48,6 @@ def test_gpu_spec_becomes_deduplicated_model_constraints():
     assert all(len(set(p.gpu_models)) == len(p.gpu_models) for p in constrained)
 
 
-@needs_trace
 def test_multigpu_variant_without_qos_is_read_as_best_effort():
     snap = read_openb(GPU_NODES, TRACE / "openb_pod_list_multigpu50.csv")
     assert len(snap.pods) == 9061
@@ -60,7 +57,6 @@ def test_multigpu_variant_without_qos_is_read_as_best_effort():
     assert whole_single == {PodKind.FINE_TUNING}
 
 
-@needs_trace
 def test_all_node_list_keeps_cpu_only_nodes_and_budgets_follow_nameplate():
     snap = read_openb(
         TRACE / "openb_node_list_all_node.csv",
