@@ -32,6 +32,19 @@ class NodeClass:
     def victims_any(self) -> bool:
         return bool(self.victims)
 
+    def shape(self) -> tuple:
+        """Everything but where it is: classes of one shape in alike racks are interchangeable."""
+        return (
+            self.model,
+            self.gpus,
+            self.free_whole,
+            self.partial,
+            self.cpu,
+            self.mem,
+            self.apps,
+            self.victims,
+        )
+
 
 def victim_signature(pod: Pod) -> tuple:
     return (
@@ -82,7 +95,7 @@ def node_classes(
         # Which GPU a victim sits on is left out: the model counts what an eviction frees as
         # whole GPUs or as milli mass, which holds whichever GPU it is.
         victims = tuple(sorted(victim_signature(p) for p in pods if p.key in evictable))
-        key = (
+        fields = (
             node.gpu_model,
             node.power_domain,
             node.gpus,
@@ -92,23 +105,11 @@ def node_classes(
             max(mem, 0),
             apps,
             victims,
-            idx if singleton else -1,
         )
+        key = (*fields, idx if singleton else -1)
         cls = by_key.get(key)
         if cls is None:
-            cls = NodeClass(
-                len(by_key),
-                node.gpu_model,
-                node.power_domain,
-                node.gpus,
-                free_whole,
-                partial,
-                max(cpu, 0),
-                max(mem, 0),
-                apps,
-                victims,
-            )  # type: ignore[arg-type]
-            by_key[key] = cls
+            cls = by_key[key] = NodeClass(len(by_key), *fields)  # type: ignore[arg-type]
         cls.nodes.append(idx)
         of_node.append(cls.id)
     return list(by_key.values()), of_node

@@ -20,7 +20,7 @@ def dff_capacity(k: int) -> int:
     return k * (k + 1)
 
 
-DFF_ORDERS = (1, 2, 3)
+DFF_ORDERS = (1, 2, 3, 4, 5)
 
 
 def eps_scaled(eps: int, milli: int) -> int:
@@ -36,4 +36,6 @@ def eps_scaled(eps: int, milli: int) -> int:
 
 def eps_thresholds(shares: set[int]) -> list[int]:
     """One cut per large share: eps just above what fits beside it."""
-    return sorted({1001 - v for v in shares if v > 500})
+    big = {1001 - v for v in shares if v > 500}
+    small = {v for v in shares if v <= 500}
+    return sorted(big | small)

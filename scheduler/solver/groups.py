@@ -31,19 +31,6 @@ class Group:
         return sum(len(c.nodes) for c in self.classes)
 
 
-def _shape(cls: NodeClass) -> tuple:
-    return (
-        cls.model,
-        cls.gpus,
-        cls.free_whole,
-        cls.partial,
-        cls.cpu,
-        cls.mem,
-        cls.apps,
-        cls.victims,
-    )
-
-
 def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], list[int]]:
     """Groups for the model, and the group id of every node class."""
     live = [c for c in state.classes if c.nodes]
@@ -62,7 +49,7 @@ def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], li
             chain = state.chain[classes[0].nodes[0]]
             above = tuple(d for d in chain[1:] if d in state.budget)
             if leaf in state.budget:
-                makeup = tuple(sorted((_shape(c), len(c.nodes)) for c in classes))
+                makeup = tuple(sorted((c.shape(), len(c.nodes)) for c in classes))
                 sig_of[leaf] = (above, state.budget[leaf], state.power[leaf], makeup)
             else:
                 sig_of[leaf] = (above, None, None, ())
@@ -74,7 +61,7 @@ def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], li
             by_shape: dict[tuple, list[NodeClass]] = defaultdict(list)
             for leaf in leaves:
                 for c in by_leaf[leaf]:
-                    by_shape[_shape(c)].append(c)
+                    by_shape[c.shape()].append(c)
             for classes in by_shape.values():
                 groups.append(_group(state, len(groups), classes))
     of_class = [-1] * len(state.classes)
