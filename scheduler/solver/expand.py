@@ -188,17 +188,20 @@ def _deal_units(
             shares.append(pod)
     units = [[p] for p in pods if not p.fractional] + _pair_shares(shares)
     units.sort(key=lambda u: (-max(p.gpus for p in u), -sum(p.cpu_milli for p in u), u[0].key))
+    # A snake draft: the order turns at each end, so no node gets the heaviest unit of every
+    # round (units come heaviest first).
+    order = nodes + nodes[::-1]
     at = 0
     for unit in units:
         need = max(p.gpus for p in unit) if unit[0].gpus else 0
         if unit[0].gpu_models and model not in unit[0].gpu_models:
             left.extend(unit)
             continue
-        for step in range(len(nodes)):
-            node = nodes[(at + step) % len(nodes)]
+        for step in range(len(order)):
+            node = order[(at + step) % len(order)]
             free = [g for g, r in enumerate(state.res[node]) if r == 1000]
             if len(free) >= need and state.group_fits(unit, node):
-                at = (at + step + 1) % len(nodes)
+                at = (at + step + 1) % len(order)
                 gpus = tuple(free[:need])
                 for p in unit:
                     state.place(p, node, gpus)
@@ -338,11 +341,17 @@ def expand(
     state = cycle.state
     placed: dict[str, Placement] = {}
     evicted = _evict(cycle, counts, group_of_class)
-    left = _pack(state, _assign(cycle, demand, counts, groups), placed, groups, group_of_class)
+    items = _assign(cycle, demand, counts, groups)
+    # CPU-only pods are worth least: they go last of all, onto nodes whose GPUs are taken, so
+    # their CPU never strands a free GPU that a leftover GPU pod could still use.
+    cpu_only = [[p] for pods in items.values() for p, _ in pods if p.gpus == 0 and not p.gang_key]
+    items = {c: [(p, g) for p, g in pods if p.gpus or p.gang_key] for c, pods in items.items()}
+    left = _pack(state, items, placed, groups, group_of_class)
     units = _break_partial_gangs(state, cycle.pending, placed, left)
     units = greedy_fill(state, units, placed)
     if cycle.victims:
         _preempt_for(cycle, units, evicted, placed)
     kept, bumped = _settle_evictions(state, evicted, cycle.pending, placed)
     greedy_fill(state, bumped, placed)
+    greedy_fill(state, cpu_only, placed)
     return placed, kept
