@@ -53,12 +53,32 @@ def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement
     return True
 
 
+def fit_shape(pod: Pod) -> tuple:
+    """What decides where a pod fits (not its priority or name)."""
+    return (
+        pod.gpus,
+        pod.gpu_milli,
+        pod.cpu_milli,
+        pod.memory_mi_b,
+        tuple(pod.gpu_models),
+        pod.kind,
+        pod.app,
+        pod.max_per_node,
+        pod.power_watts_per_gpu,
+    )
+
+
 def greedy_fill(
     state: ClusterState, units: list[list[Pod]], placed: dict[str, Placement]
 ) -> list[list[Pod]]:
     """Place units in priority-then-size order; returns the units that did not fit."""
     left = []
+    # The state only fills up during the pass: a unit that did not fit, a later unit of the
+    # same shape will not fit either, so it is not searched for again.
+    failed: set[tuple] = set()
     for unit in unit_order(units, state.policy):
-        if not place_unit(state, unit, placed):
+        shape = tuple(sorted(fit_shape(p) for p in unit))
+        if shape in failed or not place_unit(state, unit, placed):
+            failed.add(shape)
             left.append(unit)
     return left

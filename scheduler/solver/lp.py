@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ortools.linear_solver import pywraplp
+from ortools.linear_solver import linear_solver_pb2, pywraplp
 from ortools.sat.python import cp_model
 
 
@@ -21,44 +21,53 @@ class LpResult:
     seconds: float  # GLOP's own wall time
 
 
-def _ref(ref: int) -> tuple[int, int]:
-    """A CP-SAT linear reference: index and sign (a negative reference is the negation)."""
-    return (ref, 1) if ref >= 0 else (-ref - 1, -1)
+def _linear(vars_: list[int], coeffs: list[int]) -> tuple[list[int], list[float]]:
+    """Indices and coefficients with negated references folded in and repeats summed."""
+    if all(v >= 0 for v in vars_) and len(set(vars_)) == len(vars_):
+        return vars_, [float(c) for c in coeffs]
+    summed: dict[int, float] = {}
+    for ref, c in zip(vars_, coeffs, strict=True):
+        i, sign = (ref, 1) if ref >= 0 else (-ref - 1, -1)
+        summed[i] = summed.get(i, 0.0) + sign * c
+    return list(summed), list(summed.values())
+
+
+def _bound(value: int) -> float:
+    if value <= cp_model.INT_MIN:
+        return -math.inf
+    if value >= cp_model.INT_MAX:
+        return math.inf
+    return float(value)
 
 
 def solve_lp(model: cp_model.CpModel, time_limit: float) -> LpResult | None:
     proto = model.proto
-    lp = pywraplp.Solver.CreateSolver("GLOP")
-    if lp is None:
-        return None
-    lp.SetTimeLimit(max(1, int(time_limit * 1000)))
-    # list() first: the proto wrapper answers [-1] with the first element, not the last.
-    domains = [list(v.domain) for v in proto.variables]
-    xs = [lp.NumVar(float(d[0]), float(d[-1]), "") for d in domains]
+    mp = linear_solver_pb2.MPModelProto()
+    # Bulk copies of repeated fields: one Python call a row, not one a term.
+    for v in proto.variables:
+        domain = list(v.domain)  # list() first: the wrapper answers [-1] with the first element
+        var = mp.variable.add()
+        var.lower_bound, var.upper_bound = float(domain[0]), float(domain[-1])
     for ct in proto.constraints:
         if not ct.has_linear() or len(ct.enforcement_literal):
             return None  # only plain linear models are relaxed here
         lin = ct.linear
-        bounds = list(lin.domain)
-        lo, hi = bounds[0], bounds[-1]
-        row = lp.RowConstraint(
-            -math.inf if lo <= cp_model.INT_MIN else float(lo),
-            math.inf if hi >= cp_model.INT_MAX else float(hi),
-        )
-        # Sum in Python first: a reference may repeat, and each SWIG call is dear at scale.
-        coeffs: dict[int, int] = {}
-        for ref, coeff in zip(lin.vars, lin.coeffs, strict=True):
-            i, sign = _ref(ref)
-            coeffs[i] = coeffs.get(i, 0) + sign * coeff
-        for i, coeff in coeffs.items():
-            row.SetCoefficient(xs[i], coeff)
-    obj = lp.Objective()
-    for ref, coeff in zip(proto.objective.vars, proto.objective.coeffs, strict=True):
-        i, sign = _ref(ref)
-        obj.SetCoefficient(xs[i], obj.GetCoefficient(xs[i]) + sign * coeff)
-    obj.SetMinimization()  # CP-SAT stores a maximisation as the minimisation of its negation
+        domain = list(lin.domain)
+        row = mp.constraint.add()
+        row.lower_bound, row.upper_bound = _bound(domain[0]), _bound(domain[-1])
+        index, coeff = _linear(list(lin.vars), list(lin.coeffs))
+        row.var_index.extend(index)
+        row.coefficient.extend(coeff)
+    index, coeff = _linear(list(proto.objective.vars), list(proto.objective.coeffs))
+    for i, c in zip(index, coeff, strict=True):
+        mp.variable[i].objective_coefficient = c
+    mp.maximize = False  # CP-SAT stores a maximisation as the minimisation of its negation
+    lp = pywraplp.Solver.CreateSolver("GLOP")
+    if lp is None or lp.LoadModelFromProto(mp):
+        return None
+    lp.SetTimeLimit(max(1, int(time_limit * 1000)))
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return None
     scale = proto.objective.scaling_factor or 1.0
-    best = (obj.Value() + proto.objective.offset) * scale
-    return LpResult([x.solution_value() for x in xs], best, lp.wall_time() / 1000)
+    best = (lp.Objective().Value() + proto.objective.offset) * scale
+    return LpResult([x.solution_value() for x in lp.variables()], best, lp.wall_time() / 1000)
