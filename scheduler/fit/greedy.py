@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from scheduler.fit.state import ClusterState, Placement
+from scheduler.fit.state import ClusterState, Placement, fit_shape
 from scheduler.fit.value import pod_value
 from scheduler.model import PackingPolicy, Pod
 
@@ -51,21 +51,6 @@ def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement
     for pod, where in done:
         placed[pod.key] = where
     return True
-
-
-def fit_shape(pod: Pod) -> tuple:
-    """What decides where a pod fits (not its priority or name)."""
-    return (
-        pod.gpus,
-        pod.gpu_milli,
-        pod.cpu_milli,
-        pod.memory_mi_b,
-        tuple(pod.gpu_models),
-        pod.kind,
-        pod.app,
-        pod.max_per_node,
-        pod.power_watts_per_gpu,
-    )
 
 
 def greedy_fill(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.fit.state import ClusterState
+from scheduler.fit.state import ClusterState, fit_shape
 from scheduler.model import Pod, Shortfall, Unplaced
 
 
@@ -42,17 +42,7 @@ class Explainer:
 
     def explain(self, pod: Pod, gang_note: str | None = None, gang_missing: int = 0) -> Unplaced:
         # Pods of one shape fall short the same way: the state is final when this runs.
-        shape = (
-            pod.gpus,
-            pod.gpu_milli,
-            pod.cpu_milli,
-            pod.memory_mi_b,
-            tuple(pod.gpu_models),
-            pod.kind,
-            pod.power_watts_per_gpu,
-            pod.app,
-            pod.max_per_node,
-        )
+        shape = fit_shape(pod)
         if shape not in self._by_shape:
             self._by_shape[shape] = self._why(pod)
         shortfalls, reason = self._by_shape[shape]

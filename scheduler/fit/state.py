@@ -18,6 +18,21 @@ UNUSABLE = -1  # a GPU that takes no new work (health, policy)
 Placement = tuple[int, tuple[int, ...]]  # node index, GPU indices
 
 
+def fit_shape(pod: Pod) -> tuple:
+    """What decides where a pod fits (not its priority or name)."""
+    return (
+        pod.gpus,
+        pod.gpu_milli,
+        pod.cpu_milli,
+        pod.memory_mi_b,
+        tuple(pod.gpu_models),
+        pod.kind,
+        pod.app,
+        pod.max_per_node,
+        pod.power_watts_per_gpu,
+    )
+
+
 class ClusterState:
     def __init__(
         self,
@@ -180,10 +195,6 @@ class ClusterState:
 
     def remove(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> None:
         self._apply(pod, node, gpus, -1)
-
-    def gpus_fit(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> bool:
-        need = pod.gpu_milli if pod.fractional else 1000
-        return all(self.res[node][g] >= need for g in gpus)
 
     # -- look-ups --------------------------------------------------------------------------
     def find(self, pod: Pod) -> Placement | None:

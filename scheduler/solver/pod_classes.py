@@ -105,10 +105,3 @@ def classify(pending: list[Pod], state: ClusterState, max_group_nodes: int) -> D
             counts[class_for(p, True).id] += 1
         gc.members = dict(counts)
     return Demand(list(classes.values()), list(gang_classes.values()))
-
-
-def victim_classes(victims: list[Pod], state: ClusterState) -> dict[tuple, list[Pod]]:
-    out: dict[tuple, list[Pod]] = defaultdict(list)
-    for v in victims:
-        out[_shape(v, state)].append(v)
-    return out
