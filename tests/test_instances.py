@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from synthetic import instances
 
 from scheduler.model import ClusterSnapshot, PackingPolicy, PodKind
 from scheduler.power import budgets, domain_power
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "instances.py"
-# benchmarks/ is scripts, not a package: load the file itself.
-_spec = importlib.util.spec_from_file_location("benchmark_instances", _PATH)
-instances = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = instances  # dataclasses look their module up while the file runs
-_spec.loader.exec_module(instances)
 
 
 def _dump(snap: ClusterSnapshot) -> dict:
