@@ -245,3 +245,21 @@ def test_pending_pods_need_reasons():
     snap = snapshot([node("n", 1)], [pod("p"), pod("q")])
     plan = plan_of([bind("p", "n", 0)])
     assert explanation_problems(snap, plan) == ["default/q: stays pending without a reason"]
+
+
+def _over_budget_before():
+    # The running pod alone draws 2 x idle + its work: more than the budget, lowered under it.
+    nodes = [node("n", 2)]
+    pods = [pod("old", on=("n", [0]), preemptible=False), pod("new")]
+    return snapshot(nodes, pods, domains=[domain("rack", budget=500)])
+
+
+def test_a_domain_over_budget_before_the_plan_is_not_the_plans_fault():
+    snap = _over_budget_before()
+    assert check_plan(snap, policy(), plan_of()) == []
+
+
+def test_a_plan_may_not_add_load_to_a_domain_already_over_budget():
+    snap = _over_budget_before()
+    problems = check_plan(snap, policy(), plan_of([bind("new", "n", 1)]))
+    assert any("power domain rack" in p and "before the plan" in p for p in problems)

@@ -70,8 +70,10 @@ class Explainer:
         )
 
     def _describe(self, pod: Pod, s: Shortfall) -> str:
-        if s.resource == "model":
+        if s.resource == "model" and pod.gpu_models:
             return f"model: no schedulable node has GPU model {' or '.join(pod.gpu_models)}"
+        if s.resource == "node":
+            return "node: no schedulable node takes new work"
         if s.resource == "power":
             budget = self.state.budget[s.domain]
             draw = budget + s.amount
@@ -136,7 +138,8 @@ class Explainer:
             c.id for c in s.classes if c.nodes and (not pod.gpu_models or c.model in pod.gpu_models)
         ]
         if not classes:
-            return [Shortfall(resource="model", domain="cluster", amount=max(pod.gpus, 1))]
+            resource = "model" if pod.gpu_models else "node"
+            return [Shortfall(resource=resource, domain="cluster", amount=max(pod.gpus, 1))]
         best: list[Shortfall] | None = None
         for c in classes:
             short = self._class_shortfalls(pod, c)
