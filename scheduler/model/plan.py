@@ -49,7 +49,11 @@ class Unplaced(Wire):
 
 
 class PlanSummary(Wire):
-    status: str = Field(description="OPTIMAL | FEASIBLE | GREEDY | TRIVIAL (nothing to decide).")
+    status: str = Field(
+        description="OPTIMAL (meets the proven bound) | FEASIBLE (CP-SAT counts) | "
+        "LP_ROUNDED (the LP relaxation rounded down) | GREEDY (the greedy fallback) | "
+        "TRIVIAL (nothing pending)."
+    )
     solve_seconds: float = Field(description="Wall time of the whole planning cycle.")
     gpu_allocation_before: float = Field(description="GPU allocation before the plan (0..1).")
     gpu_allocation: float = Field(

@@ -96,5 +96,10 @@ def plan(
     log.info("expanded", value=value, bound=counts.bound, seconds=round(clock() - start, 3))
     if greedy is not None and greedy[2] > value:
         return finish(greedy[0], greedy[1], {}, "GREEDY", counts.bound)
-    status = "OPTIMAL" if value >= counts.bound else "FEASIBLE"
+    # OPTIMAL only when the realised plan meets the proven bound; else say whose counts these are.
+    status = (
+        "OPTIMAL"
+        if value >= counts.bound
+        else ("LP_ROUNDED" if counts.status == "LP_ROUNDED" else "FEASIBLE")
+    )
     return finish(cycle, placed, evicted, status, counts.bound)
