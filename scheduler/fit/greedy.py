@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from scheduler.fit.state import ClusterState, Placement, fit_shape
@@ -60,9 +60,9 @@ def greedy_fill(
     left = []
     # The state only fills up during the pass: a unit that did not fit, a later unit of the
     # same shape will not fit either, so it is not searched for again.
-    failed: set[tuple] = set()
+    failed: set[frozenset] = set()
     for unit in unit_order(units, state.policy):
-        shape = tuple(sorted(fit_shape(p) for p in unit))
+        shape = frozenset(Counter(fit_shape(p) for p in unit).items())  # a multiset
         if shape in failed or not place_unit(state, unit, placed):
             failed.add(shape)
             left.append(unit)

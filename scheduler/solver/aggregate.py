@@ -76,6 +76,7 @@ class AggregateModel:
         self.state = cycle.state
         self.demand = demand
         self.groups, self.group_of_class = groups, group_of_class
+        self.hinted = False
         self.m = cp_model.CpModel()
         self.x: dict[tuple[int, int], cp_model.IntVar] = {}
         self.y: dict[tuple[int, int, int], cp_model.IntVar] = {}
@@ -389,6 +390,7 @@ class AggregateModel:
 
     def hint(self, placed: dict[str, tuple[int, tuple[int, ...]]], class_of: list[int]) -> None:
         """Start the search from a greedy plan made on the same classes."""
+        self.hinted = True
         pc_of = {p.key: pc.id for pc in self.demand.classes for p in pc.pods}
         on_class: Counter[tuple[int, int]] = Counter()
         on_gpu: Counter[tuple[int, int, int]] = Counter()
@@ -427,9 +429,10 @@ class AggregateModel:
         if lp is not None:
             # Relative slack on the LP optimum guards the bound against floating-point error.
             lp_bound = lp.bound * (1 + 1e-9) + 1e-6
-            self.m.clear_hints()
-            for i, val in enumerate(lp.values):
-                self.m.add_hint(self.m.get_int_var_from_proto_index(i), math.floor(val + 1e-6))
+            if not self.hinted:
+                # A greedy hint, where given, is feasible for sure; the rounded LP may not be.
+                for i, val in enumerate(lp.values):
+                    self.m.add_hint(self.m.get_int_var_from_proto_index(i), math.floor(val + 1e-6))
 
             def floor_of(var) -> int:
                 return math.floor(lp.values[var.index] + 1e-6)
