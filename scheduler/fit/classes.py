@@ -46,17 +46,24 @@ class NodeClass:
         )
 
 
-def victim_signature(pod: Pod) -> tuple:
+def fit_shape(pod: Pod) -> tuple:
+    """What decides where a pod fits (not its priority or name)."""
     return (
         pod.gpus,
         pod.gpu_milli,
         pod.cpu_milli,
         pod.memory_mi_b,
-        pod.priority,
-        pod.kind.value,
-        pod.app or "",
-        pod.power_watts_per_gpu or -1,
+        tuple(pod.gpu_models),
+        pod.kind,
+        pod.app,
+        pod.max_per_node,
+        pod.power_watts_per_gpu,
     )
+
+
+def victim_signature(pod: Pod) -> tuple:
+    """Running pods that preemption may evict, alike for the model: shape and priority."""
+    return (*fit_shape(pod), pod.priority)
 
 
 def node_classes(

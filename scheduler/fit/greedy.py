@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from scheduler.fit.state import ClusterState, Placement, fit_shape
+from scheduler.fit.classes import fit_shape
+from scheduler.fit.state import ClusterState, Placement
 from scheduler.fit.value import pod_value
 from scheduler.model import PackingPolicy, Pod
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scheduler.fit.state import ClusterState, fit_shape
+from scheduler.fit.classes import fit_shape
+from scheduler.fit.state import ClusterState
 from scheduler.model import Pod, Shortfall, Unplaced
 
 

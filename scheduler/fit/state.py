@@ -18,21 +18,6 @@ UNUSABLE = -1  # a GPU that takes no new work (health, policy)
 Placement = tuple[int, tuple[int, ...]]  # node index, GPU indices
 
 
-def fit_shape(pod: Pod) -> tuple:
-    """What decides where a pod fits (not its priority or name)."""
-    return (
-        pod.gpus,
-        pod.gpu_milli,
-        pod.cpu_milli,
-        pod.memory_mi_b,
-        tuple(pod.gpu_models),
-        pod.kind,
-        pod.app,
-        pod.max_per_node,
-        pod.power_watts_per_gpu,
-    )
-
-
 class ClusterState:
     def __init__(
         self,
