@@ -416,3 +416,17 @@ def _summary() -> dict[str, Any]:
         "gap": 0.0,
         "powerWatts": {},
     }
+
+
+def test_plan_exports_the_solver_model_for_debugging(snapshot_file: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.txt"
+    r = wattpack("plan", str(snapshot_file), "--export-model", str(model))
+    assert r.returncode == 0, r.stderr
+    text = model.read_text()
+    assert "variables {" in text and "constraints {" in text and "objective {" in text
+
+
+def test_unwritable_model_export_is_one_error_line(snapshot_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "missing-dir" / "model.txt"
+    r = wattpack("plan", str(snapshot_file), "--export-model", str(target))
+    assert "--export-model" in assert_one_error_line(r)

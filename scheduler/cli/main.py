@@ -144,6 +144,10 @@ def plan_command(
     max_rows: Annotated[
         int, typer.Option(min=0, help="Rows per table in table output; 0 = all.")
     ] = 50,
+    export_model: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Also write the CP-SAT model (text proto), to debug."),
+    ] = None,
 ) -> None:
     """Plan one scheduling cycle for a snapshot. A dry run: prints the plan, changes nothing."""
     snapshot = files.load_snapshot(snapshot_file)
@@ -154,7 +158,17 @@ def plan_command(
     # Imported here: OR-Tools takes a while to load and only this command needs it.
     from scheduler.planner import plan
 
-    result = plan(snapshot, policy)
+    def write_model(text: str) -> None:
+        try:
+            with open(export_model, "w", encoding="utf-8") as out:  # type: ignore[arg-type]
+                out.write(text)
+        except OSError as e:
+            raise UserError(
+                f"--export-model: cannot write {export_model} ({e.strerror})",
+                "name a writable file",
+            ) from None
+
+    result = plan(snapshot, policy, model_sink=write_model if export_model else None)
     s = result.summary
     log.info(
         "plan_done",

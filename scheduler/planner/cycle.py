@@ -45,7 +45,9 @@ def plan(
     snapshot: ClusterSnapshot,
     policy: PackingPolicy,
     clock: Callable[[], float] = time.perf_counter,
+    model_sink: Callable[[str], None] | None = None,
 ) -> Plan:
+    """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
     start = clock()
     exact = len(snapshot.nodes) <= EXACT_NODES
     cycle = start_cycle(snapshot, policy, singleton_classes=exact)
@@ -69,6 +71,8 @@ def plan(
     groups, group_of_class = group_classes(cycle.state, exact)
     demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1))
     model = AggregateModel(cycle, demand, groups, group_of_class)
+    if model_sink is not None:
+        model_sink(model.text())
     greedy = _greedy(snapshot, policy, exact) if exact else None
     if greedy is not None:
         model.hint(greedy[1], greedy[0].state.class_of)

@@ -388,6 +388,10 @@ class AggregateModel:
         self.scale_p = scale_p
         self.cpu_only_scale = cpu_only + 1
 
+    def text(self) -> str:
+        """The model in protobuf text format, as CP-SAT's own tools read it."""
+        return str(self.m.proto)
+
     def hint(self, placed: dict[str, tuple[int, tuple[int, ...]]], class_of: list[int]) -> None:
         """Start the search from a greedy plan made on the same classes."""
         self.hinted = True
