@@ -38,17 +38,29 @@ def unit_order(units: list[list[Pod]], policy: PackingPolicy) -> list[list[Pod]]
     )
 
 
-def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement]) -> bool:
-    """Place every member or none; on failure the state is as before."""
+def place_in_turn(state: ClusterState, unit: list[Pod]) -> list[tuple[Pod, Placement]]:
+    """Place members, largest first, until one does not fit; returns those placed."""
     done: list[tuple[Pod, Placement]] = []
     for pod in sorted(unit, key=lambda p: -p.milli_total):
         where = state.find(pod)
         if where is None:
-            for q, (node, gpus) in reversed(done):
-                state.remove(q, node, gpus)
-            return False
+            break
         state.place(pod, *where)
         done.append((pod, where))
+    return done
+
+
+def undo(state: ClusterState, done: list[tuple[Pod, Placement]]) -> None:
+    for pod, (node, gpus) in reversed(done):
+        state.remove(pod, node, gpus)
+
+
+def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement]) -> bool:
+    """Place every member or none; on failure the state is as before."""
+    done = place_in_turn(state, unit)
+    if len(done) < len(unit):
+        undo(state, done)
+        return False
     for pod, where in done:
         placed[pod.key] = where
     return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from scheduler.fit.greedy import units_of
+from scheduler.fit.greedy import place_in_turn, undo, units_of
 from scheduler.fit.reasons import Explainer
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
 from scheduler.fit.value import plan_value
@@ -33,15 +33,8 @@ def _gang_shortfalls(
     """For each gang left pending, how many of its members fit together on what is left now."""
     notes = {}
     for unit in units_of(p for p in pending if p.gang_key and p.key not in placed):
-        done = []
-        for pod in sorted(unit, key=lambda p: -p.milli_total):
-            where = state.find(pod)
-            if where is None:
-                break
-            state.place(pod, *where)
-            done.append((pod, where))
-        for pod, (node, gpus) in reversed(done):
-            state.remove(pod, node, gpus)
+        done = place_in_turn(state, unit)
+        undo(state, done)
         if len(done) < len(unit):
             key = unit[0].gang_key
             text = f"gang {key}: only {len(done)} of {len(unit)} members fit at once"

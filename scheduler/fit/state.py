@@ -202,8 +202,7 @@ class ClusterState:
                     continue
                 for node in self.whole[(c, k)]:
                     if self.host_ok(pod, node):
-                        free = [g for g, r in enumerate(self.res[node]) if r == 1000]
-                        return node, tuple(free[: max(need, 1) if pod.fractional else need])
+                        return node, self._fresh_gpus(pod, node)
         return None
 
     def find_in_class(self, pod: Pod, c: int) -> Placement | None:
@@ -219,9 +218,13 @@ class ClusterState:
         for k in range(need, cls.gpus + 1):
             for node in self.whole.get((c, k), ()):
                 if self.host_ok(pod, node):
-                    free = [g for g, r in enumerate(self.res[node]) if r == 1000]
-                    return node, tuple(free[: max(need, 1) if pod.fractional else need])
+                    return node, self._fresh_gpus(pod, node)
         return None
+
+    def _fresh_gpus(self, pod: Pod, node: int) -> tuple[int, ...]:
+        """Untouched GPUs for the pod on a node its bucket says has enough: one for a share."""
+        free = [g for g, r in enumerate(self.res[node]) if r == 1000]
+        return tuple(free[: 1 if pod.fractional else max(pod.gpus, 0)])
 
     def _class_ok(self, pod: Pod, c: int) -> bool:
         cls = self.classes[c]
