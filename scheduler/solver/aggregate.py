@@ -31,6 +31,12 @@ _BIG = 1 << 40
 _MIN_CP_SAT_SECONDS = 0.25
 
 
+def _gpus_freed(victim: Pod) -> int:
+    """Whole GPUs evicting the pod may free. A share may be its GPU's only tenant, so it counts as
+    one: optimistic, which keeps the model a relaxation."""
+    return 1 if victim.fractional else victim.gpus
+
+
 def _lin(terms) -> cp_model.LinearExpr:
     """sum(coeff * var) built in one call: Python-level sums cost ~100 us a term at scale."""
     terms = [(c, v) for c, v in terms if c]
@@ -99,8 +105,7 @@ class AggregateModel:
         gpus = slots = cpu = mem = 0
         for sig, k in self.victims_per_node[cls.id].items():
             v = self.victim_rep[sig]
-            # Evicting a share can free its whole GPU: optimistic, so the model stays a relaxation.
-            gpus += k * (1 if v.fractional else v.gpus)
+            gpus += k * _gpus_freed(v)
             slots += k * (1 if v.fractional else 0)
             cpu += k * v.cpu_milli
             mem += k * v.memory_mi_b
@@ -201,10 +206,7 @@ class AggregateModel:
         if frac and exact:
             fresh_for_frac = self._exact_gpus(grp, frac)
         elif frac:
-            whole_freed = sum(
-                k * (1 if (v := self.victim_rep[sig]).fractional else v.gpus)
-                for sig, k in self.victims_per_node[cls.id].items()
-            )
+            whole_freed = self._victim_extra(cls)[0]
             f = m.new_int_var(0, n * (cls.free_whole + whole_freed), f"f_{grp.id}")
             fresh_for_frac = f
             self._share_rows(cls, n, frac, f, vic)
@@ -226,7 +228,7 @@ class AggregateModel:
 
             m.add(
                 _lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
-                <= gpu_cap + freed(lambda v: 1 if v.fractional else v.gpus)
+                <= gpu_cap + freed(_gpus_freed)
             )
             m.add(
                 _lin((pc.rep.cpu_milli, x) for pc, x in upto(here))
