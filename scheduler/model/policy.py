@@ -56,6 +56,12 @@ class SolverSettings(Wire):
     relative_gap: float = Field(
         default=0.001, ge=0, le=1, description="Stop once the proven gap is at most this."
     )
+    deterministic: bool = Field(
+        default=False,
+        description="Reproducible plans whatever the machine's load: CP-SAT runs one worker and "
+        "stops on deterministic time (timeLimitSeconds becomes that budget), and the LP's wall "
+        "time never decides whether CP-SAT runs. Simulations set it.",
+    )
 
 
 class PackingPolicy(Wire):

@@ -127,6 +127,12 @@ class Pod(Wire):
         # Cached: planners look pods up by key hundreds of thousands of times a cycle.
         return f"{self.namespace}/{self.name}"
 
+    def model_copy(self, *, update=None, deep: bool = False):  # type: ignore[no-untyped-def]
+        copy = super().model_copy(update=update, deep=deep)
+        # model_copy copies the instance dict, cached `key` included: the name may have changed.
+        copy.__dict__.pop("key", None)
+        return copy
+
     @property
     def gang_key(self) -> str | None:
         return f"{self.namespace}/{self.gang.name}" if self.gang else None

@@ -427,7 +427,14 @@ class AggregateModel:
             gangs={k: value(v) for k, v in self.z.items()},
         )
 
-    def solve(self, time_limit: float, workers: int, seed: int, relative_gap: float) -> Counts:
+    def solve(
+        self,
+        time_limit: float,
+        workers: int,
+        seed: int,
+        relative_gap: float,
+        deterministic: bool = False,
+    ) -> Counts:
         """LP relaxation first (a bound and a rounded start), then CP-SAT for the time left."""
         lp = solve_lp(self.m, time_limit)
         lp_bound = math.inf
@@ -443,12 +450,17 @@ class AggregateModel:
             def floor_of(var) -> int:
                 return math.floor(lp.values[var.index] + 1e-6)
 
-            time_limit -= lp.seconds
-            if time_limit < _MIN_CP_SAT_SECONDS:
-                return self._counts("LP_ROUNDED", lp_bound, floor_of)
+            if not deterministic:
+                time_limit -= lp.seconds
+                if time_limit < _MIN_CP_SAT_SECONDS:
+                    return self._counts("LP_ROUNDED", lp_bound, floor_of)
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(0.05, time_limit)
-        solver.parameters.num_workers = workers
+        if deterministic:
+            solver.parameters.max_deterministic_time = max(0.05, time_limit)
+            solver.parameters.num_workers = 1
+        else:
+            solver.parameters.max_time_in_seconds = max(0.05, time_limit)
+            solver.parameters.num_workers = workers
         solver.parameters.random_seed = seed
         solver.parameters.relative_gap_limit = relative_gap
         solver.parameters.symmetry_level = 0  # symmetry detection costs more than it saves here

@@ -260,14 +260,19 @@ def snapshot_from_openb(
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
+    return _read_table(path, required)[1]
+
+
+def _read_table(path: Path, required: tuple[str, ...]) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and the rows of a CSV file that must have the `required` columns."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            header = reader.fieldnames or []
+            header = list(reader.fieldnames or [])
             for column in required:
                 if column not in header:
                     raise _bad(str(path), 1, column, "missing from the header")
-            return list(reader)
+            return header, list(reader)
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}", "check the path") from None
     except (csv.Error, UnicodeDecodeError) as exc:

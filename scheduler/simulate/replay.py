@@ -1,0 +1,269 @@
+"""Event-driven replay of a trace: jobs arrive at their submit time, run, and leave.
+
+Baselines act at every event, one pod at a time; wattpack plans a cycle on arrivals and whenever
+capacity frees, at most once every `cycle_seconds` of simulated time (a debounce, as the operator
+does). The ledger checks every limit at every start; the meter integrates the figures.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from scheduler.fit.classes import fit_shape
+from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.simulate.ledger import Ledger, PowerBound, SimulationBug
+from scheduler.simulate.meter import Meter, percentiles
+from scheduler.simulate.result import RunResult, RunTimings
+from scheduler.simulate.runners import CycleRunner, OnlineRunner, make_runner
+from scheduler.traces.workload import TraceJob
+
+Progress = Callable[[int, int], None]  # (jobs arrived, jobs in all)
+
+_FINISH, _ARRIVE, _CYCLE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    cycle_seconds: float = 10.0  # wattpack's debounce between cycles, simulated seconds
+    arrival_scale: float = 1.0  # submit times are divided by this: > 1 packs arrivals closer
+    horizon: float | None = None  # stop at this simulated time (after scaling); None = the end
+
+
+@dataclass
+class _Queued:
+    job: TraceJob
+    pods: tuple[Pod, ...]
+    order: int
+
+    def key(self) -> tuple:
+        return (-max(p.priority for p in self.pods), self.job.submit, self.order)
+
+    def shape(self) -> tuple:
+        return tuple(sorted(fit_shape(p) for p in self.pods))
+
+
+class _Replay:
+    def __init__(
+        self,
+        inventory: ClusterSnapshot,
+        jobs: Sequence[TraceJob],
+        scheduler: str,
+        policy: PackingPolicy,
+        settings: ReplaySettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        scale = settings.arrival_scale
+        self.jobs = sorted(
+            (TraceJob(j.name, j.submit / scale, j.duration, j.pods, j.source_line) for j in jobs),
+            key=lambda j: (j.submit, j.source_line),
+        )
+        workload = [p for j in self.jobs for p in j.pods]
+        self.runner = make_runner(scheduler, inventory, workload, policy)
+        self.ledger = Ledger(inventory, policy)
+        self.bound = PowerBound(inventory, policy, self.ledger.usable)
+        start = self.jobs[0].submit if self.jobs else 0.0
+        self.meter = Meter(self.ledger, start)
+        self.events: list[tuple] = []
+        self.seq = itertools.count()
+        self.queue: dict[int, _Queued] = {}
+        self.waiting = 0  # pods in the queue
+        self.order = itertools.count()
+        self.job_of: dict[str, TraceJob] = {}
+        self.generation: Counter[str] = Counter()
+        self.first_start: set[str] = set()
+        self.demand: Counter[PodKind] = Counter()
+        self.cycle_at: float | None = None
+        self.last_cycle = -float("inf")
+        self.cycle_seconds: list[float] = []
+        self.finished = self.evictions = 0
+
+    # -- events ----------------------------------------------------------------------------
+    def push(self, t: float, kind: int, payload: object) -> None:
+        heapq.heappush(self.events, (t, kind, next(self.seq), payload))
+
+    def enqueue(self, job: TraceJob, pods: tuple[Pod, ...]) -> int:
+        n = next(self.order)
+        self.queue[n] = _Queued(job, pods, n)
+        self.waiting += len(pods)
+        return n
+
+    def dequeue(self, q: _Queued) -> None:
+        del self.queue[q.order]
+        self.waiting -= len(q.pods)
+
+    def start(self, pod: Pod, node: int, gpus: tuple[int, ...], now: float) -> None:
+        self.ledger.start(pod, node, gpus, now)
+        job = self.job_of[pod.key]
+        if pod.key not in self.first_start:
+            self.first_start.add(pod.key)
+            self.meter.started(pod.kind, now - job.submit)
+        if job.duration is not None:
+            self.push(now + job.duration, _FINISH, (pod.key, self.generation[pod.key]))
+
+    def finish(self, key: str) -> None:
+        r = self.ledger.stop(key)
+        self.demand[r.pod.kind] -= r.pod.milli_total
+        self.finished += 1
+        if isinstance(self.runner, OnlineRunner):
+            self.runner.release(r.pod, r.node, r.gpus)
+
+    # -- scheduling ------------------------------------------------------------------------
+    def online_pass(self, now: float, new: list[int], freed: bool) -> None:
+        runner = self.runner
+        assert isinstance(runner, OnlineRunner)
+        ids = list(self.queue) if freed else [n for n in new if n in self.queue]
+        if not ids:
+            return
+        t0 = self.clock()
+        todo = sorted((self.queue[n] for n in ids), key=_Queued.key)
+        shapes = Counter(q.shape() for q in todo)
+        failed: set[tuple] = set()
+        # Capacity only shrinks during a pass: a shape that failed fails again, so it is skipped.
+        for q in todo:
+            shape = q.shape()
+            if shape in failed:
+                continue
+            starts = runner.place_job(q.pods)
+            if starts is None:
+                failed.add(shape)
+                if len(failed) == len(shapes):
+                    break
+                continue
+            for pod, node, gpus in starts:
+                self.start(pod, node, gpus, now)
+            self.dequeue(q)
+        self.cycle_seconds.append(self.clock() - t0)
+
+    def cycle(self, now: float) -> None:
+        runner = self.runner
+        assert isinstance(runner, CycleRunner)
+        t0 = self.clock()
+        todo = sorted(self.queue.values(), key=_Queued.key)
+        pending = {p.key: p for q in todo for p in q.pods}
+        plan = runner.plan(self.ledger.snapshot(list(pending.values())))
+        for ev in plan.evictions:
+            r = self.ledger.stop(ev.pod)
+            self.generation[ev.pod] += 1
+            self.evictions += 1
+            job = self.job_of[ev.pod]
+            original = r.pod.model_copy(update={"node": None, "gpu_indices": []})
+            self.enqueue(job, (original,))
+        bound = set()
+        for b in plan.bindings:
+            pod = pending[b.pod]
+            self.start(pod, self.ledger.node_index[b.node], tuple(b.gpu_indices), now)
+            bound.add(b.pod)
+        for q in todo:
+            done = sum(p.key in bound for p in q.pods)
+            if done == len(q.pods):
+                self.dequeue(q)
+            elif done:
+                raise SimulationBug(f"job {q.job.name}: {done} of {len(q.pods)} pods bound")
+        self.last_cycle = now
+        self.cycle_seconds.append(self.clock() - t0)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, progress: Progress | None) -> None:
+        for job in self.jobs:
+            self.push(job.submit, _ARRIVE, job)
+        arrived = 0
+        horizon = self.settings.horizon
+        while self.events:
+            now = self.events[0][0]
+            if horizon is not None and now > horizon:
+                break
+            self.meter.advance(now)
+            new: list[int] = []
+            freed = cycle_due = False
+            while self.events and self.events[0][0] == now:
+                _, kind, _, payload = heapq.heappop(self.events)
+                if kind == _FINISH:
+                    key, gen = payload  # type: ignore[misc]
+                    if key in self.ledger.running and gen == self.generation[key]:
+                        self.finish(key)
+                        freed = True
+                elif kind == _ARRIVE:
+                    job: TraceJob = payload  # type: ignore[assignment]
+                    for p in job.pods:
+                        self.job_of[p.key] = job
+                        self.demand[p.kind] += p.milli_total
+                    new.append(self.enqueue(job, job.pods))
+                    arrived += 1
+                else:
+                    cycle_due = True
+            if isinstance(self.runner, OnlineRunner):
+                if new or freed:
+                    self.online_pass(now, new, freed)
+            else:
+                if cycle_due:
+                    self.cycle_at = None
+                    if self.queue:
+                        self.cycle(now)
+                if self.queue and (new or freed) and self.cycle_at is None:
+                    self.cycle_at = max(now, self.last_cycle + self.settings.cycle_seconds)
+                    if self.cycle_at == now:
+                        self.cycle_at = None
+                        self.cycle(now)
+                    else:
+                        self.push(self.cycle_at, _CYCLE, None)
+            self.meter.sample(now, self.waiting, self.bound.milli(self.demand))
+            if progress is not None and new:
+                progress(arrived, len(self.jobs))
+        if horizon is not None:
+            self.meter.advance(horizon)
+
+    def result(self, name: str, seconds: float) -> RunResult:
+        m, lg = self.meter, self.ledger
+        never: Counter[PodKind] = Counter(p.kind for q in self.queue.values() for p in q.pods)
+        waiting = m.wait_s
+        alloc_wait = m.share(m.alloc_wait_s, waiting)
+        bound_wait = m.share(m.bound_wait_s, waiting)
+        return RunResult(
+            scheduler=name,
+            jobs=len(self.jobs),
+            pods=sum(len(j.pods) for j in self.jobs),
+            started=len(self.first_start),
+            finished=self.finished,
+            evictions=self.evictions,
+            cycles=len(self.cycle_seconds),
+            span_seconds=m.span,
+            allocation=m.share(m.alloc_s, m.span),
+            busy_gpus=m.share(m.busy_s, m.span),
+            waiting_seconds=waiting,
+            allocation_while_waiting=alloc_wait,
+            share_at_90_while_waiting=m.share(m.at90_s, waiting),
+            bound_while_waiting=bound_wait,
+            of_bound_while_waiting=alloc_wait / bound_wait if bound_wait > 0 else 1.0,
+            unallocated_gpus_while_waiting=m.share(m.unalloc_wait_s, waiting),
+            idle_gpus_while_waiting=m.share(m.idle_wait_s, waiting),
+            budget_violations=lg.violations,
+            power=m.power(),
+            waits=m.kind_waits(dict(never)),
+            timeline=m.timeline(),
+            timings=RunTimings(
+                cycle_seconds=percentiles(self.cycle_seconds), total_seconds=seconds
+            ),
+        )
+
+
+def replay(
+    inventory: ClusterSnapshot,
+    jobs: Sequence[TraceJob],
+    scheduler: str,
+    policy: PackingPolicy,
+    settings: ReplaySettings = ReplaySettings(),
+    progress: Progress | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> RunResult:
+    """Replay the jobs on the inventory (its pods are ignored) with one scheduler."""
+    t0 = clock()
+    sim = _Replay(inventory, jobs, scheduler, policy, settings, clock)
+    sim.run(progress)
+    return sim.result(scheduler, clock() - t0)
