@@ -1,5 +1,6 @@
 """The `wattpack` command. Exit codes are decided in one place, _ExitCodes: 0 ok, 1 the result
-has problems (check found violations, plan --fail-on-unplaced left pods pending), 2 bad input."""
+has problems (check found violations, plan --fail-on-unplaced left pods pending, a simulation
+exceeded a power budget), 2 bad input."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from scheduler.cli import documents, files, logs, render
+from scheduler.cli import simulate as simulate_commands
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
 
@@ -301,6 +303,9 @@ def import_openb_command(
 
 def _first(*values: float | None) -> float | None:
     return next((v for v in values if v is not None), None)
+
+
+simulate_commands.register(app, Problems)
 
 
 def run() -> None:

@@ -105,3 +105,11 @@ def describe(snapshot: ClusterSnapshot) -> str:
     if len(budgeted) > len(roots):
         parts.append(f"{len(budgeted) - len(roots)} more budgeted domains")
     return ", ".join(parts)
+
+
+def every_kth_node(snapshot: ClusterSnapshot, k: int) -> ClusterSnapshot:
+    """Every k-th node, each in its own power domain as before: a smaller cluster of the same
+    make-up, for replaying a trace that would never fill the whole inventory."""
+    if k < 1:
+        raise UserError(f"node sample step {k} is below 1", "pass 1 (all nodes) or more")
+    return snapshot.model_copy(update={"nodes": snapshot.nodes[::k]})

@@ -49,8 +49,9 @@ class Meter:
         self.plotted = [d for d in top if d in ledger.budget or d in roots][:PLOTTED_DOMAINS]
         self.series: dict[str, list] = defaultdict(list)
         self.waits: dict[PodKind, list[float]] = defaultdict(list)
-        # The state between events, set by sample(): queue length and bound.
+        # The state between events, set by sample(): queue length, blocked pods and bound.
         self.queue = 0
+        self.blocked = 0
         self.bound = 0.0
 
     def advance(self, now: float) -> None:
@@ -64,7 +65,7 @@ class Meter:
         self.busy_s += lg.busy_share * dt
         for d in self.domains:
             self.energy[d] += lg.power[d] * dt
-        if self.queue:
+        if self.blocked:
             self.wait_s += dt
             self.alloc_wait_s += alloc * dt
             self.at90_s += dt if alloc >= 0.9 - 1e-12 else 0.0
@@ -73,10 +74,12 @@ class Meter:
             self.idle_wait_s += (lg.usable_gpus - lg.busy_gpus) * dt
         self.last = now
 
-    def sample(self, now: float, queue: int, bound_milli: int) -> None:
-        """Record the state after the events at `now` were handled."""
+    def sample(self, now: float, queue: int, blocked: int, bound_milli: int) -> None:
+        """Record the state after the events at `now` were handled: `queue` pods wait, of which
+        `blocked` were tried and did not fit (the "work waiting" of the metrics)."""
         lg = self.ledger
         self.queue = queue
+        self.blocked = blocked
         cap = lg.capacity_milli
         self.bound = bound_milli / cap if cap else 0.0
         for d in self.domains:

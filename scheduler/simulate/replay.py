@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from scheduler.baselines.online import NodeArrays
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
 from scheduler.simulate.ledger import Ledger, PowerBound, SimulationBug
@@ -31,7 +32,9 @@ _FINISH, _ARRIVE, _CYCLE = 0, 1, 2
 class ReplaySettings:
     cycle_seconds: float = 10.0  # wattpack's debounce between cycles, simulated seconds
     arrival_scale: float = 1.0  # submit times are divided by this: > 1 packs arrivals closer
-    horizon: float | None = None  # stop at this simulated time (after scaling); None = the end
+    # Stop at this simulated time (after scaling). None = the last arrival: the drain after it
+    # says little about a scheduler, and a trace's longest jobs would dwarf the rest.
+    horizon: float | None = None
 
 
 @dataclass
@@ -74,6 +77,10 @@ class _Replay:
         self.seq = itertools.count()
         self.queue: dict[int, _Queued] = {}
         self.waiting = 0  # pods in the queue
+        # Queued jobs the scheduler has tried and could not place: "work waiting" in the
+        # metrics. Arrivals not yet looked at (wattpack between cycles) do not count.
+        self.tried: set[int] = set()
+        self.blocked = 0  # pods in tried jobs
         self.order = itertools.count()
         self.job_of: dict[str, TraceJob] = {}
         self.generation: Counter[str] = Counter()
@@ -82,7 +89,10 @@ class _Replay:
         self.cycle_at: float | None = None
         self.last_cycle = -float("inf")
         self.cycle_seconds: list[float] = []
-        self.finished = self.evictions = 0
+        self.finished = self.evictions = self.unplaceable = 0
+        # A pod that fits on no node of the empty cluster is not waiting work: it never runs.
+        empty = NodeArrays(inventory.model_copy(update={"pods": []}), policy)
+        self.fits_empty = lambda pod: bool(empty.feasible(pod).any())
 
     # -- events ----------------------------------------------------------------------------
     def push(self, t: float, kind: int, payload: object) -> None:
@@ -97,6 +107,15 @@ class _Replay:
     def dequeue(self, q: _Queued) -> None:
         del self.queue[q.order]
         self.waiting -= len(q.pods)
+        if q.order in self.tried:
+            self.tried.discard(q.order)
+            self.blocked -= len(q.pods)
+
+    def mark_tried(self) -> None:
+        for n, q in self.queue.items():
+            if n not in self.tried:
+                self.tried.add(n)
+                self.blocked += len(q.pods)
 
     def start(self, pod: Pod, node: int, gpus: tuple[int, ...], now: float) -> None:
         self.ledger.start(pod, node, gpus, now)
@@ -139,6 +158,7 @@ class _Replay:
             for pod, node, gpus in starts:
                 self.start(pod, node, gpus, now)
             self.dequeue(q)
+        self.mark_tried()
         self.cycle_seconds.append(self.clock() - t0)
 
     def cycle(self, now: float) -> None:
@@ -166,6 +186,7 @@ class _Replay:
                 self.dequeue(q)
             elif done:
                 raise SimulationBug(f"job {q.job.name}: {done} of {len(q.pods)} pods bound")
+        self.mark_tried()
         self.last_cycle = now
         self.cycle_seconds.append(self.clock() - t0)
 
@@ -175,6 +196,8 @@ class _Replay:
             self.push(job.submit, _ARRIVE, job)
         arrived = 0
         horizon = self.settings.horizon
+        if horizon is None and self.jobs:
+            horizon = self.jobs[-1].submit
         while self.events:
             now = self.events[0][0]
             if horizon is not None and now > horizon:
@@ -191,11 +214,14 @@ class _Replay:
                         freed = True
                 elif kind == _ARRIVE:
                     job: TraceJob = payload  # type: ignore[assignment]
+                    arrived += 1
+                    if not all(self.fits_empty(p) for p in job.pods):
+                        self.unplaceable += len(job.pods)
+                        continue
                     for p in job.pods:
                         self.job_of[p.key] = job
                         self.demand[p.kind] += p.milli_total
                     new.append(self.enqueue(job, job.pods))
-                    arrived += 1
                 else:
                     cycle_due = True
             if isinstance(self.runner, OnlineRunner):
@@ -213,7 +239,7 @@ class _Replay:
                         self.cycle(now)
                     else:
                         self.push(self.cycle_at, _CYCLE, None)
-            self.meter.sample(now, self.waiting, self.bound.milli(self.demand))
+            self.meter.sample(now, self.waiting, self.blocked, self.bound.milli(self.demand))
             if progress is not None and new:
                 progress(arrived, len(self.jobs))
         if horizon is not None:
@@ -229,6 +255,7 @@ class _Replay:
             scheduler=name,
             jobs=len(self.jobs),
             pods=sum(len(j.pods) for j in self.jobs),
+            unplaceable=self.unplaceable,
             started=len(self.first_start),
             finished=self.finished,
             evictions=self.evictions,

@@ -59,6 +59,11 @@ class RunResult(Wire):
     scheduler: str = Field(description="wattpack | spread | binpack | volcano-binpack | ...")
     jobs: int = Field(description="Jobs in the trace.")
     pods: int = Field(description="Pods in the trace.")
+    unplaceable: int = Field(
+        default=0,
+        description="Pods that fit on no node even of the empty cluster; never queued, and "
+        "not counted as waiting work.",
+    )
     started: int = Field(description="Pods that started.")
     finished: int = Field(description="Pods that ran to the end of their duration.")
     evictions: int = Field(description="Pods evicted by preemption (each re-queued).")
@@ -66,7 +71,10 @@ class RunResult(Wire):
     span_seconds: float = Field(description="Simulated time from first arrival to last event.")
     allocation: float = Field(description="Time-weighted allocation over the span.")
     busy_gpus: float = Field(description="Time-weighted share of GPUs with any work.")
-    waiting_seconds: float = Field(description="Simulated time during which work waited.")
+    waiting_seconds: float = Field(
+        description="Simulated time during which work waited: pods the scheduler had tried and "
+        "could not place (arrivals it has not looked at yet do not count)."
+    )
     allocation_while_waiting: float = Field(
         description="Time-weighted allocation while work waited (null-safe: 0 if never)."
     )

@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.baselines.online import PLACER_NAMES, NodeArrays, make_placer
-
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
 from scheduler.planner import plan as plan_cycle
