@@ -122,9 +122,10 @@ class PowerBound:
 
     Per domain: its GPU capacity, and the milli-GPU its budget can feed above the idle draw when
     the present work's cheapest kinds go first at the cheapest model's watts per milli-GPU below
-    it (a fractional knapsack); the children's bounds add up. GPU-model constraints and packing
-    are relaxed, so a real placement never beats it. Per-pod power overrides are not modelled:
-    trace importers produce none.
+    it (a fractional knapsack); the children's bounds add up. Where every present job asks for
+    whole GPUs, the bound is then lowered to the largest sum of whole jobs under it. GPU-model
+    constraints and packing are relaxed, so a real placement never beats it. Per-pod power
+    overrides are not modelled: trace importers produce none.
     """
 
     def __init__(self, inventory: ClusterSnapshot, policy: PackingPolicy, usable: list[list[bool]]):
@@ -171,8 +172,12 @@ class PowerBound:
             cap = min(cap, fed)
         return cap
 
-    def milli(self, demand: dict[PodKind, int]) -> int:
-        """Upper bound on allocated milli-GPU, given the present milli demand by kind."""
+    def milli(self, demand: dict[PodKind, int], jobs: Counter[int] | None = None) -> int:
+        """Upper bound on allocated milli-GPU, given the present milli demand by kind.
+
+        With `jobs` (how many present jobs ask for each milli-GPU size) and whole GPUs only, the
+        bound is also a sum of whole jobs: the largest subset sum of their sizes under it.
+        """
         key = tuple(sorted((k.value, v) for k, v in demand.items() if v))
         hit = self._cache.get(key)
         if hit is None:
@@ -181,4 +186,19 @@ class PowerBound:
             hit = self._cache[key] = int(min(total, roots))
             if len(self._cache) > 100_000:
                 self._cache.clear()
+        whole = jobs and all(s % 1000 == 0 for s, n in jobs.items() if n)
+        if whole and hit < sum(s * n for s, n in jobs.items()):  # type: ignore[union-attr]
+            hit = 1000 * _subset_sum({s // 1000: n for s, n in jobs.items()}, hit // 1000)  # type: ignore[union-attr]
         return hit
+
+
+def _subset_sum(sizes: dict[int, int], cap: int) -> int:
+    """The largest sum of items (size: count) that is at most cap, as a bitset of reachable sums."""
+    reach, mask = 1, (1 << (cap + 1)) - 1
+    for size, count in sizes.items():
+        for _ in range(min(count, cap // size if size else 0)):
+            grown = (reach | (reach << size)) & mask
+            if grown == reach:
+                break
+            reach = grown
+    return reach.bit_length() - 1

@@ -86,6 +86,8 @@ class _Replay:
         self.generation: Counter[str] = Counter()
         self.first_start: set[str] = set()
         self.demand: Counter[PodKind] = Counter()
+        self.job_sizes: Counter[int] = Counter()  # present jobs (queued or running) by milli
+        self.pods_left: Counter[str] = Counter()  # per present job, pods not yet finished
         self.cycle_at: float | None = None
         self.last_cycle = -float("inf")
         self.cycle_seconds: list[float] = []
@@ -129,6 +131,10 @@ class _Replay:
     def finish(self, key: str) -> None:
         r = self.ledger.stop(key)
         self.demand[r.pod.kind] -= r.pod.milli_total
+        job = self.job_of[key]
+        self.pods_left[job.name] -= 1
+        if not self.pods_left[job.name]:
+            self.job_sizes[job.milli] -= 1
         self.finished += 1
         if isinstance(self.runner, OnlineRunner):
             self.runner.release(r.pod, r.node, r.gpus)
@@ -218,6 +224,8 @@ class _Replay:
                     if not all(self.fits_empty(p) for p in job.pods):
                         self.unplaceable += len(job.pods)
                         continue
+                    self.job_sizes[job.milli] += 1
+                    self.pods_left[job.name] = len(job.pods)
                     for p in job.pods:
                         self.job_of[p.key] = job
                         self.demand[p.kind] += p.milli_total
@@ -239,7 +247,8 @@ class _Replay:
                         self.cycle(now)
                     else:
                         self.push(self.cycle_at, _CYCLE, None)
-            self.meter.sample(now, self.waiting, self.blocked, self.bound.milli(self.demand))
+            bound = self.bound.milli(self.demand, self.job_sizes)
+            self.meter.sample(now, self.waiting, self.blocked, bound)
             if progress is not None and new:
                 progress(arrived, len(self.jobs))
         if horizon is not None:
