@@ -41,6 +41,14 @@ def _greedy(snapshot: ClusterSnapshot, policy: PackingPolicy, exact: bool):
     return cycle, placed, plan_value(cycle.pending, placed, (), policy)
 
 
+def _might_all_fit(cycle: Cycle) -> bool:
+    """Whether the pending pods ask for no more GPU capacity than is free: else best fit cannot
+    place them all, and trying would only cost time."""
+    need = sum(p.milli_total for p in cycle.pending)
+    free = sum(r for res in cycle.state.res for r in res if r > 0)
+    return need <= free
+
+
 def plan(
     snapshot: ClusterSnapshot,
     policy: PackingPolicy,
@@ -69,7 +77,7 @@ def plan(
     if not cycle.pending:
         return finish(cycle, {}, {}, "TRIVIAL", 0.0)
     floor = 0.0
-    if not exact:
+    if not exact and _might_all_fit(cycle):
         # Most cycles of a live cluster place a few arrivals on room to spare. When best fit
         # places every pending pod, no plan can do more: skip the model. Else best fit's value
         # is the floor the model's plan must beat.
