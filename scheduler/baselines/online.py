@@ -26,7 +26,7 @@ from typing import Protocol
 import numpy as np
 
 from scheduler.errors import UserError
-from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
 from scheduler.power import budgets, domain_chain, idle_watts_by_domain, pod_watts
 
 UNUSABLE = -1  # residual of a GPU that takes no new work, and of padding past a node's last GPU
@@ -110,14 +110,7 @@ class NodeArrays:
 
     # -- rules -----------------------------------------------------------------------------
     def spread_limit(self, pod: Pod) -> int | None:
-        """The same rule as ClusterState.spread_limit."""
-        if pod.app is None:
-            return None
-        if pod.max_per_node is not None:
-            return pod.max_per_node
-        if pod.kind == PodKind.INFERENCE:
-            return self.policy.inference_max_per_node
-        return None
+        return self.policy.spread_limit(pod)
 
     def watts(self, pod: Pod) -> np.ndarray:
         """The pod's watts above idle on every node (by the node's GPU model)."""

@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 
 from scheduler.cli import documents, files, logs, render
 from scheduler.cli import simulate as simulate_commands
+from scheduler.cli.render import OutputFormat
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
 
@@ -73,11 +74,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-
-
-class OutputFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 class DocumentFormat(StrEnum):

@@ -33,11 +33,6 @@ class Protocol(StrEnum):
     FGD = "fgd"
 
 
-class SimOutput(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
-
 def detect_format(path: str) -> str:
     """The trace kind from the header line: openb, ITP or the generic CSV."""
     try:
@@ -170,8 +165,8 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             typer.Option(metavar="DIR", help="Write report.json and report.html there."),
         ] = None,
         output: Annotated[
-            SimOutput, typer.Option(help="table for people, json for programs.")
-        ] = SimOutput.TABLE,
+            render.OutputFormat, typer.Option(help="table for people, json for programs.")
+        ] = render.OutputFormat.TABLE,
         progress: Annotated[
             bool, typer.Option(help="A progress bar on stderr (only on a terminal).")
         ] = True,
@@ -247,7 +242,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                     f"--report: cannot write {report} ({e.strerror})", "name a writable folder"
                 ) from None
             log.info("report_written", files=[str(p) for p in written])
-        if output is SimOutput.JSON:
+        if output is render.OutputFormat.JSON:
             typer.echo(json.dumps(result.model_dump(by_alias=True, mode="json"), indent=2))
         else:
             summary_tables(render.stdout_console(), result)

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from scheduler.fit.classes import NodeClass
-from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
 from scheduler.power import budgets, domain_chain, domain_power, pod_watts
 
 UNUSABLE = -1  # a GPU that takes no new work (health, policy)
@@ -113,13 +113,7 @@ class ClusterState:
 
     # -- rules -----------------------------------------------------------------------------
     def spread_limit(self, pod: Pod) -> int | None:
-        if pod.app is None:
-            return None
-        if pod.max_per_node is not None:
-            return pod.max_per_node
-        if pod.kind == PodKind.INFERENCE:
-            return self.policy.inference_max_per_node
-        return None
+        return self.policy.spread_limit(pod)
 
     def watts(self, pod: Pod, node: int) -> int:
         model = self.nodes[node].gpu_model

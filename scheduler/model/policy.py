@@ -8,7 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from scheduler.model.base import Wire
-from scheduler.model.snapshot import HealthState, PodKind
+from scheduler.model.snapshot import HealthState, Pod, PodKind
 
 
 class KindWeights(Wire):
@@ -98,6 +98,15 @@ class PackingPolicy(Wire):
     solver: SolverSettings = Field(
         default_factory=SolverSettings, description="CP-SAT effort and reproducibility."
     )
+
+    def spread_limit(self, pod: Pod) -> int | None:
+        """Most pods of the pod's app on one node: its maxPerNode, or for inference the policy's
+        inferenceMaxPerNode; None = no limit. Every pod's limit binds its whole app."""
+        if pod.app is None:
+            return None
+        if pod.max_per_node is not None:
+            return pod.max_per_node
+        return self.inference_max_per_node if pod.kind == PodKind.INFERENCE else None
 
     def takes_new_work(self, state: HealthState) -> bool:
         if state in (HealthState.DEGRADED, HealthState.FAILED):

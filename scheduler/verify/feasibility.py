@@ -238,21 +238,13 @@ def _gang_problems(snapshot: ClusterSnapshot, final: Final) -> list[str]:
     return problems
 
 
-def _spread_limit(pod: Pod, policy: PackingPolicy) -> int | None:
-    if pod.app is None:
-        return None
-    if pod.max_per_node is not None:
-        return pod.max_per_node
-    return policy.inference_max_per_node if pod.kind == PodKind.INFERENCE else None
-
-
 def _spread_problems(final: Final, policy: PackingPolicy) -> list[str]:
     count: Counter[tuple[str, str]] = Counter(
         (node.name, pod.app) for pod, node, _ in final.values() if pod.app is not None
     )
     over = set()
     for pod, node, _ in final.values():
-        limit = _spread_limit(pod, policy)
+        limit = policy.spread_limit(pod)
         if limit is not None and count[(node.name, pod.app)] > limit:  # type: ignore[index]
             over.add((node.name, pod.app, limit, count[(node.name, pod.app)]))  # type: ignore[index]
     return [
