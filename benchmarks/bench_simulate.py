@@ -4,7 +4,8 @@
     python3 benchmarks/bench_simulate.py --case fgd-gpuspec33   # the same, 33% model-pinned
     python3 benchmarks/bench_simulate.py --case power-openb     # replay, facility at 80%
     python3 benchmarks/bench_simulate.py --case power-itp       # ITP replay, facility at 80%
-    python3 benchmarks/bench_simulate.py                        # all four (about an hour)
+    python3 benchmarks/bench_simulate.py --case power-itp-x3    # the same, arrivals 3x denser
+    python3 benchmarks/bench_simulate.py                        # every case (about 40 minutes)
 
 Each case runs the same command a user would (`wattpack simulate ...`, printed first) through
 the library, writes its report (JSON + HTML) under --out, and prints wattpack's figures beside
@@ -85,18 +86,19 @@ def power_openb_case() -> tuple[str, SimReport]:
     return command, report
 
 
-def power_itp_case() -> tuple[str, SimReport]:
+def power_itp_case(scale: float) -> tuple[str, SimReport]:
     cycle = 10.0
     command = (
         f"wattpack make-cluster --nodes {ITP_NODES} --facility-budget 0.8 -o itp-cluster.yaml && "
         f"wattpack simulate --trace {ITP / ITP_CLUSTER} --cluster itp-cluster.yaml "
-        f"--cycle-seconds {cycle:g} --scheduler all --time-limit {TIME_LIMIT}"
+        f"--arrival-scale {scale:g} --cycle-seconds {cycle:g} --scheduler all "
+        f"--time-limit {TIME_LIMIT}"
     )
     cluster = with_budgets(make_cluster(nodes=ITP_NODES), facility=0.8)
     jobs = read_trace("itp", ITP / ITP_CLUSTER)
     report = simulate(
         cluster, jobs, SCHEDULERS, _policy(), trace=f"ITP {ITP_CLUSTER}",
-        replay_settings=ReplaySettings(cycle),
+        replay_settings=ReplaySettings(cycle, scale),
     )  # fmt: skip
     return command, report
 
@@ -134,16 +136,20 @@ def print_curves(report: SimReport) -> None:
 def print_runs(report: SimReport) -> None:
     print(
         f"  {'scheduler':<16} {'alloc':>7} {'waiting':>8} {'alloc w':>8} {'>=90% w':>8}"
-        f" {'bound w':>8} {'of bound':>8} {'viol':>5} {'p95 wait s (kind)':>30} {'cycle p95':>9}"
+        f" {'bound w':>8} {'of bound':>8} {'viol':>5} {'never':>6}"
+        f" {'wait p50/p95 s (kind)':>38} {'cycle p95':>9}"
     )
     wp = next(r for r in report.runs if r.scheduler == "wattpack")
     for r in report.runs:
-        waits = " ".join(f"{w.kind[:3]}:{w.wait_seconds.p95:.0f}" for w in r.waits)
+        waits = " ".join(
+            f"{w.kind[:3]}:{w.wait_seconds.p50:.0f}/{w.wait_seconds.p95:.0f}" for w in r.waits
+        )
+        never = sum(w.never_started for w in r.waits)
         print(
             f"  {r.scheduler:<16} {r.allocation:7.2%} {r.waiting_seconds:8.0f}"
             f" {r.allocation_while_waiting:8.2%} {r.share_at_90_while_waiting:8.2%}"
             f" {r.bound_while_waiting:8.2%} {r.of_bound_while_waiting:8.2%}"
-            f" {r.budget_violations:5d} {waits:>30} {r.timings.cycle_seconds.p95:8.3f}s"
+            f" {r.budget_violations:5d} {never:6d} {waits:>38} {r.timings.cycle_seconds.p95:8.3f}s"
         )
     for r in report.runs:
         if r.scheduler != "wattpack" and r.allocation_while_waiting > 0:
@@ -158,7 +164,10 @@ CASES = {
     "fgd-openb": lambda a: fgd_case("openb_pod_list_default.csv", a.seeds),
     "fgd-gpuspec33": lambda a: fgd_case("openb_pod_list_gpuspec33.csv", a.seeds),
     "power-openb": lambda a: power_openb_case(),
-    "power-itp": lambda a: power_itp_case(),
+    # The trace as recorded, then arrivals 2x and 3x denser: the budget binds ever more often.
+    "power-itp": lambda a: power_itp_case(1.0),
+    "power-itp-x2": lambda a: power_itp_case(2.0),
+    "power-itp-x3": lambda a: power_itp_case(3.0),
 }
 
 
