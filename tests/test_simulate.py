@@ -289,3 +289,57 @@ def test_itp_slice_replays_gangs_under_a_power_budget() -> None:
         assert run.started > 0
         for a, b in zip(run.timeline.allocation, run.timeline.bound, strict=True):
             assert a <= b + 1e-9
+
+
+# -- injected GPU failures -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheduler", ["wattpack", "best-fit", "fgd"])
+def test_a_failed_gpu_kills_its_gang_whole_and_the_work_restarts_elsewhere(scheduler: str) -> None:
+    from scheduler.simulate.failures import GpuFailure
+
+    cluster = make_cluster(nodes=3, gpus_per_node=8)
+    gang = tuple(
+        Pod(name=f"g{i}", kind=PodKind.TRAINING, gpus=8, gang={"name": "g", "size": 2})
+        for i in range(2)
+    )
+    jobs = [TraceJob("g", 0.0, 100.0, gang)]
+    # The gang lands on two of the three nodes; fail GPU 3 of each node in turn at t=40.
+    failures = tuple(GpuFailure(40.0, f"node-{i:04d}", 3) for i in range(3))
+    settings = ReplaySettings(0, 1, 1000, failures)
+    run = replay(cluster, jobs, scheduler, simulation_policy(PackingPolicy()), settings)
+    assert run.gpu_failures == 3
+    # Both members were killed at 40 s, each after 8 GPUs x 40 s of work.
+    assert run.pods_killed == 2 and run.gpu_seconds_lost == pytest.approx(2 * 8 * 40)
+    # No node has 8 healthy GPUs left: the gang never starts again.
+    assert run.started == 2 and run.finished == 0
+    (waits,) = run.waits
+    assert waits.never_started == 2
+
+
+def test_random_failures_are_seeded_and_each_gpu_fails_once() -> None:
+    from scheduler.simulate.failures import random_failures
+
+    cluster = make_cluster(nodes=4, gpus_per_node=8)
+    a = random_failures(cluster, 50_000, 0.0, 86_400.0, seed=7)
+    assert a == random_failures(cluster, 50_000, 0.0, 86_400.0, seed=7)
+    assert a != random_failures(cluster, 50_000, 0.0, 86_400.0, seed=8)
+    assert len({(f.node, f.gpu) for f in a}) == len(a) > 0
+    assert all(0 < f.time <= 86_400 for f in a)
+    assert random_failures(cluster, 0, 0.0, 86_400.0, seed=7) == ()
+
+
+def test_failed_gpus_shrink_capacity_and_take_no_work() -> None:
+    from scheduler.simulate.failures import GpuFailure
+
+    cluster = make_cluster(nodes=1, gpus_per_node=2)
+    jobs = [TraceJob(f"j{i}", 10.0 * i, 1000.0, (training(f"j{i}", 1),)) for i in range(3)]
+    settings = ReplaySettings(0, 1, 1500, (GpuFailure(5.0, "node-0000", 1),))
+    for scheduler in ("wattpack", "best-fit"):
+        run = replay(cluster, jobs, scheduler, simulation_policy(PackingPolicy()), settings)
+        # One GPU is left: j0 runs to 1,000 s (restarted at 5 s if it was on GPU 1), then j1;
+        # j2 never gets a GPU before the horizon.
+        assert run.gpu_failures == 1 and run.started == 2 and run.finished == 1
+        (waits,) = run.waits
+        assert waits.never_started == 1
+        assert max(run.timeline.allocation) == pytest.approx(1.0)  # of the one GPU left

@@ -170,6 +170,14 @@ class NodeArrays:
     def remove(self, pod: Pod, node: int, gpus: Sequence[int]) -> None:
         self._apply(pod, node, gpus, -1)
 
+    def fail_gpu(self, node: int, gpu: int) -> None:
+        """The GPU takes no work from now on; remove the pods on it first."""
+        if self._res[node, gpu] != UNUSABLE:
+            self._res[node, gpu] = UNUSABLE
+            self._gpu_cap[node] -= 1
+            self._reindex(node)
+            self._version[node] += 1
+
     def _apply(self, pod: Pod, node: int, gpus: Sequence[int], sign: int) -> None:
         self._cpu[node] -= sign * pod.cpu_milli
         self._mem[node] -= sign * pod.memory_mi_b

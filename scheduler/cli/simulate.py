@@ -156,6 +156,15 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         nodes_per_rack: Annotated[
             int, typer.Option(min=1, help="openb node list as cluster: nodes per rack.")
         ] = 16,
+        gpu_failures: Annotated[
+            float,
+            typer.Option(
+                metavar="R",
+                help="replay: inject GPU failures, R per 1,000 GPU-days (a seeded Poisson "
+                "process); the work on a failed GPU restarts from the queue.",
+            ),
+        ] = 0.0,
+        failure_seed: Annotated[int, typer.Option(min=0, help="replay: failure seed.")] = 0,
         node_step: Annotated[
             int,
             typer.Option(min=1, help="Keep every N-th node of the cluster (a smaller replica)."),
@@ -182,6 +191,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             simulate,
             with_budgets,
         )
+        from scheduler.simulate.failures import random_failures
         from scheduler.traces import read_trace, require_times
 
         names = _scheduler_names(scheduler or ["wattpack"], SCHEDULERS)
@@ -210,6 +220,11 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 tasks[name] = bar.add_task(name, total=total)  # type: ignore[index]
             bar.update(tasks[name], completed=done)  # type: ignore[index]
 
+        failures = ()
+        if gpu_failures:
+            first = min(j.submit for j in jobs) / arrival_scale
+            last = horizon if horizon is not None else max(j.submit for j in jobs) / arrival_scale
+            failures = random_failures(inventory, gpu_failures, first, last, failure_seed)
         described = f"{trace} ({kind})"
         if arrival_scale != 1:
             described += f", arrivals x{arrival_scale:g} denser"
@@ -223,7 +238,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 policy,
                 trace=described,
                 protocol=protocol.value,
-                replay_settings=ReplaySettings(cycle_seconds, arrival_scale, horizon),
+                replay_settings=ReplaySettings(cycle_seconds, arrival_scale, horizon, failures),
                 inflation_settings=InflationSettings(
                     tuple(range(first_seed, first_seed + seeds)), target, step
                 ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.model import ClusterSnapshot, GpuHealth, HealthState, PackingPolicy, Pod, PodKind
 from scheduler.power import budgets, domain_chain, idle_watts_by_domain, pod_watts
 
 
@@ -101,6 +101,24 @@ class Ledger:
             self.power[d] -= r.watts
         return r
 
+    def fail_gpu(self, node: int, gpu: int) -> list[str]:
+        """Mark a GPU failed: it takes no work and leaves the capacity. Returns the keys of the
+        pods running on it, which the caller must stop first."""
+        on_it = [k for k, r in self.running.items() if r.node == node and gpu in r.gpus]
+        if on_it:
+            return on_it
+        if self.usable[node][gpu]:
+            self.usable[node][gpu] = False
+            self.usable_gpus -= 1
+            self.capacity_milli -= 1000
+            n = self.nodes[node]
+            health = [h for h in n.gpu_health if h.index != gpu]
+            health.append(GpuHealth(index=gpu, state=HealthState.FAILED, reasons=["injected"]))
+            failed = n.model_copy(update={"gpu_health": sorted(health, key=lambda h: h.index)})
+            self.nodes = [*self.nodes[:node], failed, *self.nodes[node + 1 :]]
+            self.inventory = self.inventory.model_copy(update={"nodes": self.nodes})
+        return []
+
     # -- figures ---------------------------------------------------------------------------
     @property
     def allocation(self) -> float:
@@ -153,6 +171,12 @@ class PowerBound:
                     r = (m.tdp_watts - m.idle_watts) * policy.power_factors.of(kind) / 1000
                     rates[kind] = min(rates.get(kind, r), r)
         self._cache: dict[tuple, int] = {}
+
+    def lose_gpu(self, chain: list[str]) -> None:
+        """A GPU below these domains failed: their capacity shrinks."""
+        for d in chain:
+            self.capacity[d] -= 1000
+        self._cache.clear()
 
     def _domain(self, d: str, demand: dict[PodKind, int]) -> float:
         cap = float(self.capacity[d])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from scheduler.baselines.online import NodeArrays
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.simulate.failures import GpuFailure
 from scheduler.simulate.ledger import Ledger, PowerBound, SimulationBug
 from scheduler.simulate.meter import Meter, percentiles
 from scheduler.simulate.result import RunResult, RunTimings
@@ -25,7 +26,7 @@ from scheduler.traces.workload import TraceJob
 
 Progress = Callable[[int, int], None]  # (jobs arrived, jobs in all)
 
-_FINISH, _ARRIVE, _CYCLE = 0, 1, 2
+_FINISH, _FAIL, _ARRIVE, _CYCLE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ReplaySettings:
     # Stop at this simulated time (after scaling). None = the last arrival: the drain after it
     # says little about a scheduler, and a trace's longest jobs would dwarf the rest.
     horizon: float | None = None
+    failures: tuple[GpuFailure, ...] = ()  # GPUs that fail, at simulated times
 
 
 @dataclass
@@ -92,6 +94,8 @@ class _Replay:
         self.last_cycle = -float("inf")
         self.cycle_seconds: list[float] = []
         self.finished = self.evictions = self.unplaceable = 0
+        self.failed_gpus = self.killed = 0
+        self.lost_gpu_seconds = 0.0
         # A pod that fits on no node of the empty cluster is not waiting work: it never runs.
         empty = NodeArrays(inventory.model_copy(update={"pods": []}), policy)
         self.fits_empty = lambda pod: bool(empty.feasible(pod).any())
@@ -138,6 +142,34 @@ class _Replay:
         self.finished += 1
         if isinstance(self.runner, OnlineRunner):
             self.runner.release(r.pod, r.node, r.gpus)
+
+    def fail(self, node_name: str, gpu: int, now: float) -> bool:
+        """A GPU fails: the jobs on it are killed (a gang whole) and queued again from the
+        start. Returns whether any work was killed."""
+        node = self.ledger.node_index.get(node_name)
+        if node is None or gpu >= self.ledger.nodes[node].gpus or not self.ledger.usable[node][gpu]:
+            return False
+        on_it = self.ledger.fail_gpu(node, gpu)
+        for job in {self.job_of[k].name: self.job_of[k] for k in on_it}.values():
+            again = []
+            for p in job.pods:
+                r = self.ledger.running.get(p.key)
+                if r is None:
+                    continue
+                self.ledger.stop(p.key)
+                self.generation[p.key] += 1
+                self.killed += 1
+                self.lost_gpu_seconds += (now - r.started) * p.milli_total / 1000
+                if isinstance(self.runner, OnlineRunner):
+                    self.runner.release(r.pod, r.node, r.gpus)
+                again.append(r.pod.model_copy(update={"node": None, "gpu_indices": []}))
+            self.enqueue(job, tuple(again))
+        self.ledger.fail_gpu(node, gpu)
+        self.failed_gpus += 1
+        self.bound.lose_gpu(self.ledger.chain[node])
+        if isinstance(self.runner, OnlineRunner):
+            self.runner.arrays.fail_gpu(node, gpu)
+        return bool(on_it)
 
     # -- scheduling ------------------------------------------------------------------------
     def online_pass(self, now: float, new: list[int], freed: bool) -> None:
@@ -200,6 +232,8 @@ class _Replay:
     def run(self, progress: Progress | None) -> None:
         for job in self.jobs:
             self.push(job.submit, _ARRIVE, job)
+        for f in self.settings.failures:
+            self.push(f.time, _FAIL, f)
         arrived = 0
         horizon = self.settings.horizon
         if horizon is None and self.jobs:
@@ -218,6 +252,9 @@ class _Replay:
                     if key in self.ledger.running and gen == self.generation[key]:
                         self.finish(key)
                         freed = True
+                elif kind == _FAIL:
+                    f: GpuFailure = payload  # type: ignore[assignment]
+                    freed = self.fail(f.node, f.gpu, now) or freed
                 elif kind == _ARRIVE:
                     job: TraceJob = payload  # type: ignore[assignment]
                     arrived += 1
@@ -265,6 +302,9 @@ class _Replay:
             jobs=len(self.jobs),
             pods=sum(len(j.pods) for j in self.jobs),
             unplaceable=self.unplaceable,
+            gpu_failures=self.failed_gpus,
+            pods_killed=self.killed,
+            gpu_seconds_lost=self.lost_gpu_seconds,
             started=len(self.first_start),
             finished=self.finished,
             evictions=self.evictions,

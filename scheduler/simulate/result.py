@@ -64,6 +64,13 @@ class RunResult(Wire):
         description="Pods that fit on no node even of the empty cluster; never queued, and "
         "not counted as waiting work.",
     )
+    gpu_failures: int = Field(default=0, description="GPUs that failed (injected).")
+    pods_killed: int = Field(
+        default=0, description="Pods killed by a GPU failure (a gang whole) and queued again."
+    )
+    gpu_seconds_lost: float = Field(
+        default=0.0, description="GPU-seconds of work the killed pods had done (no checkpoints)."
+    )
     started: int = Field(description="Pods that started.")
     finished: int = Field(description="Pods that ran to the end of their duration.")
     evictions: int = Field(description="Pods evicted by preemption (each re-queued).")
