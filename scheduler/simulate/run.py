@@ -40,6 +40,13 @@ def check_trace(jobs: Sequence[TraceJob], inventory: ClusterSnapshot, trace: str
                 )
 
 
+def _settings(settings: ReplaySettings | InflationSettings) -> dict[str, str]:
+    out = {k: str(v) for k, v in asdict(settings).items() if k != "failures"}
+    if isinstance(settings, ReplaySettings):
+        out["gpuFailures"] = str(len(settings.failures))
+    return out
+
+
 def simulate(
     inventory: ClusterSnapshot,
     jobs: Sequence[TraceJob],
@@ -77,12 +84,7 @@ def simulate(
             for g in range(n.gpus)
             if n.schedulable and policy.takes_new_work(n.health_of(g))
         ),
-        settings={
-            k: str(v)
-            for k, v in asdict(
-                replay_settings if protocol == "replay" else inflation_settings
-            ).items()
-        }
+        settings=_settings(replay_settings if protocol == "replay" else inflation_settings)
         | {"solverTimeLimitSeconds": str(policy.solver.time_limit_seconds)},
     )
     runs, curves = [], []
