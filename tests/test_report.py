@@ -30,7 +30,11 @@ REPLAY_PLOTS = (
     "Queue length over time",
     "Queue waits by kind",
 )
-FGD_PLOTS = ("Milli-GPU allocation vs demand", "Whole-GPU allocation vs demand")
+FGD_PLOTS = (
+    "Milli-GPU allocation vs demand",
+    "Milli-GPU allocation from 80% demand",
+    "Whole-GPU allocation vs demand",
+)
 
 
 def pct(count: int, p50: float, p95: float, top: float) -> Percentiles:

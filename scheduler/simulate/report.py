@@ -550,6 +550,13 @@ def _fgd_section(curves: Sequence[InflationCurve], colors: dict[str, str]) -> st
     )
     parts.append(
         _figure_html(
+            _plot_curves(drawable, "milli", colors, zoom_from=0.8),
+            "Milli-GPU allocation from 80% demand",
+            "The same from 80% demand on, the y axis fitted to the data.",
+        )
+    )
+    parts.append(
+        _figure_html(
             _plot_curves(drawable, "whole", colors),
             "Whole-GPU allocation vs demand",
             "Share of GPUs with any work against arrived demand: mean over seeds, band from min "
@@ -802,17 +809,34 @@ def _plot_waits(runs: Sequence[RunResult], kinds: list[str], colors: dict[str, s
     return _png(fig)
 
 
+def _from(s: dict[str, list[float]], low: float) -> dict[str, list[float]]:
+    """The curve's points at demand `low` and above (all of them when none is)."""
+    keep = [i for i, d in enumerate(s["demand"]) if d >= low - 1e-9] or list(
+        range(len(s["demand"]))
+    )
+    return {k: [v[i] for i in keep] for k, v in s.items()}
+
+
 def _plot_curves(
     drawable: Sequence[tuple[InflationCurve, dict[str, list[float]] | None]],
     which: str,
     colors: dict[str, str],
+    zoom_from: float | None = None,
 ) -> bytes:
+    """With zoom_from, only demand from there on, and the y axis fitted to the data: where the
+    schedulers part ways, the differences are tenths of a point."""
     fig = _new_figure()
     ax = fig.add_subplot()
     top = 1.0
+    lows: list[float] = []
+    highs: list[float] = []
     for curve, s in drawable:
         if s is None:
             continue
+        if zoom_from is not None:
+            s = _from(s, zoom_from)
+            lows += s[f"{which}_min"]
+            highs += s[f"{which}_max"]
         d = s["demand"]
         color = colors.get(curve.scheduler)
         ax.plot(
@@ -829,20 +853,23 @@ def _plot_curves(
             ax.vlines(d, s[f"{which}_min"], s[f"{which}_max"], color=color, lw=2, alpha=0.4)
         top = max(top, *d)
     if drawable:
-        if which == "milli":
+        if which == "milli" and zoom_from is None:
             ax.plot([0, 1, top], [0, 1, 1], color="#999", ls=":", lw=1.0, label="min(demand, 100%)")
     else:
         _no_data(ax)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlim(left=0)
+    if zoom_from is not None and lows:
+        pad = max(0.002, (max(highs) - min(lows)) * 0.05)
+        ax.set_ylim(min(lows) - pad, min(1.0, max(highs)) + pad)
+    else:
+        ax.set_ylim(0, 1.05)
+        ax.set_xlim(left=0)
     _percent_axis(ax, "y")
     _percent_axis(ax, "x")
     ax.set_xlabel("arrived demand (GPU requests / capacity)")
     ax.set_ylabel("milli-GPU allocation" if which == "milli" else "GPUs with any work")
-    ax.set_title(
-        "Milli-GPU allocation vs demand" if which == "milli" else "Whole-GPU allocation vs demand",
-        fontsize="medium",
-    )
+    title = "Milli-GPU allocation" if which == "milli" else "Whole-GPU allocation"
+    title += f", from {zoom_from:.0%} demand" if zoom_from is not None else " vs demand"
+    ax.set_title(title, fontsize="medium")
     ax.grid(True, alpha=0.3)
     _legend(fig, ax)
     return _png(fig)
