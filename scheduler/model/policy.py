@@ -8,6 +8,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from scheduler.model.base import Wire
+from scheduler.model.health_rules import HealthRules
 from scheduler.model.snapshot import HealthState, Pod, PodKind
 
 
@@ -94,6 +95,9 @@ class PackingPolicy(Wire):
     )
     preempt_inference: bool = Field(
         default=False, description="Allow preempting inference pods (off: serving is protected)."
+    )
+    health: HealthRules = Field(
+        default_factory=HealthRules, description="GPU health rules: signals to states."
     )
     solver: SolverSettings = Field(
         default_factory=SolverSettings, description="CP-SAT effort and reproducibility."

@@ -1,0 +1,66 @@
+"""GPU health rules as data: which signals make a GPU suspect, degraded or failed, and what it
+takes to come back. Part of the PackingPolicy (`health`), so a cluster tunes them like any
+other setting. Defaults follow docs/power-and-health.md (NVIDIA's XID guidance)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from scheduler.model.base import Wire
+
+
+class HealthRules(Wire):
+    ignored_xids: list[int] = Field(
+        default_factory=lambda: [13, 31, 43, 45, 68, 109],
+        description="Application errors, not hardware health: never change a GPU's state.",
+    )
+    fatal_xids: list[int] = Field(
+        default_factory=lambda: [48, 64, 79, 95, 119, 120],
+        description="Fail the GPU at once (double-bit ECC, remap failure, fell off the bus, "
+        "uncontained ECC, GSP errors).",
+    )
+    degrading_xids: list[int] = Field(
+        default_factory=lambda: [74, 92, 94],
+        description="Degrade the GPU at once: drain it (NVLink error, high single-bit ECC rate, "
+        "contained ECC).",
+    )
+    counted_xids: list[int] = Field(
+        default_factory=lambda: [63],
+        description="Counted, not acted on alone (a retired page or remapped row): "
+        "countedXidsToDegrade of them within rateWindowSeconds degrade the GPU.",
+    )
+    counted_xids_to_degrade: int = Field(
+        default=3, ge=1, description="How many counted XIDs in the window degrade the GPU."
+    )
+    rate_window_seconds: float = Field(
+        default=3600.0, gt=0, description="Window over which counter rates are measured."
+    )
+    corrected_ecc_suspect_per_hour: float = Field(
+        default=10.0, ge=0, description="Corrected ECC errors per hour that make a GPU suspect."
+    )
+    corrected_ecc_degrade_per_hour: float = Field(
+        default=100.0, ge=0, description="Corrected ECC errors per hour that degrade a GPU."
+    )
+    pcie_replays_suspect_per_hour: float = Field(
+        default=100.0, ge=0, description="PCIe replays per hour that make a GPU suspect."
+    )
+    nvlink_errors_suspect_per_hour: float = Field(
+        default=10.0, ge=0, description="NVLink error-counter increments per hour: suspect."
+    )
+    thermal_slowdown_samples: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive samples in hardware thermal slowdown that make a GPU suspect.",
+    )
+    confirm_samples: int = Field(
+        default=2,
+        ge=1,
+        description="Hysteresis: a rate over its threshold must hold for this many samples in "
+        "a row before it counts, so one noisy sample does not flap a GPU.",
+    )
+    clean_window_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="A GPU steps back to healthy only after this long without any finding; a "
+        "degraded or failed one also needs a reset first.",
+    )
