@@ -22,6 +22,17 @@ class LogLevel(StrEnum):
     ERROR = "error"
 
 
+class _CurrentStderr:
+    """Whatever sys.stderr is when a line is written: a test runner swaps (and closes) it
+    between invocations, and a logger must not keep a closed one."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(level: LogLevel, fmt: LogFormat) -> None:
     """Readable lines on a terminal, JSON lines otherwise (or when asked)."""
     stream = sys.stderr
@@ -42,7 +53,7 @@ def configure(level: LogLevel, fmt: LogFormat) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.value.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         # Not cached: a test runner swaps sys.stderr between invocations.
         cache_logger_on_first_use=False,
     )

@@ -1,0 +1,1 @@
+"""The node agent: NVML readings in, per-GPU health out."""

@@ -1,0 +1,100 @@
+"""The node agent's core loop step: read every GPU, judge its health, say what changed.
+
+Backends (real NVML, the scripted fake) only read; this module owns the per-GPU health tracks
+and turns readings into the node's report. A GPU that cannot be read is reported failed, and a
+read that breaks never stops the round for the other GPUs.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import structlog
+from pydantic import Field
+
+from operators.nvml.fake import FakeBackend
+from operators.nvml.reading import GpuReading
+from scheduler.health import GpuTrack, step
+from scheduler.model import GpuHealth
+from scheduler.model.base import Wire
+from scheduler.model.health_rules import HealthRules
+
+log = structlog.get_logger(__name__)
+
+
+class Backend(Protocol):
+    def count(self) -> int: ...
+    def read(self, index: int, now: float) -> GpuReading: ...
+
+
+class AgentGpu(Wire):
+    reading: GpuReading = Field(description="What NVML reported this round.")
+    health: GpuHealth = Field(description="The GPU's health after this round, with reasons.")
+
+
+class AgentRound(Wire):
+    node: str = Field(description="Node name.")
+    time: float = Field(description="When the round was read.")
+    gpus: list[AgentGpu] = Field(description="One entry per GPU.")
+
+
+class Agent:
+    def __init__(self, backend: Backend, rules: HealthRules, node: str) -> None:
+        self.backend = backend
+        self.rules = rules
+        self.node = node
+        self.tracks: dict[int, GpuTrack] = {}
+        self.known = 0  # GPUs seen so far: a vanished GPU is still reported
+
+    def round(
+        self, now: float, xids: dict[int, list[int]] | None = None, resets: set[int] | None = None
+    ) -> AgentRound:
+        xids, resets = xids or {}, resets or set()
+        try:
+            count = self.backend.count()
+        except Exception as e:  # the driver went away: every GPU we knew is unreachable
+            log.error("nvml_count_failed", error=str(e))
+            count = -1
+        self.known = max(self.known, count)
+        gpus = []
+        for i in range(self.known):
+            reading = self._read(i, now, count)
+            reading = reading.model_copy(update={"xids": xids.get(i, [])})
+            before = self.tracks.get(i, GpuTrack())
+            after = step(before, reading.health_sample(reset=i in resets), self.rules)
+            if after.state != before.state:
+                log.warning(
+                    "gpu_health_changed",
+                    node=self.node,
+                    gpu=i,
+                    uuid=reading.uuid,
+                    old=before.state.value,
+                    new=after.state.value,
+                    reasons=list(after.reasons),
+                )
+            self.tracks[i] = after
+            gpus.append(AgentGpu(reading=reading, health=after.as_gpu_health(i)))
+        return AgentRound(node=self.node, time=now, gpus=gpus)
+
+    def _read(self, i: int, now: float, count: int) -> GpuReading:
+        if i >= count:
+            return GpuReading(time=now, index=i, present=False, errors={"device": "not listed"})
+        try:
+            return self.backend.read(i, now)
+        except Exception as e:  # one broken GPU never stops the round
+            log.error("gpu_read_failed", gpu=i, error=str(e))
+            return GpuReading(time=now, index=i, present=False, errors={"device": str(e)})
+
+
+def replay_fake(agent: Agent, backend: FakeBackend, until: float) -> AgentRound:
+    """For the fake backend: a round at every scripted event up to `until`, then one at
+    `until`, so that the health shown is what a running agent would have seen."""
+    last: float | None = None
+    out = agent.round(0.0)
+    for t in [*backend.event_times(until), until]:
+        if last is not None and t <= last:
+            continue
+        resets = {i for i in range(backend.count()) if backend.reset_seen(i, last or -1.0, t)}
+        out = agent.round(t, backend.drain_xids(t), resets)
+        last = t
+    return out

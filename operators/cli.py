@@ -1,0 +1,131 @@
+"""The `wattpack` command with the I/O shell's commands added (`agent`): the core's CLI
+(scheduler.cli) never imports operators, so the shell extends it here."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from enum import StrEnum
+from typing import Annotated
+
+import structlog
+import typer
+from rich.table import Table
+
+from operators.agent.rounds import AgentRound
+from scheduler.cli import documents, files, render
+from scheduler.cli.main import app
+from scheduler.cli.render import OutputFormat
+from scheduler.errors import UserError
+
+log = structlog.get_logger("wattpack.agent")
+
+
+class BackendName(StrEnum):
+    NVML = "nvml"
+    FAKE = "fake"
+
+
+@app.command("agent")
+def agent_command(
+    backend: Annotated[
+        BackendName, typer.Option(help="nvml: the GPUs of this node; fake: a YAML scenario.")
+    ] = BackendName.NVML,
+    scenario: Annotated[
+        str | None, typer.Option(metavar="FILE", help="fake: the scenario of GPUs and events.")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="Read one round, print it and exit.")] = False,
+    at: Annotated[
+        float, typer.Option(min=0, help="fake with --once: the scenario time to read at.")
+    ] = 0.0,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between rounds.")] = 10.0,
+    node: Annotated[
+        str | None, typer.Option(help="Node name (default: $NODE_NAME, else the host name).")
+    ] = None,
+    policy_file: Annotated[
+        str | None, typer.Option("--policy", metavar="FILE", help="Health rules (policy.health).")
+    ] = None,
+    output: Annotated[OutputFormat, typer.Option(help="json: one round as JSON.")] = (
+        OutputFormat.JSON
+    ),
+) -> None:
+    """Sample every GPU through NVML and judge its health (the node agent).
+
+    Each round prints one JSON document (readings and health per GPU); state changes are logged.
+    Publishing to the cluster (GPUNode status, /metrics) is not built yet."""
+    from operators.agent.rounds import Agent, replay_fake
+
+    rules = files.load_policy(policy_file).health
+    name = node or os.environ.get("NODE_NAME") or socket.gethostname()
+    if backend is BackendName.FAKE:
+        from operators.nvml.fake import FakeBackend, load_scenario
+
+        if scenario is None:
+            raise UserError("--backend fake needs --scenario FILE", "give a scenario YAML")
+        fake = FakeBackend(
+            load_scenario(documents.parse(documents.read_text(scenario), scenario), scenario)
+        )
+        agent = Agent(fake, rules, name)
+        if once:
+            _print(replay_fake(agent, fake, at), output)
+            return
+        start = time.monotonic()
+        fake.start = 0.0
+        while True:
+            now = time.monotonic() - start
+            _print(agent.round(now, fake.drain_xids(now)), output)
+            time.sleep(interval)
+    from operators.nvml.real import NvmlBackend, NvmlUnavailable
+
+    while True:
+        try:
+            nvml = NvmlBackend()
+            break
+        except NvmlUnavailable as e:
+            if once:
+                raise UserError(str(e), "run it on a GPU node with the NVIDIA driver") from None
+            log.error("nvml_unavailable", error=str(e), retry_in=interval)
+            time.sleep(interval)
+    agent = Agent(nvml, rules, name)
+    try:
+        if once:
+            _print(agent.round(time.time()), output)
+            return
+        nvml.start_xid_watch()
+        while True:
+            xids = nvml.drain_xids(int(interval * 1000))
+            _print(agent.round(time.time(), xids), output)
+    finally:
+        nvml.close()
+
+
+def _print(round_: AgentRound, output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(round_.model_dump(by_alias=True, mode="json"), indent=2))
+        return
+    table = Table(title=f"{round_.node} at {round_.time:g}")
+    for col in ("gpu", "uuid", "health", "reasons", "power W", "temp C", "unsupported"):
+        table.add_column(col)
+    for g in round_.gpus:
+        r = g.reading
+        table.add_row(
+            str(r.index),
+            r.uuid or "-",
+            g.health.state.value,
+            "; ".join(g.health.reasons) or "-",
+            f"{r.power_mw / 1000:.0f}" if r.power_mw is not None else "-",
+            str(r.temperature_c) if r.temperature_c is not None else "-",
+            ", ".join(r.unsupported) or "-",
+        )
+    render.stdout_console().print(table)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="wattpack")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,118 @@
+"""The node agent on the scripted NVML backend, through the real command, and its error paths:
+a GPU that cannot be read is reported failed, and one bad GPU never stops the round."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from operators.agent.rounds import Agent
+from operators.nvml.fake import FakeBackend, load_scenario
+from operators.nvml.reading import GpuReading
+from scheduler.model import HealthState, PackingPolicy
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIO = REPO / "examples" / "nvml-scenario.yaml"
+RULES = PackingPolicy().health
+
+
+def agent(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "operators.cli", "agent", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_agent_once_on_the_scripted_node_reports_readings_and_health() -> None:
+    r = agent("--backend", "fake", "--scenario", str(SCENARIO), "--once", "--at", "200",
+              "--output", "json", "--node", "gpu-node-1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["node"] == "gpu-node-1" and out["time"] == 200
+    states = [g["health"]["state"] for g in out["gpus"]]
+    assert states == ["degraded", "suspect", "failed", "suspect"]
+    reasons = [g["health"]["reasons"] for g in out["gpus"]]
+    assert "corrected ECC" in reasons[0][0] and "row remap pending" in reasons[1][0]
+    assert out["gpus"][2]["reading"]["present"] is False
+    # Every state change was logged, to stderr only.
+    changes = [json.loads(line) for line in r.stderr.splitlines() if "gpu_health_changed" in line]
+    assert {(c["gpu"], c["new"]) for c in changes} >= {(2, "failed"), (0, "degraded")}
+
+
+def test_unsupported_fields_are_recorded_not_fatal() -> None:
+    r = agent("--backend", "fake", "--scenario", str(SCENARIO), "--once", "--at", "50")
+    assert r.returncode == 0, r.stderr
+    gpu2 = json.loads(r.stdout)["gpus"][2]["reading"]
+    assert gpu2["unsupported"] == ["nvlink_errors", "recovery_action"]
+    assert gpu2["nvlinkErrors"] is None and gpu2["eccCorrectedAggregate"] == 0
+    assert json.loads(r.stdout)["gpus"][2]["health"]["state"] == "healthy"
+
+
+def test_the_real_backend_without_a_driver_is_one_clear_line() -> None:
+    r = agent("--once")
+    if r.returncode == 0:  # a machine with a GPU and a driver: a real round
+        assert json.loads(r.stdout)["gpus"]
+    else:
+        assert r.returncode == 2, r.stderr
+        assert "NVML" in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_scenario_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "s.yaml"
+    bad.write_text("gpus: [{uuid: a}]\nevents: [{at: 1, gpu: 0, set: {eccCorrected: 3}}]\n")
+    r = agent("--backend", "fake", "--scenario", str(bad), "--once")
+    assert r.returncode == 2 and "events[0].set.eccCorrected" in r.stderr, r.stderr
+
+
+class _Flaky:
+    """A backend double whose GPU 1 breaks on read and whose driver can vanish."""
+
+    def __init__(self) -> None:
+        self.gone = False
+
+    def count(self) -> int:
+        if self.gone:
+            raise RuntimeError("NVML: driver not loaded")
+        return 3
+
+    def read(self, index: int, now: float) -> GpuReading:
+        if index == 1:
+            raise RuntimeError("NVML: unknown error")
+        return GpuReading(time=now, index=index, uuid=f"GPU-{index}")
+
+
+def test_one_broken_gpu_never_stops_the_round_and_a_lost_driver_fails_them_all() -> None:
+    backend = _Flaky()
+    a = Agent(backend, RULES, "n")
+    first = a.round(0.0)
+    assert [g.health.state for g in first.gpus] == [
+        HealthState.HEALTHY,
+        HealthState.FAILED,
+        HealthState.HEALTHY,
+    ]
+    assert "unknown error" in first.gpus[1].reading.errors["device"]
+    backend.gone = True
+    second = a.round(10.0)
+    assert [g.health.state for g in second.gpus] == [HealthState.FAILED] * 3
+
+
+def test_xids_are_handed_out_once_and_application_xids_change_nothing() -> None:
+    fake = FakeBackend(load_scenario({"gpus": [{"uuid": "a"}], "events": [
+        {"at": 5, "gpu": 0, "xid": 43}, {"at": 6, "gpu": 0, "xid": 48}]}, "inline"))  # fmt: skip
+    assert fake.drain_xids(5.5) == {0: [43]}
+    assert fake.drain_xids(10) == {0: [48]} and fake.drain_xids(20) == {}
+    a = Agent(fake, RULES, "n")
+    assert a.round(5.5, {0: [43]}).gpus[0].health.state == HealthState.HEALTHY
+    assert a.round(6.5, {0: [48]}).gpus[0].health.state == HealthState.FAILED
+
+
+def test_power_cap_is_clamped_to_the_gpu_constraints() -> None:
+    fake = FakeBackend(load_scenario({"gpus": [{"uuid": "a"}]}, "inline"))
+    assert fake.set_power_limit(0, 900) == 700 and fake.set_power_limit(0, 50) == 200
+    assert fake.read(0, 1.0).power_limit_mw == 200_000
