@@ -50,6 +50,10 @@ def agent_command(
     output: Annotated[OutputFormat, typer.Option(help="json: one round as JSON.")] = (
         OutputFormat.JSON
     ),
+    metrics_port: Annotated[
+        int,
+        typer.Option(min=0, help="Serve Prometheus /metrics here (not with --once); 0 = off."),
+    ] = 9400,
 ) -> None:
     """Sample every GPU through NVML and judge its health (the node agent).
 
@@ -58,6 +62,7 @@ def agent_command(
     from operators.agent.rounds import Agent, replay_fake
 
     rules = files.load_policy(policy_file).health
+    collector = None if once or not metrics_port else _serve_metrics(metrics_port)
     name = node or os.environ.get("NODE_NAME") or socket.gethostname()
     if backend is BackendName.FAKE:
         from operators.nvml.fake import FakeBackend, load_scenario
@@ -75,7 +80,7 @@ def agent_command(
         fake.start = 0.0
         while True:
             now = time.monotonic() - start
-            _print(agent.round(now, fake.drain_xids(now)), output)
+            _publish(agent.round(now, fake.drain_xids(now)), output, collector)
             time.sleep(interval)
     from operators.nvml.real import NvmlBackend, NvmlUnavailable
 
@@ -96,9 +101,31 @@ def agent_command(
         nvml.start_xid_watch()
         while True:
             xids = nvml.drain_xids(int(interval * 1000))
-            _print(agent.round(time.time(), xids), output)
+            _publish(agent.round(time.time(), xids), output, collector)
     finally:
         nvml.close()
+
+
+def _serve_metrics(port: int):  # type: ignore[no-untyped-def]
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from operators.agent.metrics import RoundCollector
+
+    collector = RoundCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        start_http_server(port, registry=registry)
+    except OSError as e:
+        raise UserError(f"--metrics-port {port}: {e.strerror}", "pick a free port, or 0") from None
+    log.info("metrics_serving", port=port)
+    return collector
+
+
+def _publish(round_: AgentRound, output: OutputFormat, collector) -> None:  # type: ignore[no-untyped-def]
+    if collector is not None:
+        collector.latest = round_
+    _print(round_, output)
 
 
 def _print(round_: AgentRound, output: OutputFormat) -> None:

@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from operators.agent.rounds import Agent
+import pytest
+
+from operators.agent.rounds import Agent, replay_fake
 from operators.nvml.fake import FakeBackend, load_scenario
 from operators.nvml.reading import GpuReading
 from scheduler.model import HealthState, PackingPolicy
@@ -116,3 +118,85 @@ def test_power_cap_is_clamped_to_the_gpu_constraints() -> None:
     fake = FakeBackend(load_scenario({"gpus": [{"uuid": "a"}]}, "inline"))
     assert fake.set_power_limit(0, 900) == 700 and fake.set_power_limit(0, 50) == 200
     assert fake.read(0, 1.0).power_limit_mw == 200_000
+
+
+def test_metrics_use_dcgm_names_and_show_health() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from operators.agent.metrics import RoundCollector
+
+    fake = FakeBackend(load_scenario(_yaml(SCENARIO), str(SCENARIO)))
+    a = Agent(fake, RULES, "node-a")
+    collector = RoundCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert generate_latest(registry) == b""  # nothing before the first round
+    collector.latest = a.round(100.0, fake.drain_xids(100.0))
+    text = generate_latest(registry).decode()
+    assert 'DCGM_FI_DEV_POWER_USAGE{Hostname="node-a"' in text
+    assert 'wattpack_gpu_health{Hostname="node-a"' in text
+    assert 'gpu="2",modelName="NVIDIA H100 80GB HBM3",state="failed"} 1.0' in text
+    assert 'field="nvlink_errors"' in text  # GPU 2 does not support it
+
+
+def test_the_running_agent_serves_metrics(tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operators.cli", "agent", "--backend", "fake", "--scenario",
+         str(SCENARIO), "--interval", "0.2", "--metrics-port", str(port)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        text = ""
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    text = r.read().decode()
+                if "DCGM_FI_DEV_GPU_TEMP" in text:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert "DCGM_FI_DEV_GPU_TEMP" in text and "wattpack_gpu_health" in text
+        assert proc.poll() is None  # still running
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _yaml(path: Path):  # type: ignore[no-untyped-def]
+    import yaml
+
+    return yaml.safe_load(path.read_text())
+
+
+def test_the_gpunode_status_fits_the_crd_schema() -> None:
+    import jsonschema
+
+    from operators.agent.gpunode import gpunode_status
+
+    crd = _yaml(REPO / "manifests" / "crds" / "gpunodes.wattpack.io.yaml")
+    (version,) = crd["spec"]["versions"]
+    schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    fake = FakeBackend(load_scenario(_yaml(SCENARIO), str(SCENARIO)))
+    r = replay_fake(Agent(fake, RULES, "node-a"), fake, 200.0)
+    status = gpunode_status(r)
+    jsonschema.validate(status, schema)
+    assert status["gpuCount"] == 4 and status["healthyCount"] == 0
+    assert status["gpus"][2] == {
+        "index": 2,
+        "health": "failed",
+        "reasons": ["GPU not reachable through NVML"],
+        "unsupported": [],
+        "uuid": "GPU-00000000-fake-0000-0000-000000000002",
+    }
+    # A status the CRD would refuse is caught by the same check.
+    status["gpus"][0]["health"] = "poorly"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(status, schema)
