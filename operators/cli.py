@@ -94,15 +94,22 @@ def agent_command(
             log.error("nvml_unavailable", error=str(e), retry_in=interval)
             time.sleep(interval)
     agent = Agent(nvml, rules, name)
+    watcher = None
     try:
         if once:
             _print(agent.round(time.time()), output)
             return
+        from operators.agent.xids import XidWatcher, sleep_until
+
         nvml.start_xid_watch()
+        watcher = XidWatcher(nvml.drain_xids).start()
         while True:
-            xids = nvml.drain_xids(int(interval * 1000))
-            _publish(agent.round(time.time(), xids), output, collector)
+            deadline = time.monotonic() + interval
+            _publish(agent.round(time.time(), watcher.take()), output, collector)
+            sleep_until(deadline)
     finally:
+        if watcher is not None:
+            watcher.stop()
         nvml.close()
 
 

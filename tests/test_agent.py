@@ -200,3 +200,33 @@ def test_the_gpunode_status_fits_the_crd_schema() -> None:
     status["gpus"][0]["health"] = "poorly"
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(status, schema)
+
+
+def test_the_xid_thread_keeps_events_until_taken_and_survives_a_failed_wait() -> None:
+    import time
+
+    from operators.agent.xids import XidWatcher
+
+    script = [{0: [79]}, RuntimeError("NVML: unknown error"), {1: [13, 48]}, {0: [31]}]
+
+    def drain(wait_ms: int) -> dict[int, list[int]]:
+        if not script:
+            time.sleep(wait_ms / 1000)
+            return {}
+        item = script.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    w = XidWatcher(drain, wait_ms=10, retry_s=0.01).start()
+    try:
+        for _ in range(200):
+            if not script:
+                break
+            time.sleep(0.01)
+        time.sleep(0.05)
+        assert w.take() == {0: [79, 31], 1: [13, 48]}
+        assert w.take() == {}
+    finally:
+        w.stop()
+    assert not w._thread.is_alive()
