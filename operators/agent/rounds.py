@@ -89,12 +89,11 @@ class Agent:
 def replay_fake(agent: Agent, backend: FakeBackend, until: float) -> AgentRound:
     """For the fake backend: a round at every scripted event up to `until`, then one at
     `until`, so that the health shown is what a running agent would have seen."""
-    last: float | None = None
-    out = agent.round(0.0)
-    for t in [*backend.event_times(until), until]:
-        if last is not None and t <= last:
-            continue
-        resets = {i for i in range(backend.count()) if backend.reset_seen(i, last or -1.0, t)}
+    out = None
+    prev = -1.0  # scripted times are >= 0: a reset at 0 counts in the first round
+    for t in sorted({0.0, *backend.event_times(until), until}):
+        resets = {i for i in range(backend.count()) if backend.reset_seen(i, prev, t)}
         out = agent.round(t, backend.drain_xids(t), resets)
-        last = t
+        prev = t
+    assert out is not None
     return out

@@ -10,7 +10,14 @@ from typing import Annotated
 import structlog
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from scheduler.cli import documents, files, render
@@ -69,10 +76,10 @@ def load_cluster(path: str, nodes_per_rack: int) -> ClusterSnapshot:
     return cluster
 
 
-def _console_progress(enabled: bool) -> tuple[Progress | None, object]:
+def _console_progress(enabled: bool) -> Progress | None:
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
-        return None, None
+        return None
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -81,7 +88,7 @@ def _console_progress(enabled: bool) -> tuple[Progress | None, object]:
         console=console,
         transient=True,
     )
-    return bar, {}
+    return bar
 
 
 def register(app: typer.Typer, problems: type[Exception]) -> None:
@@ -211,14 +218,15 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         opts = {"gpus_per_node": gpus_per_node} if kind == "itp" else {}
         jobs = read_trace(kind, trace, **opts)
         log.info("trace_loaded", kind=kind, jobs=len(jobs), nodes=len(inventory.nodes))
-        bar, tasks = _console_progress(progress)
+        bar = _console_progress(progress)
+        tasks: dict[str, TaskID] = {}
 
         def tick(name: str, done: int, total: int) -> None:
             if bar is None:
                 return
-            if name not in tasks:  # type: ignore[operator]
-                tasks[name] = bar.add_task(name, total=total)  # type: ignore[index]
-            bar.update(tasks[name], completed=done)  # type: ignore[index]
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
 
         failures = ()
         if gpu_failures:

@@ -224,7 +224,7 @@ class ClusterState:
                 for node in self.whole[(c, k)]:
                     if not self.host_ok(pod, node):
                         continue
-                    left = sum(r for r in self.res[node] if r > 0)
+                    left = self.free_milli(node)
                     if left == 0:
                         return node, ()
                     if best is None or left < best[0]:

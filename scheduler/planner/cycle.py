@@ -45,7 +45,7 @@ def _might_all_fit(cycle: Cycle) -> bool:
     """Whether the pending pods ask for no more GPU capacity than is free: else best fit cannot
     place them all, and trying would only cost time."""
     need = sum(p.milli_total for p in cycle.pending)
-    free = sum(r for res in cycle.state.res for r in res if r > 0)
+    free = sum(cycle.state.free_milli(node) for node in range(len(cycle.state.res)))
     return need <= free
 
 

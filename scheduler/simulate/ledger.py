@@ -101,23 +101,25 @@ class Ledger:
             self.power[d] -= r.watts
         return r
 
-    def fail_gpu(self, node: int, gpu: int) -> list[str]:
-        """Mark a GPU failed: it takes no work and leaves the capacity. Returns the keys of the
-        pods running on it, which the caller must stop first."""
-        on_it = [k for k, r in self.running.items() if r.node == node and gpu in r.gpus]
-        if on_it:
-            return on_it
-        if self.usable[node][gpu]:
-            self.usable[node][gpu] = False
-            self.usable_gpus -= 1
-            self.capacity_milli -= 1000
-            n = self.nodes[node]
-            health = [h for h in n.gpu_health if h.index != gpu]
-            health.append(GpuHealth(index=gpu, state=HealthState.FAILED, reasons=["injected"]))
-            failed = n.model_copy(update={"gpu_health": sorted(health, key=lambda h: h.index)})
-            self.nodes = [*self.nodes[:node], failed, *self.nodes[node + 1 :]]
-            self.inventory = self.inventory.model_copy(update={"nodes": self.nodes})
-        return []
+    def on_gpu(self, node: int, gpu: int) -> list[str]:
+        """Keys of the pods running on one GPU."""
+        return [k for k, r in self.running.items() if r.node == node and gpu in r.gpus]
+
+    def fail_gpu(self, node: int, gpu: int) -> None:
+        """Mark a GPU failed: it takes no work and leaves the capacity. Stop its pods first."""
+        if self.on_gpu(node, gpu):
+            raise SimulationBug(f"GPU {gpu} on {self.nodes[node].name} failed with pods on it")
+        if not self.usable[node][gpu]:
+            return
+        self.usable[node][gpu] = False
+        self.usable_gpus -= 1
+        self.capacity_milli -= 1000
+        n = self.nodes[node]
+        health = [h for h in n.gpu_health if h.index != gpu]
+        health.append(GpuHealth(index=gpu, state=HealthState.FAILED, reasons=["injected"]))
+        failed = n.model_copy(update={"gpu_health": sorted(health, key=lambda h: h.index)})
+        self.nodes = [*self.nodes[:node], failed, *self.nodes[node + 1 :]]
+        self.inventory = self.inventory.model_copy(update={"nodes": self.nodes})
 
     # -- figures ---------------------------------------------------------------------------
     @property

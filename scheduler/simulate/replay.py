@@ -18,7 +18,7 @@ from scheduler.baselines.online import NodeArrays
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
 from scheduler.simulate.failures import GpuFailure
-from scheduler.simulate.ledger import Ledger, PowerBound, SimulationBug
+from scheduler.simulate.ledger import Ledger, PowerBound, Running, SimulationBug
 from scheduler.simulate.meter import Meter, percentiles
 from scheduler.simulate.result import RunResult, RunTimings
 from scheduler.simulate.runners import CycleRunner, OnlineRunner, make_runner
@@ -143,26 +143,31 @@ class _Replay:
         if isinstance(self.runner, OnlineRunner):
             self.runner.release(r.pod, r.node, r.gpus)
 
+    def take_back(self, key: str) -> tuple[Running, Pod]:
+        """Stop a pod before its time (evicted, or its GPU failed): its finish event goes stale,
+        and the pending pod to queue again is returned with it."""
+        r = self.ledger.stop(key)
+        self.generation[key] += 1
+        if isinstance(self.runner, OnlineRunner):
+            self.runner.release(r.pod, r.node, r.gpus)
+        return r, r.pod.model_copy(update={"node": None, "gpu_indices": []})
+
     def fail(self, node_name: str, gpu: int, now: float) -> bool:
         """A GPU fails: the jobs on it are killed (a gang whole) and queued again from the
         start. Returns whether any work was killed."""
         node = self.ledger.node_index.get(node_name)
         if node is None or gpu >= self.ledger.nodes[node].gpus or not self.ledger.usable[node][gpu]:
             return False
-        on_it = self.ledger.fail_gpu(node, gpu)
+        on_it = self.ledger.on_gpu(node, gpu)
         for job in {self.job_of[k].name: self.job_of[k] for k in on_it}.values():
             again = []
             for p in job.pods:
-                r = self.ledger.running.get(p.key)
-                if r is None:
+                if p.key not in self.ledger.running:
                     continue
-                self.ledger.stop(p.key)
-                self.generation[p.key] += 1
+                r, pending = self.take_back(p.key)
                 self.killed += 1
                 self.lost_gpu_seconds += (now - r.started) * p.milli_total / 1000
-                if isinstance(self.runner, OnlineRunner):
-                    self.runner.release(r.pod, r.node, r.gpus)
-                again.append(r.pod.model_copy(update={"node": None, "gpu_indices": []}))
+                again.append(pending)
             self.enqueue(job, tuple(again))
         self.ledger.fail_gpu(node, gpu)
         self.failed_gpus += 1
@@ -179,12 +184,11 @@ class _Replay:
         if not ids:
             return
         t0 = self.clock()
-        todo = sorted((self.queue[n] for n in ids), key=_Queued.key)
-        shapes = Counter(q.shape() for q in todo)
+        todo = [(q, q.shape()) for q in sorted((self.queue[n] for n in ids), key=_Queued.key)]
+        shapes = {shape for _, shape in todo}
         failed: set[tuple] = set()
         # Capacity only shrinks during a pass: a shape that failed fails again, so it is skipped.
-        for q in todo:
-            shape = q.shape()
+        for q, shape in todo:
             if shape in failed:
                 continue
             starts = runner.place_job(q.pods)
@@ -207,12 +211,9 @@ class _Replay:
         pending = {p.key: p for q in todo for p in q.pods}
         plan = runner.plan(self.ledger.snapshot(list(pending.values())))
         for ev in plan.evictions:
-            r = self.ledger.stop(ev.pod)
-            self.generation[ev.pod] += 1
+            _, again = self.take_back(ev.pod)
             self.evictions += 1
-            job = self.job_of[ev.pod]
-            original = r.pod.model_copy(update={"node": None, "gpu_indices": []})
-            self.enqueue(job, (original,))
+            self.enqueue(self.job_of[ev.pod], (again,))
         bound = set()
         for b in plan.bindings:
             pod = pending[b.pod]
