@@ -301,8 +301,11 @@ class _Search:
         self.best: tuple[int, list[Binding], list[Pod]] = (-1, [], [])
 
     def evictable(self, p: Pod) -> bool:
+        # The planner's rule (scheduler.fit.cycle.evictable): a pod on a cordoned node is never a
+        # victim, since evicting it frees nothing new work may use but power.
         inference_ok = p.kind != PodKind.INFERENCE or self.pol.preempt_inference
-        return self.pol.preemption and p.preemptible and inference_ok
+        on_open_node = self.nodes[p.node].schedulable  # type: ignore[index]
+        return self.pol.preemption and p.preemptible and inference_ok and on_open_node
 
     def run(self) -> tuple[int, Plan]:
         self.evict(0, 0, [])

@@ -101,7 +101,9 @@ def node_classes(
         apps = tuple(sorted(Counter(p.app for p in pods if p.app).items()))
         # Which GPU a victim sits on is left out: the model counts what an eviction frees as
         # whole GPUs or as milli mass, which holds whichever GPU it is.
-        victims = tuple(sorted(victim_signature(p) for p in pods if p.key in evictable))
+        # Sorted by repr: a signature holds None beside strings (a pod without an app), which
+        # do not compare; any fixed order makes equal multisets equal.
+        victims = tuple(sorted((victim_signature(p) for p in pods if p.key in evictable), key=repr))
         fields = (
             node.gpu_model,
             node.power_domain,

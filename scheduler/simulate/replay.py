@@ -49,7 +49,7 @@ class _Queued:
         return (-max(p.priority for p in self.pods), self.job.submit, self.order)
 
     def shape(self) -> tuple:
-        return tuple(sorted(fit_shape(p) for p in self.pods))
+        return tuple(sorted((fit_shape(p) for p in self.pods), key=repr))  # None beside str
 
 
 class _Replay:
