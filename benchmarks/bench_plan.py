@@ -60,8 +60,10 @@ def _row(name: str, seconds: float, p: Plan, problems: list[str]) -> str:
 def run_case(name: str, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int) -> None:
     gpus = sum(n.gpus for n in snapshot.nodes)
     pending = sum(1 for p in snapshot.pods if p.node is None)
-    print(f"{name}: {len(snapshot.nodes)} nodes, {gpus} GPUs, {pending} pending pods, "
-          f"solver limit {policy.solver.time_limit_seconds}s x {policy.solver.workers} workers")
+    print(
+        f"{name}: {len(snapshot.nodes)} nodes, {gpus} GPUs, {pending} pending pods, "
+        f"solver limit {policy.solver.time_limit_seconds}s x {policy.solver.workers} workers"
+    )
     base_t, base = _timed(best_fit, snapshot, policy, repeats)
     ours_t, ours = _timed(plan, snapshot, policy, repeats)
     print(_row("best-fit", base_t, base, check_plan(snapshot, policy, base)))
@@ -70,8 +72,10 @@ def run_case(name: str, snapshot: ClusterSnapshot, policy: PackingPolicy, repeat
     for line in problems[:5]:
         print(f"    infeasible: {line}")
     b, o = base.summary, ours.summary
-    print(f"  ratios wattpack/best-fit: allocation {o.gpu_allocation / b.gpu_allocation:.4f}  "
-          f"objective {o.objective / b.objective:.4f}  time {ours_t / base_t:.2f}")
+    print(
+        f"  ratios wattpack/best-fit: allocation {o.gpu_allocation / b.gpu_allocation:.4f}  "
+        f"objective {o.objective / b.objective:.4f}  time {ours_t / base_t:.2f}"
+    )
 
 
 def main() -> None:
@@ -83,14 +87,17 @@ def main() -> None:
     configure(LogLevel("warning"), LogFormat("console"))
     cases = args.only or ["4096", "16384", "openb"]
     if "4096" in cases:
-        run_case("synthetic-4096", make_instance(4096, 10000, args.seed), _policy(0.3, 2),
-                 args.repeats)
+        run_case(
+            "synthetic-4096", make_instance(4096, 10000, args.seed), _policy(0.3, 2), args.repeats
+        )
     if "16384" in cases:
-        run_case("synthetic-16384", make_instance(16384, 40000, args.seed), _policy(1.0, 2),
-                 args.repeats)
+        run_case(
+            "synthetic-16384", make_instance(16384, 40000, args.seed), _policy(1.0, 2), args.repeats
+        )
     if "openb" in cases:
-        snap = read_openb(OPENB / "openb_node_list_gpu_node.csv",
-                          OPENB / "openb_pod_list_default.csv")
+        snap = read_openb(
+            OPENB / "openb_node_list_gpu_node.csv", OPENB / "openb_pod_list_default.csv"
+        )
         run_case("openb-default", snap, _policy(20.0, 2), max(1, min(args.repeats, 2)))
 
 

@@ -15,6 +15,7 @@ import typer
 from rich.table import Table
 
 from operators.agent.rounds import AgentRound
+from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
 from scheduler.cli import documents, files, render
 from scheduler.cli.main import app
 from scheduler.cli.render import OutputFormat

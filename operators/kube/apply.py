@@ -1,0 +1,221 @@
+"""Carrying out a plan on the API server: bind, evict, and tell users why a pod waits.
+
+Bindings go through the pods/binding subresource with the pod's UID as precondition, after the
+`wattpack.io/gpu-indices` annotation is written. A gang is checked whole first (every member
+still pending, the same UID, not being deleted) and only then bound; a member that fails the
+check stops the whole gang. Evictions go through pods/eviction (PodDisruptionBudgets hold) with a
+UID precondition. With dry_run, every write is logged as what it would be and none is made.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from operators.kube.convert import GPU_INDICES, SCHEDULER_NAME
+from scheduler.model import Binding, Eviction
+
+log = structlog.get_logger(__name__)
+
+
+def _split(key: str) -> tuple[str, str]:
+    ns, name = key.split("/", 1)
+    return ns, name
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Outcome:
+    bound: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # pod key -> why
+    evicted: list[str] = field(default_factory=list)
+
+
+class Applier:
+    def __init__(self, api: client.ApiClient, dry_run: bool, identity: str = "wattpack") -> None:
+        self.core = client.CoreV1Api(api)
+        self.dry_run = dry_run
+        self.identity = identity
+        self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
+
+    # -- bind ---------------------------------------------------------------------------------
+
+    def bind_group(self, bindings: list[Binding], uids: dict[str, str]) -> Outcome:
+        """Bind a gang (or one pod) all together: check every member, then bind each."""
+        out = Outcome()
+        if self.dry_run:
+            for b in bindings:
+                log.info("would_bind", pod=b.pod, node=b.node, gpus=b.gpu_indices)
+            return out
+        for b in bindings:
+            why = self._unbindable(b.pod, uids.get(b.pod, ""))
+            if why:
+                log.warning(
+                    "group_not_bound", pods=[x.pod for x in bindings], member=b.pod, why=why
+                )
+                out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
+                return out
+        for b in bindings:
+            try:
+                self._bind(b, uids.get(b.pod, ""))
+                out.bound.append(b.pod)
+            except (ApiException, HTTPError) as e:
+                why = _describe(e)
+                out.failed[b.pod] = why
+                # The checks above passed a moment ago: only a member deleted or bound by
+                # someone else in between lands here. The members already bound stay bound.
+                log.error("bind_failed", pod=b.pod, node=b.node, error=why, bound=out.bound)
+        return out
+
+    def _unbindable(self, key: str, uid: str) -> str | None:
+        ns, name = _split(key)
+        try:
+            pod = _json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
+        except ApiException as e:
+            return "gone" if e.status == 404 else _describe(e)
+        except HTTPError as e:
+            return _describe(e)
+        md, spec = pod["metadata"], pod.get("spec", {})
+        if uid and md.get("uid") != uid:
+            return "replaced by a new pod of the same name"
+        if md.get("deletionTimestamp"):
+            return "being deleted"
+        if spec.get("nodeName"):
+            return f"already bound to {spec['nodeName']}"
+        return None
+
+    def _bind(self, b: Binding, uid: str) -> None:
+        ns, name = _split(b.pod)
+        indices = ",".join(str(i) for i in b.gpu_indices)
+        self.core.patch_namespaced_pod(
+            name, ns, {"metadata": {"annotations": {GPU_INDICES: indices}}}
+        )
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=name, namespace=ns, uid=uid or None),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=b.node),
+        )
+        # The client cannot read the Status the server answers a Binding with: take it raw.
+        self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False)
+        log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices)
+
+    # -- evict --------------------------------------------------------------------------------
+
+    def evict(self, e: Eviction, uid: str) -> bool:
+        if self.dry_run:
+            log.info("would_evict", pod=e.pod, node=e.node, reason=e.reason)
+            return False
+        ns, name = _split(e.pod)
+        body = client.V1Eviction(
+            metadata=client.V1ObjectMeta(name=name, namespace=ns),
+            delete_options=client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=uid) if uid else None
+            ),
+        )
+        try:
+            self.core.create_namespaced_pod_eviction(name, ns, body, _preload_content=False)
+        except (ApiException, HTTPError) as err:
+            # 429: a PodDisruptionBudget says not now; the next cycle plans again.
+            log.warning("evict_failed", pod=e.pod, error=_describe(err))
+            return False
+        log.info("evicted", pod=e.pod, node=e.node, reason=e.reason)
+        self._event(e.pod, uid, "Preempted", e.reason, "Normal")
+        return True
+
+    # -- tell ---------------------------------------------------------------------------------
+
+    def unschedulable(self, key: str, uid: str, message: str, pod: dict[str, Any] | None) -> None:
+        """PodScheduled=False with the reason, and a FailedScheduling Event, once per new
+        message (a pod that waits for the same reason is not written to every cycle)."""
+        if self._told.get(uid) == message and _condition_says(pod, message):
+            return
+        if self.dry_run:
+            log.info("would_report_unschedulable", pod=key, message=message)
+            self._told[uid] = message
+            return
+        ns, name = _split(key)
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastTransitionTime": _now(),
+        }
+        try:
+            if not _condition_says(pod, message):
+                self.core.patch_namespaced_pod_status(
+                    name, ns, {"status": {"conditions": [condition]}}
+                )
+            self._event(key, uid, "FailedScheduling", message, "Warning")
+        except (ApiException, HTTPError) as e:
+            log.warning("report_failed", pod=key, error=_describe(e))
+            return
+        self._told[uid] = message
+
+    def forget(self, uids: set[str]) -> None:
+        """Drop what we remember of pods that are gone or placed."""
+        for uid in list(self._told):
+            if uid not in uids:
+                del self._told[uid]
+
+    def _event(self, key: str, uid: str, reason: str, message: str, type_: str) -> None:
+        if self.dry_run:
+            return
+        ns, name = _split(key)
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:16]}", namespace=ns),
+            involved_object=client.V1ObjectReference(
+                api_version="v1", kind="Pod", name=name, namespace=ns, uid=uid or None
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            source=client.V1EventSource(component=SCHEDULER_NAME),
+            reporting_component=SCHEDULER_NAME,
+            reporting_instance=self.identity,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            action="Scheduling",
+        )
+        try:
+            self.core.create_namespaced_event(ns, body, _preload_content=False)
+        except (ApiException, HTTPError) as e:
+            log.warning("event_failed", pod=key, reason=reason, error=_describe(e))
+
+
+def _condition_says(pod: dict[str, Any] | None, message: str) -> bool:
+    if pod is None:
+        return False
+    for c in pod.get("status", {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled":
+            return c.get("status") == "False" and c.get("message") == message
+    return False
+
+
+def _json(resp: Any) -> dict[str, Any]:
+    try:
+        return dict(json.loads(resp.data))
+    finally:
+        resp.release_conn()
+
+
+def _describe(e: Exception) -> str:
+    if isinstance(e, ApiException):
+        try:
+            msg = json.loads(e.body or "{}").get("message") or e.reason
+        except ValueError:
+            msg = e.reason
+        return f"{e.status}: {msg}"
+    return str(e)[:200]

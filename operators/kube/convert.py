@@ -1,0 +1,488 @@
+"""Kubernetes objects (as the API server sends them: plain dicts) to the cluster snapshot.
+
+The one conversion the operator, `wattpack export` and so `wattpack plan` share: what the
+operator plans is what an exported snapshot plans. docs/kubernetes.md is the contract for the
+labels and annotations read here. Pure: objects in, a snapshot and the problems found out.
+
+A malformed object never stops the cycle: a pending pod with a bad annotation is left out of the
+snapshot and reported (the operator puts the problem on the pod); a node wattpack cannot model is
+left out with its pods, and logged.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from scheduler.model import (
+    ClusterSnapshot,
+    Gang,
+    GpuHealth,
+    GpuModel,
+    HealthState,
+    Node,
+    Pod,
+    PodKind,
+    PowerDomain,
+)
+from scheduler.model.snapshot import SnapshotMeta
+
+SCHEDULER_NAME = "wattpack"
+GPU_RESOURCE = "nvidia.com/gpu"
+PREFIX = "wattpack.io/"
+KIND = PREFIX + "kind"
+GANG = PREFIX + "gang"
+GANG_SIZE = PREFIX + "gang-size"
+APP = PREFIX + "app"
+MAX_PER_NODE = PREFIX + "max-per-node"
+GPU_MILLI = PREFIX + "gpu-milli"
+GPU_MODELS = PREFIX + "gpu-models"
+PREEMPTIBLE = PREFIX + "preemptible"
+POWER_PER_GPU = PREFIX + "power-watts-per-gpu"
+GPU_INDICES = PREFIX + "gpu-indices"
+POWER_DOMAIN = PREFIX + "power-domain"
+GPU_MODEL = PREFIX + "gpu-model"
+PRODUCT_LABEL = "nvidia.com/gpu.product"
+UNASSIGNED_DOMAIN = "unassigned"
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ClusterObjects:
+    """What one cycle reads: the API objects as dicts, and the config's GPU models."""
+
+    nodes: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    gpunodes: list[dict[str, Any]] = field(default_factory=list)
+    powerdomains: list[dict[str, Any]] = field(default_factory=list)
+    gpu_models: list[GpuModel] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PodProblem:
+    """A pending pod wattpack cannot plan as written: which field, and what to do."""
+
+    pod: str  # namespace/name
+    uid: str
+    reason: str
+    waiting: bool = False  # not an error: e.g. a gang whose members are not all created yet
+
+
+@dataclass
+class Conversion:
+    snapshot: ClusterSnapshot
+    problems: list[PodProblem]
+    notes: list[str]  # objects left out or repaired, for the log
+    uids: dict[str, str]  # pod key -> uid, for every pod in the snapshot
+
+
+class _Bad(ValueError):
+    """A field of a pod that cannot be read; the message names it and says what to do."""
+
+
+def pod_key(pod: dict[str, Any]) -> str:
+    md = pod["metadata"]
+    return f"{md.get('namespace', 'default')}/{md['name']}"
+
+
+def is_ours(pod: dict[str, Any]) -> bool:
+    return pod.get("spec", {}).get("schedulerName") == SCHEDULER_NAME
+
+
+def is_pending(pod: dict[str, Any]) -> bool:
+    """A pod wattpack should place: ours, unbound, not being deleted, not finished."""
+    spec, md = pod.get("spec", {}), pod["metadata"]
+    phase = pod.get("status", {}).get("phase", "Pending")
+    return (
+        is_ours(pod)
+        and not spec.get("nodeName")
+        and md.get("deletionTimestamp") is None
+        and phase == "Pending"
+    )
+
+
+def holds_resources(pod: dict[str, Any]) -> bool:
+    """A bound pod whose containers may still run (finished pods free their node)."""
+    phase = pod.get("status", {}).get("phase", "Pending")
+    return bool(pod.get("spec", {}).get("nodeName")) and phase not in ("Succeeded", "Failed")
+
+
+def convert(
+    objs: ClusterObjects, name: str = "cluster", exported_at: str | None = None
+) -> Conversion:
+    notes: list[str] = []
+    models = {m.name: m for m in objs.gpu_models}
+    domains, domain_notes = _domains(objs.powerdomains)
+    notes += domain_notes
+    health = _health_by_node(objs.gpunodes)
+    nodes: dict[str, Node] = {}
+    for raw in objs.nodes:
+        node, note = _node(raw, models, domains, health)
+        if note:
+            notes.append(note)
+        if node is not None:
+            nodes[node.name] = node
+    if any(n.power_domain == UNASSIGNED_DOMAIN for n in nodes.values()):
+        domains[UNASSIGNED_DOMAIN] = PowerDomain(name=UNASSIGNED_DOMAIN)
+
+    problems: list[PodProblem] = []
+    running: dict[str, list[tuple[Pod, dict[str, Any]]]] = defaultdict(list)
+    pending: list[tuple[Pod, dict[str, Any]]] = []
+    for raw in objs.pods:
+        if holds_resources(raw):
+            node_name = raw["spec"]["nodeName"]
+            if node_name not in nodes:
+                continue  # not a GPU node wattpack models: nothing it holds is ours to count
+            running[node_name].append((_running_pod(raw, node_name), raw))
+        elif is_pending(raw):
+            try:
+                pending.append((_pod(raw), raw))
+            except _Bad as e:
+                problems.append(PodProblem(pod_key(raw), _uid(raw), str(e)))
+
+    placed: list[Pod] = []
+    for node_name, pods in running.items():
+        kept, node_notes = _assign_indices(nodes[node_name], pods)
+        placed += kept
+        notes += node_notes
+    waiting, gang_problems = _complete_gangs(placed, pending)
+    problems += gang_problems
+
+    placed = _loosen_broken_gangs(placed, [p for p, _ in waiting])
+    pods = placed + [p for p, _ in waiting]
+    uids = {p.key: _uid(raw) for raw_list in running.values() for p, raw in raw_list}
+    uids.update({p.key: _uid(raw) for p, raw in pending})
+    used = {n.gpu_model for n in nodes.values()}
+    used |= {m for p in pods for m in p.gpu_models}
+    snapshot = ClusterSnapshot(
+        metadata=SnapshotMeta(name=name, exported_at=exported_at),
+        gpu_models=[m for n, m in sorted(models.items()) if n in used],
+        power_domains=list(domains.values()),
+        nodes=sorted(nodes.values(), key=lambda n: n.name),
+        pods=sorted(pods, key=lambda p: p.key),
+    )
+    return Conversion(snapshot, problems, notes, {p.key: uids[p.key] for p in pods})
+
+
+# -- power domains and nodes -------------------------------------------------------------------
+
+
+def _domains(objs: list[dict[str, Any]]) -> tuple[dict[str, PowerDomain], list[str]]:
+    names = {o["metadata"]["name"] for o in objs}
+    out: dict[str, PowerDomain] = {}
+    notes = []
+    for o in sorted(objs, key=lambda o: o["metadata"]["name"]):
+        name, spec = o["metadata"]["name"], o.get("spec") or {}
+        parent = spec.get("parent")
+        if parent is not None and parent not in names:
+            notes.append(f"PowerDomain {name}: parent '{parent}' does not exist; treated as a root")
+            parent = None
+        out[name] = PowerDomain(name=name, parent=parent, budget_watts=spec.get("budgetWatts"))
+    return out, notes
+
+
+def _health_by_node(gpunodes: list[dict[str, Any]]) -> dict[str, list[GpuHealth]]:
+    out: dict[str, list[GpuHealth]] = {}
+    for g in gpunodes:
+        gpus = (g.get("status") or {}).get("gpus") or []
+        out[g["metadata"]["name"]] = [
+            GpuHealth(
+                index=e["index"], state=HealthState(e["health"]), reasons=e.get("reasons", [])
+            )
+            for e in gpus
+            if e.get("health", "healthy") != "healthy"
+        ]
+    return out
+
+
+def _node(
+    raw: dict[str, Any],
+    models: dict[str, GpuModel],
+    domains: dict[str, PowerDomain],
+    health: dict[str, list[GpuHealth]],
+) -> tuple[Node | None, str | None]:
+    md, spec, status = raw["metadata"], raw.get("spec", {}), raw.get("status", {})
+    name, labels = md["name"], md.get("labels") or {}
+    alloc = status.get("allocatable") or {}
+    gpus = int(parse_quantity(alloc.get(GPU_RESOURCE, 0)))
+    if gpus <= 0:
+        return None, None  # not a GPU node
+    model = labels.get(GPU_MODEL) or labels.get(PRODUCT_LABEL)
+    if model not in models:
+        return None, (
+            f"node {name}: GPU model {model!r} is not in the config's gpuModels; label the node "
+            f"{GPU_MODEL}=<model> or add the model; the node and its pods are left out"
+        )
+    note = None
+    domain = labels.get(POWER_DOMAIN)
+    if domain not in domains:
+        note = (
+            f"node {name}: power domain {domain!r} is not a PowerDomain; its GPUs count against "
+            f"no budget until it is labelled {POWER_DOMAIN}=<domain>"
+        )
+        domain = UNASSIGNED_DOMAIN
+    return (
+        Node(
+            name=name,
+            power_domain=domain,
+            gpu_model=model,
+            gpus=gpus,
+            cpu_milli=int(parse_quantity(alloc.get("cpu", 0)) * 1000),
+            memory_mi_b=int(parse_quantity(alloc.get("memory", 0)) // _MIB),
+            schedulable=_schedulable(spec, status),
+            gpu_health=[h for h in health.get(name, []) if h.index < gpus],
+        ),
+        note,
+    )
+
+
+def _schedulable(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    if spec.get("unschedulable"):
+        return False
+    if any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or []):
+        return False
+    ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
+    return bool(ready) and ready[0].get("status") == "True"
+
+
+# -- pods --------------------------------------------------------------------------------------
+
+
+def _uid(raw: dict[str, Any]) -> str:
+    return str(raw["metadata"].get("uid", ""))
+
+
+def _requests(spec: dict[str, Any]) -> tuple[int, int, int]:
+    """(GPUs, CPU milli, memory MiB): containers summed, or the largest init container."""
+
+    def one(c: dict[str, Any]) -> tuple[Decimal, Decimal, Decimal]:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        gpu = lim.get(GPU_RESOURCE, req.get(GPU_RESOURCE, 0))
+        cpu = req.get("cpu", lim.get("cpu", 0))
+        mem = req.get("memory", lim.get("memory", 0))
+        return parse_quantity(gpu), parse_quantity(cpu), parse_quantity(mem)
+
+    main = [one(c) for c in spec.get("containers") or []]
+    init = [one(c) for c in spec.get("initContainers") or []]
+    totals = [sum((m[i] for m in main), Decimal(0)) for i in range(3)]
+    for i in range(3):
+        totals[i] = max([totals[i], *(c[i] for c in init)])
+    return int(totals[0]), int(totals[1] * 1000), int(totals[2] // _MIB)
+
+
+def _int(ann: dict[str, str], key: str, low: int, high: int | None, todo: str) -> int | None:
+    if key not in ann:
+        return None
+    try:
+        v = int(ann[key])
+    except ValueError:
+        raise _Bad(f"annotation {key}: {ann[key]!r} is not an integer; {todo}") from None
+    if v < low or (high is not None and v > high):
+        span = f"{low}..{high}" if high is not None else f"{low} or more"
+        raise _Bad(f"annotation {key}: {v} is outside {span}; {todo}")
+    return v
+
+
+def _pod(raw: dict[str, Any]) -> Pod:
+    """A pending pod of ours, read strictly: a malformed field raises _Bad."""
+    md, spec = raw["metadata"], raw.get("spec", {})
+    labels, ann = md.get("labels") or {}, md.get("annotations") or {}
+    kind_text = labels.get(KIND, PodKind.TRAINING.value)
+    try:
+        kind = PodKind(kind_text)
+    except ValueError:
+        raise _Bad(
+            f"label {KIND}: {kind_text!r} is not a pod kind; use training, fine-tuning or inference"
+        ) from None
+    gpus, cpu, mem = _requests(spec)
+    milli = _int(ann, GPU_MILLI, 1, 1000, "give a share of one GPU in 1..1000")
+    if milli is not None:
+        if gpus > 1 and milli < 1000:
+            raise _Bad(
+                f"annotation {GPU_MILLI}: a share needs at most one {GPU_RESOURCE} (got {gpus}); "
+                "drop the annotation or the GPU request"
+            )
+        gpus = max(gpus, 1)
+    gang = None
+    if GANG in labels:
+        size = _int(ann, GANG_SIZE, 1, None, "give the number of member pods")
+        if size is None:
+            raise _Bad(f"annotation {GANG_SIZE}: missing on a gang member; set it to the gang size")
+        gang = Gang(name=labels[GANG], size=size)
+    app = labels.get(APP)
+    max_per_node = _int(ann, MAX_PER_NODE, 1, None, "give a positive integer")
+    if max_per_node is not None and app is None:
+        raise _Bad(f"annotation {MAX_PER_NODE}: set without label {APP}; name the app")
+    preemptible_text = ann.get(PREEMPTIBLE, "true").lower()
+    if preemptible_text not in ("true", "false"):
+        raise _Bad(f"annotation {PREEMPTIBLE}: {ann[PREEMPTIBLE]!r} is not true or false")
+    models = [m.strip() for m in ann.get(GPU_MODELS, "").split(",") if m.strip()]
+    return Pod(
+        name=md["name"],
+        namespace=md.get("namespace", "default"),
+        kind=kind,
+        priority=int(spec.get("priority") or 0),
+        gpus=gpus,
+        gpu_milli=milli if milli is not None else 1000,
+        gpu_models=models,
+        cpu_milli=cpu,
+        memory_mi_b=mem,
+        gang=gang,
+        app=app,
+        max_per_node=max_per_node,
+        preemptible=preemptible_text == "true",
+        power_watts_per_gpu=_int(ann, POWER_PER_GPU, 0, None, "give watts per GPU"),
+    )
+
+
+def _running_pod(raw: dict[str, Any], node: str) -> Pod:
+    """A bound pod: what it holds matters; a label wattpack cannot read falls back to the
+    default (the pod runs whatever we think of it). Only our own pods may be preempted, and
+    never one that is already going away."""
+    md = raw["metadata"]
+    try:
+        pod = _pod(raw)
+    except _Bad:
+        gpus, cpu, mem = _requests(raw.get("spec", {}))
+        pod = Pod(
+            name=md["name"],
+            namespace=md.get("namespace", "default"),
+            kind=PodKind.TRAINING,
+            gpus=gpus,
+            cpu_milli=cpu,
+            memory_mi_b=mem,
+        )
+    preemptible = pod.preemptible and is_ours(raw) and md.get("deletionTimestamp") is None
+    return pod.model_copy(update={"node": node, "preemptible": preemptible})
+
+
+def _indices(raw: dict[str, Any]) -> list[int] | None:
+    text = (raw["metadata"].get("annotations") or {}).get(GPU_INDICES)
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        return None
+
+
+def _assign_indices(
+    node: Node, pods: list[tuple[Pod, dict[str, Any]]]
+) -> tuple[list[Pod], list[str]]:
+    """Each running pod's GPUs: its annotation where that is valid and free, else the first free
+    GPUs (a pod another scheduler placed has no annotation; the device plugin chose for it)."""
+    milli = [0] * node.gpus
+    whole: set[int] = set()
+    out: list[Pod] = []
+    later: list[Pod] = []
+    notes: list[str] = []
+    for pod, raw in sorted(pods, key=lambda t: t[0].key):
+        if pod.gpus == 0:
+            out.append(pod.model_copy(update={"gpu_indices": []}))
+            continue
+        idx = _indices(raw)
+        share = pod.gpu_milli if pod.fractional else 1000
+        ok = (
+            idx is not None
+            and len(idx) == pod.gpus
+            and len(set(idx)) == len(idx)
+            and all(0 <= i < node.gpus and i not in whole and milli[i] + share <= 1000 for i in idx)
+        )
+        if not ok:
+            later.append(pod)
+            continue
+        for i in idx:  # type: ignore[union-attr]
+            milli[i] += share
+            if not pod.fractional:
+                whole.add(i)
+        out.append(pod.model_copy(update={"gpu_indices": idx}))
+    for pod in later:
+        share = pod.gpu_milli if pod.fractional else 1000
+        free = [i for i in range(node.gpus) if i not in whole and milli[i] + share <= 1000]
+        if pod.fractional:
+            free.sort(key=lambda i: -milli[i])  # share a GPU already shared first
+        if len(free) < pod.gpus:
+            notes.append(
+                f"pod {pod.key} on node {node.name}: no free GPUs left to account for it; "
+                "the node is overcommitted, left out of the snapshot"
+            )
+            continue
+        chosen = sorted(free[: pod.gpus])
+        for i in chosen:
+            milli[i] += share
+            if not pod.fractional:
+                whole.add(i)
+        out.append(pod.model_copy(update={"gpu_indices": chosen}))
+    return out, notes
+
+
+def _complete_gangs(
+    placed: list[Pod], pending: list[tuple[Pod, dict[str, Any]]]
+) -> tuple[list[tuple[Pod, dict[str, Any]]], list[PodProblem]]:
+    """Pending gang members go to the planner only when the whole gang exists."""
+    members: dict[str, list[Pod]] = defaultdict(list)
+    for p in placed:
+        if p.gang_key:
+            members[p.gang_key].append(p)
+    for p, _ in pending:
+        if p.gang_key:
+            members[p.gang_key].append(p)
+    keep, problems = [], []
+    for pod, raw in pending:
+        key = pod.gang_key
+        if key is None:
+            keep.append((pod, raw))
+            continue
+        sizes = {m.gang.size for m in members[key] if m.gang is not None}
+        have = len(members[key])
+        if len(sizes) > 1:
+            problems.append(
+                PodProblem(
+                    pod.key,
+                    _uid(raw),
+                    f"annotation {GANG_SIZE}: members of gang {pod.gang.name} disagree "  # type: ignore[union-attr]
+                    f"({sorted(sizes)}); give every member the same size",
+                )
+            )
+        elif have < pod.gang.size:  # type: ignore[union-attr]
+            problems.append(
+                PodProblem(
+                    pod.key,
+                    _uid(raw),
+                    f"gang {pod.gang.name} has {have} of {pod.gang.size} members; "  # type: ignore[union-attr]
+                    "waiting for the rest",
+                    waiting=True,
+                )
+            )
+        elif have > pod.gang.size:  # type: ignore[union-attr]
+            problems.append(
+                PodProblem(
+                    pod.key,
+                    _uid(raw),
+                    f"annotation {GANG_SIZE}: gang {pod.gang.name} has {have} members, more "  # type: ignore[union-attr]
+                    f"than its size {pod.gang.size}; fix the size or remove pods",  # type: ignore[union-attr]
+                )
+            )
+        else:
+            keep.append((pod, raw))
+    return keep, problems
+
+
+def _loosen_broken_gangs(placed: list[Pod], pending: list[Pod]) -> list[Pod]:
+    """A running gang missing members (one finished, or the rest wait for their siblings) is
+    no longer all-or-nothing for what runs: its running members are plain pods to the plan."""
+    count: dict[str, int] = defaultdict(int)
+    for p in [*placed, *pending]:
+        if p.gang_key:
+            count[p.gang_key] += 1
+    return [
+        p.model_copy(update={"gang": None})
+        if p.gang is not None and count[p.gang_key] != p.gang.size  # type: ignore[index]
+        else p
+        for p in placed
+    ]

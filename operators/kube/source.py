@@ -1,0 +1,87 @@
+"""Which API objects wattpack reads, and reading them once (export) or keeping them (operator)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
+
+from operators.kube.cache import Lister, list_all
+from operators.kube.config import read_config
+from operators.kube.convert import ClusterObjects, Conversion, convert
+from scheduler.errors import UserError
+from scheduler.model import GpuModel, PackingPolicy
+
+GROUP, VERSION = "wattpack.io", "v1alpha1"
+NAMESPACE = "wattpack-system"
+CONFIG_MAP = "wattpack-config"
+
+
+def listers(api: client.ApiClient, namespace: str, config_map: str) -> dict[str, Lister]:
+    core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    return {
+        "nodes": core.list_node,
+        "pods": core.list_pod_for_all_namespaces,
+        "gpunodes": partial(custom.list_cluster_custom_object, GROUP, VERSION, "gpunodes"),
+        "powerdomains": partial(custom.list_cluster_custom_object, GROUP, VERSION, "powerdomains"),
+        "config": partial(
+            core.list_namespaced_config_map,
+            namespace,
+            field_selector=f"metadata.name={config_map}",
+        ),
+    }
+
+
+def config_of(
+    items: dict[str, list[dict[str, Any]]], namespace: str, config_map: str
+) -> tuple[PackingPolicy, list[GpuModel]]:
+    cms = items.get("config") or []
+    return read_config(cms[0] if cms else None, f"ConfigMap {namespace}/{config_map}")
+
+
+def snapshot_of(
+    items: dict[str, list[dict[str, Any]]], models: list[GpuModel], name: str
+) -> Conversion:
+    """Objects by kind (as `listers` names them) to the snapshot."""
+    objs = ClusterObjects(
+        nodes=items["nodes"],
+        pods=items["pods"],
+        gpunodes=items.get("gpunodes", []),
+        powerdomains=items.get("powerdomains", []),
+        gpu_models=models,
+    )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return convert(objs, name=name, exported_at=stamp)
+
+
+def read_once(
+    api: client.ApiClient,
+    namespace: str = NAMESPACE,
+    config_map: str = CONFIG_MAP,
+    name: str = "cluster",
+) -> tuple[Conversion, PackingPolicy]:
+    """List everything once: what `wattpack export` writes."""
+    items = {}
+    for kind, lister in listers(api, namespace, config_map).items():
+        try:
+            items[kind], _ = list_all(lister)
+        except ApiException as e:
+            if e.status == 404 and kind in ("gpunodes", "powerdomains"):
+                raise UserError(
+                    f"the {kind}.{GROUP} CRD is not installed",
+                    "kubectl apply --server-side -k manifests/",
+                ) from None
+            raise UserError(
+                f"listing {kind} failed: {e.status} {e.reason}", "check the kubeconfig's access"
+            ) from None
+        except HTTPError as e:
+            raise UserError(
+                f"cannot reach the API server ({e})", "check --kubeconfig and the network"
+            ) from None
+    policy, models = config_of(items, namespace, config_map)
+    return snapshot_of(items, models, name), policy

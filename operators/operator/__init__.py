@@ -1,0 +1,1 @@
+"""The operator process: caches, the planning loop, the commands `operator` and `export`."""

@@ -1,0 +1,226 @@
+"""The operator: caches of the cluster, a planning cycle on change (debounced) and on a timer,
+and the plan carried out.
+
+One cycle: the cached objects (plus pods this process bound that the cache has not shown yet)
+become a snapshot through the same conversion `wattpack export` uses, the core plans it, and the
+Applier binds, evicts and explains. A plan with evictions only evicts: its bindings wait for the
+next cycle, when the victims are gone, so no GPU is ever promised twice.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from operators.kube.apply import Applier
+from operators.kube.cache import Informer, wait_synced
+from operators.kube.convert import GPU_INDICES, Conversion, pod_key
+from operators.kube.source import config_of, listers, snapshot_of
+from operators.operator.metrics import OperatorMetrics
+from scheduler.errors import UserError
+from scheduler.model import Binding, GpuModel, PackingPolicy, Plan
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    namespace: str
+    config_map: str
+    dry_run: bool = False
+    interval: float = 30.0  # a cycle at least this often, changes or not
+    debounce: float = 0.5  # wait until changes stop for this long ...
+    max_delay: float = 3.0  # ... but no longer than this after the first one
+    assume_for: float = 60.0  # how long a pod we bound counts as bound before the cache shows it
+    cluster_name: str = "cluster"
+
+
+class Operator:
+    def __init__(
+        self,
+        api: Any,  # kubernetes.client.ApiClient: only operators.kube touches the client
+        settings: Settings,
+        metrics: OperatorMetrics,
+        identity: str,
+        out=None,  # type: ignore[no-untyped-def]  # where dry-run plans are printed
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.applier = Applier(api, settings.dry_run, identity)
+        self.out = out
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self.informers = {
+            kind: Informer(kind, lister, self._changed)
+            for kind, lister in listers(api, settings.namespace, settings.config_map).items()
+        }
+        self._assumed: dict[str, tuple[str, list[int], float]] = {}  # key -> node, GPUs, until
+        self._good: tuple[PackingPolicy, list[GpuModel]] | None = None
+        self._config_error: str | None = None
+        self.cycles = 0
+        self.last_plan: Plan | None = None
+
+    def _changed(self, kind: str) -> None:
+        self._dirty.set()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until stop(): start the caches, then cycle on change and on the timer."""
+        for i in self.informers.values():
+            i.start()
+        while not wait_synced(list(self.informers.values()), 10) and not self._stop.is_set():
+            log.warning("caches_not_synced_yet")
+        log.info("caches_synced", dry_run=self.settings.dry_run)
+        while not self._stop.is_set():
+            self._wait_for_change()
+            if self._stop.is_set():
+                break
+            try:
+                self.cycle()
+            except Exception:  # a cycle that breaks is logged and retried, never fatal
+                self.metrics.errors.inc()
+                log.exception("cycle_failed")
+                self._stop.wait(1.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        for i in self.informers.values():
+            i.stop()
+
+    def _wait_for_change(self) -> None:
+        s = self.settings
+        self._dirty.wait(s.interval)
+        first = time.monotonic()
+        # Debounce: a burst of pod creations becomes one cycle, not one per pod.
+        while not self._stop.is_set():
+            self._dirty.clear()
+            left = s.max_delay - (time.monotonic() - first)
+            if left <= 0 or not self._dirty.wait(min(s.debounce, left)):
+                return
+
+    # -- one cycle ----------------------------------------------------------------------------
+
+    def cycle(self) -> Plan | None:
+        from scheduler.planner import plan as make_plan
+
+        started = time.perf_counter()
+        items = {kind: inf.items() for kind, inf in self.informers.items()}
+        items["pods"] = self._with_assumed(items["pods"])
+        config = self._config(items)
+        if config is None:
+            return None
+        policy, models = config
+        conv = snapshot_of(items, models, self.settings.cluster_name)
+        for note in conv.notes:
+            log.warning("object_left_out", note=note)
+        plan = make_plan(conv.snapshot, policy)
+        self.last_plan = plan
+        self.cycles += 1
+        raw_pods = {pod_key(p): p for p in items["pods"]}
+        self._carry_out(plan, conv, raw_pods)
+        pending = [p for p in conv.snapshot.pods if p.node is None]
+        placed = {b.pod for b in plan.bindings} if not plan.evictions else set()
+        by_kind: dict[Any, int] = defaultdict(int)
+        for p in pending:
+            if p.key not in placed:
+                by_kind[p.kind] += 1
+        self.metrics.observe(plan, by_kind)
+        self.metrics.cycle.observe(time.perf_counter() - started)
+        s = plan.summary
+        log.info(
+            "cycle_done",
+            pending=len(pending),
+            bound=len(placed),
+            evicted=len(plan.evictions),
+            unplaced=len(plan.unplaced),
+            status=s.status,
+            gap=round(s.gap, 4),
+            allocation=round(s.gpu_allocation, 4),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        if self.settings.dry_run and self.out is not None:
+            self.out.write(json.dumps(plan.model_dump(by_alias=True, mode="json")) + "\n")
+            self.out.flush()
+        return plan
+
+    def _config(self, items):  # type: ignore[no-untyped-def]
+        """The ConfigMap's policy and models; while it is malformed, the last good ones."""
+        try:
+            self._good = config_of(items, self.settings.namespace, self.settings.config_map)
+            self._config_error = None
+        except UserError as e:
+            if e.line() != self._config_error:  # once per distinct problem, not every cycle
+                log.error("config_invalid", error=e.line(), using="the last good config")
+                self._config_error = e.line()
+        return self._good
+
+    def _carry_out(self, plan: Plan, conv: Conversion, raw_pods: dict[str, dict]) -> None:
+        uids = conv.uids
+        if plan.evictions:
+            # Victims first; what the plan binds waits until they are gone (next cycle).
+            for e in plan.evictions:
+                if self.applier.evict(e, uids.get(e.pod, "")):
+                    self.metrics.evictions.inc()
+        else:
+            gangs: dict[str, list[Binding]] = defaultdict(list)
+            pods = {p.key: p for p in conv.snapshot.pods}
+            for b in plan.bindings:
+                gangs[pods[b.pod].gang_key or b.pod].append(b)
+            now = time.monotonic()
+            for group in gangs.values():
+                outcome = self.applier.bind_group(group, uids)
+                for b in group:
+                    if b.pod in outcome.bound:
+                        self._assumed[b.pod] = (
+                            b.node,
+                            b.gpu_indices,
+                            now + self.settings.assume_for,
+                        )
+                self.metrics.bindings.inc(len(outcome.bound))
+        for u in plan.unplaced:
+            self.applier.unschedulable(u.pod, uids.get(u.pod, ""), u.reason, raw_pods.get(u.pod))
+        for p in conv.problems:
+            raw = raw_pods.get(p.pod)
+            self.applier.unschedulable(p.pod, p.uid, p.reason, raw)
+        live = {
+            str(p["metadata"].get("uid"))
+            for p in raw_pods.values()
+            if not p["spec"].get("nodeName")
+        }
+        self.applier.forget(live)
+
+    def _with_assumed(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Pods this process bound but the cache still shows pending count as bound, until the
+        cache catches up or the assumption expires."""
+        if not self._assumed:
+            return pods
+        now = time.monotonic()
+        out = []
+        seen = set()
+        for p in pods:
+            key = pod_key(p)
+            seen.add(key)
+            a = self._assumed.get(key)
+            if a is None:
+                out.append(p)
+                continue
+            if p["spec"].get("nodeName") or a[2] < now:
+                del self._assumed[key]
+                out.append(p)
+                continue
+            q = copy.deepcopy(p)
+            q["spec"]["nodeName"] = a[0]
+            q["metadata"].setdefault("annotations", {})[GPU_INDICES] = ",".join(map(str, a[1]))
+            out.append(q)
+        for key in set(self._assumed) - seen:
+            del self._assumed[key]
+        return out

@@ -1,0 +1,59 @@
+"""The operator's Prometheus metrics (names the Grafana dashboard in manifests/ reads)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from scheduler.model import Plan, PodKind
+
+_SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cycle = Histogram(
+            "wattpack_cycle_seconds",
+            "One cycle: snapshot, plan, apply.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.solve = Histogram(
+            "wattpack_solve_seconds", "Planning time of one cycle.", buckets=_SECONDS, registry=r
+        )
+        self.gap = Gauge(
+            "wattpack_plan_gap", "Relative gap of the last plan (0 = optimal).", registry=r
+        )
+        self.allocation = Gauge(
+            "wattpack_gpu_allocation", "GPU allocation after the last plan (0..1).", registry=r
+        )
+        self.power = Gauge(
+            "wattpack_power_watts", "Planned power per domain.", ["domain"], registry=r
+        )
+        self.budget = Gauge(
+            "wattpack_power_budget_watts", "Power budget per domain.", ["domain"], registry=r
+        )
+        self.pending = Gauge(
+            "wattpack_pending_pods", "Pods waiting for a place, by kind.", ["kind"], registry=r
+        )
+        self.bindings = Counter("wattpack_bindings", "Pods bound.", registry=r)
+        self.evictions = Counter("wattpack_evictions", "Pods evicted (preempted).", registry=r)
+        self.unplaced = Counter(
+            "wattpack_unplaced", "Pods a cycle could not place (counted per cycle).", registry=r
+        )
+        self.errors = Counter("wattpack_cycle_errors", "Cycles that failed.", registry=r)
+        self.leader = Gauge("wattpack_leader", "1 while this replica leads.", registry=r)
+
+    def observe(self, plan: Plan, pending_by_kind: dict[PodKind, int]) -> None:
+        s = plan.summary
+        self.solve.observe(s.solve_seconds)
+        self.gap.set(s.gap)
+        self.allocation.set(s.gpu_allocation)
+        for domain, watts in s.power_watts.items():
+            self.power.labels(domain).set(watts)
+        for domain, watts in s.power_budget_watts.items():
+            self.budget.labels(domain).set(watts)
+        for kind in PodKind:
+            self.pending.labels(kind.value).set(pending_by_kind.get(kind, 0))
+        self.unplaced.inc(len(plan.unplaced))
