@@ -8,18 +8,22 @@ import os
 import socket
 import time
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
 from rich.table import Table
 
+from operators.agent.power_caps import PowerCaps
 from operators.agent.rounds import AgentRound
 from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
 from scheduler.cli import documents, files, render
-from scheduler.cli.main import app
+from scheduler.cli.main import Problems, app
 from scheduler.cli.render import OutputFormat
 from scheduler.errors import UserError
+
+if TYPE_CHECKING:
+    from operators.kube.gpunode import GpuNodePublisher
 
 log = structlog.get_logger("wattpack.agent")
 
@@ -55,16 +59,32 @@ def agent_command(
         int,
         typer.Option(min=0, help="Serve Prometheus /metrics here (not with --once); 0 = off."),
     ] = 9400,
+    publish: Annotated[
+        bool,
+        typer.Option(help="Write the node's GPUNode status and apply its spec.powerLimits."),
+    ] = False,
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE", help="With --publish: kubeconfig (default: in-cluster, else ~/.kube)."
+        ),
+    ] = None,
+    publish_every: Annotated[
+        float,
+        typer.Option(min=1, help="With --publish: rewrite an unchanged status after S seconds."),
+    ] = 60.0,
 ) -> None:
     """Sample every GPU through NVML and judge its health (the node agent).
 
     Each round prints one JSON document (readings and health per GPU); state changes are logged.
-    Publishing to the cluster (GPUNode status, /metrics) is not built yet."""
+    With --publish, each round also goes to the node's GPUNode status (server-side apply, when
+    it changed) and the GPUs are capped at the GPUNode's spec.powerLimits."""
     from operators.agent.rounds import Agent, replay_fake
 
     rules = files.load_policy(policy_file).health
-    collector = None if once or not metrics_port else _serve_metrics(metrics_port)
     name = node or os.environ.get("NODE_NAME") or socket.gethostname()
+    publisher = _publisher(kubeconfig, name, publish_every) if publish else None
+    collector = None if once or not metrics_port else _serve_metrics(metrics_port)
     if backend is BackendName.FAKE:
         from operators.nvml.fake import FakeBackend, load_scenario
 
@@ -74,14 +94,19 @@ def agent_command(
             load_scenario(documents.parse(documents.read_text(scenario), scenario), scenario)
         )
         agent = Agent(fake, rules, name)
+        caps = PowerCaps(fake, name)
         if once:
-            _print(replay_fake(agent, fake, at), output)
+            round_ = replay_fake(agent, fake, at)
+            _print(round_, output)
+            _to_cluster_once(publisher, caps, round_)
             return
         start = time.monotonic()
         fake.start = 0.0
         while True:
             now = time.monotonic() - start
-            _publish(agent.round(now, fake.drain_xids(now)), output, collector)
+            round_ = agent.round(now, fake.drain_xids(now))
+            _publish(round_, output, collector)
+            _to_cluster(publisher, caps, round_)
             time.sleep(interval)
     from operators.nvml.real import NvmlBackend, NvmlUnavailable
 
@@ -95,10 +120,13 @@ def agent_command(
             log.error("nvml_unavailable", error=str(e), retry_in=interval)
             time.sleep(interval)
     agent = Agent(nvml, rules, name)
+    caps = PowerCaps(nvml, name)
     watcher = None
     try:
         if once:
-            _print(agent.round(time.time()), output)
+            round_ = agent.round(time.time())
+            _print(round_, output)
+            _to_cluster_once(publisher, caps, round_)
             return
         from operators.agent.xids import XidWatcher, sleep_until
 
@@ -106,12 +134,41 @@ def agent_command(
         watcher = XidWatcher(nvml.drain_xids).start()
         while True:
             deadline = time.monotonic() + interval
-            _publish(agent.round(time.time(), watcher.take()), output, collector)
+            round_ = agent.round(time.time(), watcher.take())
+            _publish(round_, output, collector)
+            _to_cluster(publisher, caps, round_)
             sleep_until(deadline)
     finally:
         if watcher is not None:
             watcher.stop()
         nvml.close()
+
+
+def _publisher(kubeconfig: str | None, node: str, every: float) -> GpuNodePublisher:
+    from operators.kube.client import connect
+    from operators.kube.gpunode import GpuNodePublisher
+
+    return GpuNodePublisher(connect(kubeconfig), node, every=every)
+
+
+def _to_cluster(publisher: GpuNodePublisher | None, caps: PowerCaps, round_: AgentRound) -> bool:
+    """The round as the GPUNode's status, then its spec's power limits onto the GPUs: a set
+    shows in the next round's readings and so in the next status. False when the status could
+    not be written (logged; the next round tries again)."""
+    if publisher is None:
+        return True
+    from operators.agent.gpunode import gpunode_status
+
+    publisher.publish(gpunode_status(round_), time.monotonic())
+    caps.apply(round_, publisher.desired_limits())
+    return publisher.last_error is None
+
+
+def _to_cluster_once(
+    publisher: GpuNodePublisher | None, caps: PowerCaps, round_: AgentRound
+) -> None:
+    if publisher is not None and not _to_cluster(publisher, caps, round_):
+        raise Problems(f"GPUNode {round_.node}: status not written ({publisher.last_error})")
 
 
 def _serve_metrics(port: int):  # type: ignore[no-untyped-def]

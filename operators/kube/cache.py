@@ -102,6 +102,10 @@ class Informer:
             except (HTTPError, OSError, ValueError) as e:
                 # The server went away (restart, network): resume from the last version.
                 self._pause("watch_broken", e)
+            except Exception as e:  # a dead cache thread would freeze the operator's view
+                log.exception("watch_unexpected_error", kind=self.kind)
+                self._rv = None
+                self._pause("watch_restarting", e)
 
     def _pause(self, event: str, e: Exception) -> None:
         if self._stop.is_set():
@@ -126,13 +130,13 @@ class Informer:
             resource_version=self._rv,
             allow_watch_bookmarks=True,
             timeout_seconds=self.watch_timeout,
-            deserialize=False,
         ):
             if self._stop.is_set():
                 self._watch.stop()
                 return
-            # Watch.stream raises ApiException for ERROR events (410 Gone among them).
-            kind, obj = event["type"], event["object"]
+            # The typed object is built and dropped: only the typed path turns ERROR events
+            # into ApiException (the raw path fails on them in the client).
+            kind, obj = event["type"], event["raw_object"]
             rv = obj.get("metadata", {}).get("resourceVersion")
             if rv:
                 self._rv = rv

@@ -1,0 +1,94 @@
+"""`wattpack export` then `wattpack plan` gives the plan the operator makes on the same state,
+and the operator's --dry-run writes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kube import Cluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+MODELS = [
+    {"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920},
+    {"name": "A100-SXM4-80GB", "tdpWatts": 400, "idleWatts": 50, "memoryMiB": 81920},
+]
+# One deterministic worker: the same snapshot gives the same plan in any process.
+POLICY = {"solver": {"timeLimitSeconds": 10, "workers": 1, "deterministic": True}}
+
+
+def _wattpack(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "operators.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+def _plans(log: Path) -> list[dict]:
+    out = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{") and '"bindings"' in line:
+            out.append(json.loads(line))
+    return out
+
+
+def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.set_config(POLICY, MODELS)
+    cluster.power_domain("facility", None, 60_000)
+    cluster.power_domain("rack-h", "facility", 20_000)
+    cluster.power_domain("rack-a", "facility", 12_000)
+    for i in range(4):
+        cluster.gpu_node(f"h-{i}", "rack-h")
+        cluster.gpu_node(f"a-{i}", "rack-a", model="A100-SXM4-80GB")
+    cluster.nodes_ready(8)
+    cluster.namespace("ml")
+    cluster.priority_class("high", 1000)
+    for i in range(3):
+        cluster.pod(f"gang-{i}", gpus=4, gang="big", gang_size=3, priority_class="high")
+    for i in range(20):
+        cluster.pod(f"ft-{i}", gpus=1 + i % 4, kind="fine-tuning")
+    for i in range(12):
+        cluster.pod(
+            f"inf-{i}", milli=250 * (1 + i % 3), kind="inference", app="chat", max_per_node=3
+        )
+    cluster.pod("h100-only", gpus=2, annotations={"wattpack.io/gpu-models": "H100-SXM"})
+    cluster.pod("bad-share", gpus=2, annotations={"wattpack.io/gpu-milli": "300"})
+    before = cluster.pods("ml")
+
+    op = cluster.start_operator("--dry-run", "--interval=2")
+    wait_until(lambda: _plans(op.log), 60, "the operator's first dry-run plan")
+    operator_plan = _plans(op.log)[0]
+
+    snap, pol = tmp_path / "snapshot.yaml", tmp_path / "policy.yaml"
+    exp = _wattpack(
+        "export",
+        f"--kubeconfig={cluster.cp.kubeconfig}",
+        "-o",
+        str(snap),
+        "--policy-output",
+        str(pol),
+    )
+    assert exp.returncode == 0, exp.stderr
+    assert "bad-share" in exp.stderr  # left out, and said so
+    planned = _wattpack("plan", str(snap), "--policy", str(pol), "--output", "json")
+    assert planned.returncode == 0, planned.stderr
+    file_plan = json.loads(planned.stdout)
+
+    assert operator_plan["bindings"], "the scenario is meant to bind pods"
+    assert operator_plan["unplaced"], "and to leave some waiting"
+    for part in ("bindings", "evictions", "unplaced"):
+        assert file_plan[part] == operator_plan[part], part
+    assert file_plan["summary"]["objective"] == operator_plan["summary"]["objective"]
+
+    # A dry run writes nothing: no pod bound, annotated or given a condition, no Event.
+    after = cluster.pods("ml")
+    assert [p["spec"].get("nodeName") for p in after] == [None] * len(before)
+    for p in after:
+        assert "wattpack.io/gpu-indices" not in (p["metadata"].get("annotations") or {})
+        assert not p.get("status", {}).get("conditions")
+    assert not cluster.events("ml")
+    assert '"would_bind"' in op.log.read_text()
