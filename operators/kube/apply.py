@@ -47,7 +47,9 @@ class Applier:
         self.core = client.CoreV1Api(api)
         self.dry_run = dry_run
         self.identity = identity
+        self.custom = client.CustomObjectsApi(api)
         self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
+        self._domains: dict[str, dict[str, Any]] = {}  # domain -> the status last written
 
     # -- bind ---------------------------------------------------------------------------------
 
@@ -161,6 +163,29 @@ class Applier:
             log.warning("report_failed", pod=key, error=_describe(e))
             return
         self._told[uid] = message
+
+    def domain_power(self, watts: dict[str, int], budgets: dict[str, int]) -> None:
+        """PowerDomain status: the planned draw and the headroom left, written on change."""
+        for domain, w in sorted(watts.items()):
+            status: dict[str, Any] = {"powerWatts": w}
+            if domain in budgets:
+                status["headroomWatts"] = budgets[domain] - w
+            if self._domains.get(domain) == status:
+                continue
+            if self.dry_run:
+                log.info("would_write_domain_status", domain=domain, **status)
+                self._domains[domain] = status
+                continue
+            body = {"status": {**status, "observedAt": _now()}}
+            try:
+                self.custom.patch_cluster_custom_object_status(
+                    "wattpack.io", "v1alpha1", "powerdomains", domain, body
+                )
+            except (ApiException, HTTPError) as e:
+                if getattr(e, "status", None) != 404:  # "unassigned" is ours, not an object
+                    log.warning("domain_status_failed", domain=domain, error=_describe(e))
+                continue
+            self._domains[domain] = status
 
     def forget(self, uids: set[str]) -> None:
         """Drop what we remember of pods that are gone or placed."""

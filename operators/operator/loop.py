@@ -133,6 +133,7 @@ class Operator:
         for p in pending:
             if p.key not in placed:
                 by_kind[p.kind] += 1
+        self.applier.domain_power(plan.summary.power_watts, plan.summary.power_budget_watts)
         self.metrics.observe(plan, by_kind)
         self.metrics.cycle.observe(time.perf_counter() - started)
         s = plan.summary
@@ -155,7 +156,15 @@ class Operator:
     def _config(self, items):  # type: ignore[no-untyped-def]
         """The ConfigMap's policy and models; while it is malformed, the last good ones."""
         try:
-            self._good = config_of(items, self.settings.namespace, self.settings.config_map)
+            good = config_of(items, self.settings.namespace, self.settings.config_map)
+            if good != self._good:
+                policy, models = good
+                log.info(
+                    "config_loaded",
+                    models=[m.name for m in models],
+                    policy=policy.model_dump(by_alias=True, mode="json", exclude_defaults=True),
+                )
+            self._good = good
             self._config_error = None
         except UserError as e:
             if e.line() != self._config_error:  # once per distinct problem, not every cycle

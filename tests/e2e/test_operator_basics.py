@@ -91,3 +91,66 @@ def test_binds_gangs_and_shares_and_explains_the_rest(cluster: Cluster) -> None:
         b["spec"]["nodeName"],
         b["metadata"]["annotations"]["wattpack.io/gpu-indices"],
     )
+
+
+def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
+    from controlplane import free_port
+
+    cluster.set_config(POLICY, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.power_domain("rack-a", "facility", 20_000)
+    cluster.gpu_node("gpu-a1", "rack-a")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    cluster.pod("t0", gpus=4)
+    cluster.pod("i0", gpus=1, kind="inference")
+    cluster.pod("waits", gpus=16, kind="fine-tuning")  # more GPUs than any node has
+    port = free_port()
+    op = cluster.start_operator("--interval=1", f"--metrics-port={port}")
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 2, 60, "two pods bound")
+
+    def scrape() -> dict[str, float]:
+        import urllib.request
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        out = {}
+        for line in text.decode().splitlines():
+            if line.startswith("wattpack_"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+    m = wait_until(lambda: (x := scrape()).get("wattpack_bindings_total") == 2 and x, 30, "metrics")
+    assert m["wattpack_cycle_seconds_count"] >= 1 and m["wattpack_solve_seconds_count"] >= 1
+    assert m['wattpack_pending_pods{kind="fine-tuning"}'] == 1
+    assert m['wattpack_pending_pods{kind="training"}'] == 0
+    # Four training GPUs at 700 W, one inference GPU at 75 + 625 x 0.6, three idle at 75 W.
+    assert m['wattpack_power_watts{domain="rack-a"}'] == 4 * 700 + 450 + 3 * 75
+    assert m['wattpack_power_budget_watts{domain="rack-a"}'] == 20_000
+    assert 0 < m["wattpack_gpu_allocation"] <= 1 and m["wattpack_leader"] == 1
+
+    # The operator writes each PowerDomain's planned draw and headroom.
+    def rack_status() -> dict:
+        obj = cluster.custom.get_cluster_custom_object(
+            "wattpack.io", "v1alpha1", "powerdomains", "rack-a"
+        )
+        return obj.get("status") or {}
+
+    st = wait_until(lambda: rack_status().get("powerWatts"), 30, "rack-a status") and rack_status()
+    assert st["powerWatts"] == 3475 and st["headroomWatts"] == 20_000 - 3475
+
+    # A malformed policy is reported and the last good one kept; a good one is picked up.
+    cluster.core.patch_namespaced_config_map(
+        "wattpack-config", "wattpack-system", {"data": {"policy.yaml": "solver: {workers: -3}"}}
+    )
+    wait_until(lambda: '"config_invalid"' in op.log.read_text(), 30, "the bad policy reported")
+    assert "solver.workers" in op.log.read_text()
+    cluster.pod("still-scheduling", gpus=1)
+    wait_until(
+        lambda: len(bound(cluster.pods("ml"))) == 3, 30, "a pod bound on the last good policy"
+    )
+    cluster.set_config({"solver": {"timeLimitSeconds": 3, "workers": 1}}, MODELS)
+    wait_until(
+        lambda: op.log.read_text().count('"config_loaded"') >= 2, 30, "the new policy loaded"
+    )
+    assert op.alive()

@@ -1,0 +1,203 @@
+"""Kubernetes objects to the snapshot (operators.kube.convert): what the operator and `export`
+both plan from. Objects are written as the API server sends them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from operators.kube.convert import ClusterObjects, convert
+from scheduler.model import GpuModel, HealthState, PodKind
+
+H100 = GpuModel(name="H100-SXM", tdp_watts=700, idle_watts=75, memory_mi_b=81920)
+
+
+def node(name: str, gpus: int = 8, domain: str = "rack-a", **extra: Any) -> dict[str, Any]:
+    labels = {"wattpack.io/power-domain": domain, "wattpack.io/gpu-model": "H100-SXM"}
+    labels.update(extra.pop("labels", {}))
+    alloc = {"cpu": "96", "memory": "1Ti", "nvidia.com/gpu": str(gpus)}
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "spec": extra.pop("spec", {}),
+        "status": {
+            "allocatable": alloc,
+            "conditions": extra.pop("conditions", [{"type": "Ready", "status": "True"}]),
+        },
+    }
+
+
+def pod(
+    name: str,
+    gpus: int = 1,
+    node_name: str | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    scheduler: str = "wattpack",
+    phase: str = "Pending",
+    **spec: Any,
+) -> dict[str, Any]:
+    res: dict[str, Any] = {"requests": {"cpu": "2", "memory": "8Gi"}}
+    if gpus:
+        res["limits"] = {"nvidia.com/gpu": str(gpus)}
+    body: dict[str, Any] = {
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "uid": f"uid-{name}",
+            "labels": labels or {},
+            "annotations": annotations or {},
+        },
+        "spec": {"schedulerName": scheduler, "containers": [{"resources": res}], **spec},
+        "status": {"phase": phase},
+    }
+    if node_name:
+        body["spec"]["nodeName"] = node_name
+    return body
+
+
+DOMAINS = [
+    {"metadata": {"name": "facility"}, "spec": {"budgetWatts": 100000}},
+    {"metadata": {"name": "rack-a"}, "spec": {"parent": "facility", "budgetWatts": 9000}},
+]
+
+
+def run(nodes: list, pods: list, gpunodes: list | None = None):  # type: ignore[no-untyped-def]
+    return convert(ClusterObjects(nodes, pods, gpunodes or [], DOMAINS, [H100]))
+
+
+def test_labels_and_annotations_become_the_pod() -> None:
+    conv = run(
+        [node("n1")],
+        [
+            pod(
+                "inf",
+                gpus=0,
+                labels={"wattpack.io/kind": "inference", "wattpack.io/app": "chat"},
+                annotations={
+                    "wattpack.io/gpu-milli": "250",
+                    "wattpack.io/max-per-node": "2",
+                    "wattpack.io/preemptible": "false",
+                    "wattpack.io/gpu-models": "H100-SXM",
+                },
+                priority=500,
+            )
+        ],
+    )
+    (p,) = conv.snapshot.pods
+    assert (p.kind, p.gpus, p.gpu_milli, p.app, p.max_per_node) == (
+        PodKind.INFERENCE,
+        1,
+        250,
+        "chat",
+        2,
+    )
+    assert (p.preemptible, p.priority, p.gpu_models, p.cpu_milli, p.memory_mi_b) == (
+        False,
+        500,
+        ["H100-SXM"],
+        2000,
+        8192,
+    )
+    assert conv.uids["ml/inf"] == "uid-inf"
+    n = conv.snapshot.nodes[0]
+    assert (n.gpus, n.cpu_milli, n.memory_mi_b, n.power_domain, n.schedulable) == (
+        8,
+        96000,
+        1024 * 1024,
+        "rack-a",
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "gpus", "names"),
+    [
+        ({"wattpack.io/kind": "train"}, {}, 1, "wattpack.io/kind"),
+        ({}, {"wattpack.io/gpu-milli": "abc"}, 0, "wattpack.io/gpu-milli"),
+        ({}, {"wattpack.io/gpu-milli": "2000"}, 0, "wattpack.io/gpu-milli"),
+        ({}, {"wattpack.io/gpu-milli": "500"}, 2, "wattpack.io/gpu-milli"),
+        ({"wattpack.io/gang": "g"}, {}, 1, "wattpack.io/gang-size"),
+        ({}, {"wattpack.io/max-per-node": "2"}, 1, "wattpack.io/app"),
+        ({}, {"wattpack.io/preemptible": "maybe"}, 1, "wattpack.io/preemptible"),
+    ],
+)
+def test_a_malformed_pending_pod_is_left_out_with_the_field_named(
+    labels: dict, annotations: dict, gpus: int, names: str
+) -> None:
+    conv = run([node("n1")], [pod("bad", gpus, labels=labels, annotations=annotations), pod("ok")])
+    assert [p.name for p in conv.snapshot.pods] == ["ok"]
+    (problem,) = conv.problems
+    assert problem.pod == "ml/bad" and problem.uid == "uid-bad" and not problem.waiting
+    assert names in problem.reason
+
+
+def test_a_gang_waits_until_every_member_exists() -> None:
+    g = {"wattpack.io/gang": "g"}
+    size3 = {"wattpack.io/gang-size": "3"}
+    conv = run([node("n1")], [pod(f"m{i}", labels=g, annotations=size3) for i in range(2)])
+    assert conv.snapshot.pods == []
+    assert all(p.waiting and "2 of 3" in p.reason for p in conv.problems)
+    conv = run([node("n1")], [pod(f"m{i}", labels=g, annotations=size3) for i in range(3)])
+    assert len(conv.snapshot.pods) == 3 and not conv.problems
+
+
+def test_running_pods_keep_their_gpus_and_unannotated_ones_take_free_ones() -> None:
+    conv = run(
+        [node("n1", gpus=4)],
+        [
+            pod("a", 2, "n1", annotations={"wattpack.io/gpu-indices": "0,1"}, phase="Running"),
+            # kube-scheduler placed this one: no annotation; it gets GPUs nobody else holds.
+            pod("b", 1, "n1", scheduler="default-scheduler", phase="Running"),
+            # A stale annotation that collides with a is not believed.
+            pod("c", 1, "n1", annotations={"wattpack.io/gpu-indices": "1"}, phase="Running"),
+            pod("done", 4, "n1", phase="Succeeded"),  # finished pods hold nothing
+        ],
+    )
+    by = {p.name: p for p in conv.snapshot.pods}
+    assert set(by) == {"a", "b", "c"}
+    assert by["a"].gpu_indices == [0, 1]
+    assert sorted(by["b"].gpu_indices + by["c"].gpu_indices) == [2, 3]
+    assert not by["b"].preemptible  # another scheduler's pod is never ours to evict
+    assert by["a"].preemptible
+
+
+def test_nodes_wattpack_cannot_use_are_left_out_or_closed() -> None:
+    conv = run(
+        [
+            node("cordoned", spec={"unschedulable": True}),
+            node("tainted", spec={"taints": [{"key": "k", "effect": "NoSchedule"}]}),
+            node("not-ready", conditions=[{"type": "Ready", "status": "False"}]),
+            node("unknown-model", labels={"wattpack.io/gpu-model": "B200"}),
+            node("no-domain", domain="nowhere"),
+            node("cpu-only", gpus=0),
+        ],
+        [],
+        gpunodes=[
+            {
+                "metadata": {"name": "no-domain"},
+                "status": {
+                    "gpus": [
+                        {"index": 0, "health": "healthy"},
+                        {"index": 3, "health": "degraded", "reasons": ["ecc"]},
+                    ]
+                },
+            }
+        ],
+    )
+    nodes = {n.name: n for n in conv.snapshot.nodes}
+    assert set(nodes) == {"cordoned", "tainted", "not-ready", "no-domain"}
+    assert not any(nodes[n].schedulable for n in ("cordoned", "tainted", "not-ready"))
+    assert nodes["no-domain"].power_domain == "unassigned"
+    assert [(h.index, h.state) for h in nodes["no-domain"].gpu_health] == [
+        (3, HealthState.DEGRADED)
+    ]
+    assert any("B200" in n for n in conv.notes) and any("nowhere" in n for n in conv.notes)
+
+
+def test_a_running_gang_missing_a_member_is_no_longer_all_or_nothing() -> None:
+    g = {"wattpack.io/gang": "g"}
+    size = {"wattpack.io/gang-size": "2", "wattpack.io/gpu-indices": "0"}
+    conv = run([node("n1")], [pod("m0", 1, "n1", labels=g, annotations=size, phase="Running")])
+    (p,) = conv.snapshot.pods
+    assert p.gang is None and p.node == "n1"
