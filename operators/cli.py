@@ -16,6 +16,7 @@ from rich.table import Table
 
 from operators.agent.power_caps import PowerCaps
 from operators.agent.rounds import AgentRound
+from operators.kubelet import DEFAULT_SOCKET as DEFAULT_POD_RESOURCES_SOCKET
 from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
 from scheduler.cli import documents, files, render
 from scheduler.cli.main import Problems, app
@@ -73,13 +74,27 @@ def agent_command(
         float,
         typer.Option(min=1, help="With --publish: rewrite an unchanged status after S seconds."),
     ] = 60.0,
+    pod_resources_socket: Annotated[
+        str,
+        typer.Option(
+            metavar="PATH",
+            help='The kubelet\'s PodResources socket: which pods hold each GPU; "" = off.',
+        ),
+    ] = DEFAULT_POD_RESOURCES_SOCKET,
 ) -> None:
     """Sample every GPU through NVML and judge its health (the node agent).
 
     Each round prints one JSON document (readings and health per GPU); state changes are logged.
     With --publish, each round also goes to the node's GPUNode status (server-side apply, when
-    it changed) and the GPUs are capped at the GPUNode's spec.powerLimits."""
+    it changed) and the GPUs are capped at the GPUNode's spec.powerLimits. The pods on each GPU
+    come from the kubelet's PodResources socket when it answers."""
     from operators.agent.rounds import Agent, replay_fake
+    from operators.kubelet.pod_gpus import PodGpus
+
+    kubelet = PodGpus(pod_resources_socket) if pod_resources_socket else None
+
+    def pods() -> dict[str, list[str]] | None:
+        return kubelet.read() if kubelet is not None else None
 
     rules = files.load_policy(policy_file).health
     name = node or os.environ.get("NODE_NAME") or socket.gethostname()
@@ -96,7 +111,7 @@ def agent_command(
         agent = Agent(fake, rules, name)
         caps = PowerCaps(fake, name)
         if once:
-            round_ = replay_fake(agent, fake, at)
+            round_ = replay_fake(agent, fake, at, pods())
             _print(round_, output)
             _to_cluster_once(publisher, caps, round_)
             return
@@ -104,7 +119,7 @@ def agent_command(
         fake.start = 0.0
         while True:
             now = time.monotonic() - start
-            round_ = agent.round(now, fake.drain_xids(now))
+            round_ = agent.round(now, fake.drain_xids(now), pods=pods())
             _publish(round_, output, collector)
             _to_cluster(publisher, caps, round_)
             time.sleep(interval)
@@ -124,7 +139,7 @@ def agent_command(
     watcher = None
     try:
         if once:
-            round_ = agent.round(time.time())
+            round_ = agent.round(time.time(), pods=pods())
             _print(round_, output)
             _to_cluster_once(publisher, caps, round_)
             return
@@ -134,7 +149,7 @@ def agent_command(
         watcher = XidWatcher(nvml.drain_xids).start()
         while True:
             deadline = time.monotonic() + interval
-            round_ = agent.round(time.time(), watcher.take())
+            round_ = agent.round(time.time(), watcher.take(), pods=pods())
             _publish(round_, output, collector)
             _to_cluster(publisher, caps, round_)
             sleep_until(deadline)
@@ -198,7 +213,7 @@ def _print(round_: AgentRound, output: OutputFormat) -> None:
         typer.echo(json.dumps(round_.model_dump(by_alias=True, mode="json"), indent=2))
         return
     table = Table(title=f"{round_.node} at {round_.time:g}")
-    for col in ("gpu", "uuid", "health", "reasons", "power W", "temp C", "unsupported"):
+    for col in ("gpu", "uuid", "health", "reasons", "power W", "temp C", "unsupported", "pods"):
         table.add_column(col)
     for g in round_.gpus:
         r = g.reading
@@ -210,6 +225,7 @@ def _print(round_: AgentRound, output: OutputFormat) -> None:
             f"{r.power_mw / 1000:.0f}" if r.power_mw is not None else "-",
             str(r.temperature_c) if r.temperature_c is not None else "-",
             ", ".join(r.unsupported) or "-",
+            ", ".join(g.pods) or "-",
         )
     render.stdout_console().print(table)
 

@@ -30,6 +30,8 @@ def gpunode_status(r: AgentRound, observed: datetime | None = None) -> dict[str,
             "utilizationPct": rd.utilization_gpu_pct,
         }
         entry.update({k: v for k, v in optional.items() if v is not None})
+        if g.pods:
+            entry["pods"] = list(g.pods)
         gpus.append(entry)
     when = observed or datetime.now(UTC)
     return {

@@ -1,5 +1,5 @@
 """The agent's Prometheus metrics: the GPU gauges under the names dcgm-exporter uses, so
-existing dashboards work, and the health state wattpack adds.
+existing dashboards work, and the health state and pod attribution wattpack adds.
 
 A collector, not module-level gauges: each scrape renders the latest round, and a GPU that
 vanished is still shown (failed) instead of silently dropping out.
@@ -112,6 +112,18 @@ class RoundCollector(Collector):
             for field in gpu.reading.unsupported:
                 unsupported.add_metric([*_labels(r, gpu), field], 1.0)
         yield unsupported
+        # An info metric, not pod labels on every gauge as dcgm-exporter has them: a shared GPU
+        # holds several pods, and a gauge's series would break each time its pod changes.
+        pods = GaugeMetricFamily(
+            "wattpack_gpu_pod_info",
+            "1 for each pod holding the GPU (the kubelet's PodResources API).",
+            labels=[*labels, "namespace", "pod"],
+        )
+        for gpu in r.gpus:
+            for holder in gpu.pods:
+                namespace, _, pod = holder.partition("/")
+                pods.add_metric([*_labels(r, gpu), namespace, pod], 1.0)
+        yield pods
 
 
 def _labels(r: AgentRound, gpu) -> list[str]:  # type: ignore[no-untyped-def]

@@ -30,6 +30,10 @@ class Backend(Protocol):
 class AgentGpu(Wire):
     reading: GpuReading = Field(description="What NVML reported this round.")
     health: GpuHealth = Field(description="The GPU's health after this round, with reasons.")
+    pods: list[str] = Field(
+        default_factory=list,
+        description="Pods (namespace/name) holding this GPU, from the kubelet's PodResources API.",
+    )
 
 
 class AgentRound(Wire):
@@ -45,10 +49,16 @@ class Agent:
         self.node = node
         self.tracks: dict[int, GpuTrack] = {}
         self.known = 0  # GPUs seen so far: a vanished GPU is still reported
+        self.unmapped: set[str] = set()  # device ids already logged as matching no GPU
 
     def round(
-        self, now: float, xids: dict[int, list[int]] | None = None, resets: set[int] | None = None
+        self,
+        now: float,
+        xids: dict[int, list[int]] | None = None,
+        resets: set[int] | None = None,
+        pods: dict[str, list[str]] | None = None,
     ) -> AgentRound:
+        """`pods`: device id -> pods holding it, as operators.kubelet.PodGpus reads them."""
         xids, resets = xids or {}, resets or set()
         try:
             count = self.backend.count()
@@ -56,10 +66,13 @@ class Agent:
             log.error("nvml_count_failed", error=str(e))
             count = -1
         self.known = max(self.known, count)
-        gpus = []
+        readings = []
         for i in range(self.known):
             reading = self._read(i, now, count)
-            reading = reading.model_copy(update={"xids": xids.get(i, [])})
+            readings.append(reading.model_copy(update={"xids": xids.get(i, [])}))
+        holders = self._pods_by_index(readings, pods or {})
+        gpus = []
+        for i, reading in enumerate(readings):
             before = self.tracks.get(i, GpuTrack())
             after = step(before, reading.health_sample(reset=i in resets), self.rules)
             if after.state != before.state:
@@ -73,8 +86,29 @@ class Agent:
                     reasons=list(after.reasons),
                 )
             self.tracks[i] = after
-            gpus.append(AgentGpu(reading=reading, health=after.as_gpu_health(i)))
+            gpus.append(
+                AgentGpu(reading=reading, health=after.as_gpu_health(i), pods=holders.get(i, []))
+            )
         return AgentRound(node=self.node, time=now, gpus=gpus)
+
+    def _pods_by_index(
+        self, readings: list[GpuReading], pods: dict[str, list[str]]
+    ) -> dict[int, list[str]]:
+        by_uuid = {r.uuid: r.index for r in readings if r.uuid}
+        out: dict[int, set[str]] = {}
+        for device, holders in pods.items():
+            index = by_uuid.get(device)
+            if index is None:
+                index = _plugin_index(device, len(readings))
+            if index is None:
+                # MIG UUIDs match no reading (NVML is read per GPU, not per slice); logged once,
+                # since the same pods hold them every round.
+                if device not in self.unmapped:
+                    self.unmapped.add(device)
+                    log.info("pod_device_unmapped", node=self.node, device=device, pods=holders)
+                continue
+            out.setdefault(index, set()).update(holders)
+        return {i: sorted(p) for i, p in out.items()}
 
     def _read(self, i: int, now: float, count: int) -> GpuReading:
         if i >= count:
@@ -86,14 +120,26 @@ class Agent:
             return GpuReading(time=now, index=i, present=False, errors={"device": str(e)})
 
 
-def replay_fake(agent: Agent, backend: FakeBackend, until: float) -> AgentRound:
+def _plugin_index(device: str, count: int) -> int | None:
+    """The NVML index in a device id of the device plugin's index strategy: "2", or "2:1" for
+    a MIG slice of GPU 2."""
+    head = device.split(":", 1)[0]
+    if head.isdigit() and int(head) < count:
+        return int(head)
+    return None
+
+
+def replay_fake(
+    agent: Agent, backend: FakeBackend, until: float, pods: dict[str, list[str]] | None = None
+) -> AgentRound:
     """For the fake backend: a round at every scripted event up to `until`, then one at
-    `until`, so that the health shown is what a running agent would have seen."""
+    `until`, so that the health shown is what a running agent would have seen. `pods` is what
+    the kubelet says now, so it goes into the last round only."""
     out = None
     prev = -1.0  # scripted times are >= 0: a reset at 0 counts in the first round
     for t in sorted({0.0, *backend.event_times(until), until}):
         resets = {i for i in range(backend.count()) if backend.reset_seen(i, prev, t)}
-        out = agent.round(t, backend.drain_xids(t), resets)
+        out = agent.round(t, backend.drain_xids(t), resets, pods if t == until else None)
         prev = t
     assert out is not None
     return out

@@ -29,7 +29,16 @@ _TIMEOUT = (5, 10)  # seconds: connect, read
 
 # Fields of a GPU entry a reader acts on; draw, energy, temperature and utilisation move every
 # round and are left to the periodic write.
-_GPU_KEYS = ("index", "uuid", "model", "health", "reasons", "unsupported", "powerLimitWatts")
+_GPU_KEYS = (
+    "index",
+    "uuid",
+    "model",
+    "health",
+    "reasons",
+    "unsupported",
+    "powerLimitWatts",
+    "pods",
+)
 
 
 def _essence(status: dict[str, Any]) -> Any:
