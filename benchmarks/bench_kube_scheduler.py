@@ -136,6 +136,7 @@ class Result:
     gangs_complete: int
     gangs_partial: int
     gangs_not_started: int
+    gpus_in_partial_gangs: int  # held by gang members whose gang cannot start
     rack_watts: dict[str, int]
     rack_budget: dict[str, int]
     facility_watts: int
@@ -254,6 +255,8 @@ def _measure(
         if gang := (p["metadata"].get("labels") or {}).get("wattpack.io/gang"):
             members[gang] += 1
     complete = sum(1 for g, size in gangs.items() if members[g] == size)
+    gang_gpus = {p["gang"]: p["gpus"] for p in pods if "gang" in p}
+    held = sum(members[g] * gang_gpus[g] for g, size in gangs.items() if 0 < members[g] < size)
     started = sum(1 for g in gangs if members[g] > 0)
 
     api = connect(str(cluster.cp.kubeconfig))
@@ -275,6 +278,7 @@ def _measure(
         gangs_complete=complete,
         gangs_partial=started - complete,
         gangs_not_started=len(gangs) - started,
+        gpus_in_partial_gangs=held,
         rack_watts={d: watts[d] for d in budget},
         rack_budget=budget,
         facility_watts=watts["facility"],
@@ -295,10 +299,13 @@ def table(results: list[Result], gangs: int) -> str:
     for r in results:
         lost = r.pods_total - r.pods_present
         pods = f"{r.pods_bound} / {r.pods_total}" + (f" ({lost} preempted)" if lost else "")
+        held = r.gpus_in_partial_gangs
+        partial = f"; {held} GPUs held by partial" if held else ""
         lines.append(
             f"| {r.scheduler} | {pods} | {r.gpus_allocated} / {r.gpus_total} "
             f"({100 * r.allocation:.2f}%) | {r.allocation / base.allocation:.4f} | "
-            f"{r.gangs_complete} / {r.gangs_partial} / {r.gangs_not_started} (of {gangs}) | "
+            f"{r.gangs_complete} / {r.gangs_partial} / {r.gangs_not_started} "
+            f"(of {gangs}{partial}) | "
             f"{r.max_rack_pct:.1f}% | {r.racks_over} of {len(r.rack_budget)} | "
             f"{r.watts_over:,} | {r.facility_watts / 1000:.1f} | {r.settle_seconds:.1f} |"
         )
