@@ -21,6 +21,7 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from operators.kube.convert import GPU_INDICES, SCHEDULER_NAME
+from operators.kube.errors import describe
 from scheduler.model import Binding, Eviction
 
 log = structlog.get_logger(__name__)
@@ -73,7 +74,7 @@ class Applier:
                 self._bind(b, uids.get(b.pod, ""))
                 out.bound.append(b.pod)
             except (ApiException, HTTPError) as e:
-                why = _describe(e)
+                why = describe(e)
                 out.failed[b.pod] = why
                 # The checks above passed a moment ago: only a member deleted or bound by
                 # someone else in between lands here. The members already bound stay bound.
@@ -85,9 +86,9 @@ class Applier:
         try:
             pod = _json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
         except ApiException as e:
-            return "gone" if e.status == 404 else _describe(e)
+            return "gone" if e.status == 404 else describe(e)
         except HTTPError as e:
-            return _describe(e)
+            return describe(e)
         md, spec = pod["metadata"], pod.get("spec", {})
         if uid and md.get("uid") != uid:
             return "replaced by a new pod of the same name"
@@ -128,7 +129,7 @@ class Applier:
             self.core.create_namespaced_pod_eviction(name, ns, body, _preload_content=False)
         except (ApiException, HTTPError) as err:
             # 429: a PodDisruptionBudget says not now; the next cycle plans again.
-            log.warning("evict_failed", pod=e.pod, error=_describe(err))
+            log.warning("evict_failed", pod=e.pod, error=describe(err))
             return False
         log.info("evicted", pod=e.pod, node=e.node, reason=e.reason)
         self._event(e.pod, uid, "Preempted", e.reason, "Normal")
@@ -160,7 +161,7 @@ class Applier:
                 )
             self._event(key, uid, "FailedScheduling", message, "Warning")
         except (ApiException, HTTPError) as e:
-            log.warning("report_failed", pod=key, error=_describe(e))
+            log.warning("report_failed", pod=key, error=describe(e))
             return
         self._told[uid] = message
 
@@ -183,7 +184,7 @@ class Applier:
                 )
             except (ApiException, HTTPError) as e:
                 if getattr(e, "status", None) != 404:  # "unassigned" is ours, not an object
-                    log.warning("domain_status_failed", domain=domain, error=_describe(e))
+                    log.warning("domain_status_failed", domain=domain, error=describe(e))
                 continue
             self._domains[domain] = status
 
@@ -217,7 +218,7 @@ class Applier:
         try:
             self.core.create_namespaced_event(ns, body, _preload_content=False)
         except (ApiException, HTTPError) as e:
-            log.warning("event_failed", pod=key, reason=reason, error=_describe(e))
+            log.warning("event_failed", pod=key, reason=reason, error=describe(e))
 
 
 def _condition_says(pod: dict[str, Any] | None, message: str) -> bool:
@@ -234,13 +235,3 @@ def _json(resp: Any) -> dict[str, Any]:
         return dict(json.loads(resp.data))
     finally:
         resp.release_conn()
-
-
-def _describe(e: Exception) -> str:
-    if isinstance(e, ApiException):
-        try:
-            msg = json.loads(e.body or "{}").get("message") or e.reason
-        except ValueError:
-            msg = e.reason
-        return f"{e.status}: {msg}"
-    return str(e)[:200]

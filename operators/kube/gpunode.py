@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
-from operators.kube.apply import _describe
+from operators.kube.errors import describe
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ class GpuNodePublisher:
         except (ApiException, HTTPError) as e:
             if isinstance(e, ApiException) and e.status == 404:
                 self._owned = False  # deleted under us: create it again next round
-            self.last_error = _describe(e)
+            self.last_error = describe(e)
             log.error("gpunode_publish_failed", node=self.node, error=self.last_error)
             return False
         if essence != self._written:
@@ -100,10 +100,10 @@ class GpuNodePublisher:
             )
         except ApiException as e:
             if e.status != 404:
-                log.error("gpunode_read_failed", node=self.node, error=_describe(e))
+                log.error("gpunode_read_failed", node=self.node, error=describe(e))
             return {}
         except HTTPError as e:
-            log.error("gpunode_read_failed", node=self.node, error=_describe(e))
+            log.error("gpunode_read_failed", node=self.node, error=describe(e))
             return {}
         out: dict[int, int] = {}
         # The CRD validates entries; the checks here only keep a hand-edited object that
@@ -124,7 +124,7 @@ class GpuNodePublisher:
         except (ApiException, HTTPError) as e:
             # Published without an owner it still serves the operator; the owner is tried
             # again with the next write.
-            log.warning("gpunode_owner_unknown", node=self.node, error=_describe(e))
+            log.warning("gpunode_owner_unknown", node=self.node, error=describe(e))
         self._apply(self.custom.patch_cluster_custom_object, {"metadata": metadata})
         self._owned = "ownerReferences" in metadata
 
