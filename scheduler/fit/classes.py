@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
@@ -61,9 +62,16 @@ def fit_shape(pod: Pod) -> tuple:
     )
 
 
-def victim_signature(pod: Pod) -> tuple:
-    """Running pods that preemption may evict, alike for the model: shape and priority."""
-    return (*fit_shape(pod), pod.priority)
+def victim_signature(pod: Pod, usable: Sequence[bool]) -> tuple:
+    """Running pods that preemption may evict, alike for the model: shape, priority, and how many
+    of the GPUs the pod holds take new work (`usable`: per GPU of its node). Evicting a pod from a
+    GPU that takes no new work frees power, CPU and memory, but no GPU new work may use."""
+    return (*fit_shape(pod), pod.priority, sum(1 for g in pod.gpu_indices if usable[g]))
+
+
+def usable_held(signature: tuple) -> int:
+    """Of a victim signature: the GPUs the pod holds that take new work."""
+    return signature[-1]
 
 
 def node_classes(
@@ -95,15 +103,19 @@ def node_classes(
             mem -= p.memory_mi_b
             for i in p.gpu_indices:
                 used[i] += p.gpu_milli if p.fractional else 1000
-        usable = [i for i in range(node.gpus) if policy.takes_new_work(node.health_of(i))]
+        takes = [policy.takes_new_work(node.health_of(i)) for i in range(node.gpus)]
+        usable = [i for i in range(node.gpus) if takes[i]]
         free_whole = sum(1 for i in usable if used[i] == 0)
         partial = tuple(sorted(1000 - used[i] for i in usable if 0 < used[i] < 1000))
         apps = tuple(sorted(Counter(p.app for p in pods if p.app).items()))
-        # Which GPU a victim sits on is left out: the model counts what an eviction frees as
-        # whole GPUs or as milli mass, which holds whichever GPU it is.
+        # Which GPU a victim sits on is left out, but not how many of its GPUs take new work:
+        # the model counts what an eviction frees as whole GPUs or as milli mass, which holds
+        # whichever usable GPU it is, and nothing for new work on a GPU that takes none.
         # Sorted by repr: a signature holds None beside strings (a pod without an app), which
         # do not compare; any fixed order makes equal multisets equal.
-        victims = tuple(sorted((victim_signature(p) for p in pods if p.key in evictable), key=repr))
+        victims = tuple(
+            sorted((victim_signature(p, takes) for p in pods if p.key in evictable), key=repr)
+        )
         fields = (
             node.gpu_model,
             node.power_domain,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
-from scheduler.fit.classes import NodeClass
+from scheduler.fit.classes import NodeClass, victim_signature
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
 from scheduler.power import budgets, domain_chain, domain_power, pod_watts
 
@@ -117,6 +117,10 @@ class ClusterState:
     # -- rules -----------------------------------------------------------------------------
     def spread_limit(self, pod: Pod) -> int | None:
         return self.policy.spread_limit(pod)
+
+    def victim_signature(self, pod: Pod) -> tuple:
+        """A running pod's victim signature, as node_classes gave it (fit.classes)."""
+        return victim_signature(pod, self.usable[self.node_index[pod.node]])  # type: ignore[index]
 
     def watts(self, pod: Pod, node: int) -> int:
         model = self.nodes[node].gpu_model

@@ -16,7 +16,7 @@ from functools import reduce
 
 from ortools.sat.python import cp_model
 
-from scheduler.fit.classes import NodeClass, victim_signature
+from scheduler.fit.classes import NodeClass, usable_held
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.state import UNUSABLE
 from scheduler.fit.value import pod_value
@@ -31,10 +31,22 @@ _BIG = 1 << 40
 _MIN_CP_SAT_SECONDS = 0.25
 
 
-def _gpus_freed(victim: Pod) -> int:
-    """Whole GPUs evicting the pod may free. A share may be its GPU's only tenant, so it counts as
-    one: optimistic, which keeps the model a relaxation."""
-    return 1 if victim.fractional else victim.gpus
+def _gpus_freed(sig: tuple, victim: Pod) -> int:
+    """Whole GPUs evicting the pod may free for new work: those it holds that take new work (a
+    GPU that takes none stays unusable once freed). A share on a usable GPU may be its GPU's only
+    tenant, so it counts as one: optimistic, which keeps the model a relaxation."""
+    usable = usable_held(sig)
+    return min(usable, 1) if victim.fractional else usable
+
+
+def _frees_share(sig: tuple, victim: Pod) -> bool:
+    """Whether evicting the pod frees share room new work may use: a share on a usable GPU."""
+    return victim.fractional and usable_held(sig) > 0
+
+
+def _milli_freed(sig: tuple, victim: Pod) -> int:
+    """GPU milli evicting the pod frees for new work: its share, or its usable GPUs whole."""
+    return victim.gpu_milli if _frees_share(sig, victim) else 1000 * _gpus_freed(sig, victim)
 
 
 def _lin(terms) -> cp_model.LinearExpr:
@@ -91,7 +103,7 @@ class AggregateModel:
         self.opened: dict[int, cp_model.IntVar] = {}
         self.victim_rep: dict[tuple, Pod] = {}
         for p in cycle.victims:
-            self.victim_rep.setdefault(victim_signature(p), p)
+            self.victim_rep.setdefault(self.state.victim_signature(p), p)
         self.victims_per_node: dict[int, Counter[tuple]] = {
             c.id: Counter(c.victims) for c in self.state.classes
         }
@@ -105,8 +117,8 @@ class AggregateModel:
         gpus = slots = cpu = mem = 0
         for sig, k in self.victims_per_node[cls.id].items():
             v = self.victim_rep[sig]
-            gpus += k * _gpus_freed(v)
-            slots += k * (1 if v.fractional else 0)
+            gpus += k * _gpus_freed(sig, v)
+            slots += k * (1 if _frees_share(sig, v) else 0)
             cpu += k * v.cpu_milli
             mem += k * v.memory_mi_b
         return gpus, slots, cpu, mem
@@ -218,25 +230,37 @@ class AggregateModel:
             mem_cap: cp_model.LinearExprT = cls.mem * opened
         else:
             gpu_cap, cpu_cap, mem_cap = n * cls.free_whole, n * cls.cpu, n * cls.mem
+        shares_evicted = bool(frac) and any(_frees_share(sig, v) for sig, _, v in vic)
         for q in self._thresholds(here, [v.priority for _, _, v in vic]):
 
             def upto(items, q=q):
                 return [(pc, x) for pc, x in items if q is None or pc.rep.priority <= q]
 
             def freed(fn, q=q):
-                return _lin((fn(v), var) for _, var, v in vic if q is not None and v.priority < q)
+                return _lin(
+                    (fn(sig, v), var) for sig, var, v in vic if q is not None and v.priority < q
+                )
 
             m.add(
                 _lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
                 <= gpu_cap + freed(_gpus_freed)
             )
+            if shares_evicted:
+                # An evicted share may leave its GPU whole: the GPU row counts that GPU freed and
+                # the share row counts the share's milli beside the GPU's residual, the same room
+                # twice. Counted in milli, whole pods and shares together, it is counted once.
+                m.add(
+                    _lin((1000 * pc.rep.gpus, x) for pc, x in upto(whole))
+                    + _lin((pc.rep.gpu_milli, x) for pc, x in upto(frac))
+                    <= 1000 * gpu_cap + n * sum(cls.partial) + freed(_milli_freed)
+                )
             m.add(
                 _lin((pc.rep.cpu_milli, x) for pc, x in upto(here))
-                <= cpu_cap + freed(lambda v: v.cpu_milli)
+                <= cpu_cap + freed(lambda _, v: v.cpu_milli)
             )
             m.add(
                 _lin((pc.rep.memory_mi_b, x) for pc, x in upto(here))
-                <= mem_cap + freed(lambda v: v.memory_mi_b)
+                <= mem_cap + freed(lambda _, v: v.memory_mi_b)
             )
         if not vic:
             self._size_rows(cls, whole, n)
@@ -244,7 +268,7 @@ class AggregateModel:
 
     def _share_rows(self, cls, n, frac, fresh, vic) -> None:
         """GPU shares in a class of many nodes: mass, plus DFF cuts when no share is evicted."""
-        freed = sum(v.gpu_milli * var for _, var, v in vic if v.fractional)
+        freed = sum(v.gpu_milli * var for sig, var, v in vic if _frees_share(sig, v))
         self.m.add(
             _lin((pc.rep.gpu_milli, x) for pc, x in frac)
             <= 1000 * fresh + n * sum(cls.partial) + freed

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 
-from scheduler.fit.classes import victim_signature
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.greedy import greedy_fill, unit_order
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
@@ -30,7 +29,7 @@ def _evict(cycle: Cycle, counts: Counts, group_of_class: list[int]) -> dict[str,
     for v in cycle.victims:
         node = s.node_index[v.node]  # type: ignore[index]
         per_node[node] += 1
-        by_slot[(victim_signature(v), group_of_class[s.class_of[node]])].append(v)
+        by_slot[(s.victim_signature(v), group_of_class[s.class_of[node]])].append(v)
     evicted: dict[str, Pod] = {}
     for slot, k in counts.evict.items():
         # Evicting from the same nodes first frees whole GPUs and whole nodes.
