@@ -64,8 +64,7 @@ class Operator:
         self._assumed: dict[str, tuple[str, list[int], float]] = {}  # key -> node, GPUs, until
         self._good: tuple[PackingPolicy, list[GpuModel]] | None = None
         self._config_error: str | None = None
-        self.cycles = 0
-        self.last_plan: Plan | None = None
+        self._notes: list[str] = []
 
     def _changed(self, kind: str) -> None:
         self._dirty.set()
@@ -120,11 +119,11 @@ class Operator:
             return None
         policy, models = config
         conv = snapshot_of(items, models, self.settings.cluster_name)
-        for note in conv.notes:
-            log.warning("object_left_out", note=note)
+        if conv.notes != self._notes:  # what is left out is said when it changes, not every cycle
+            for note in conv.notes:
+                log.warning("object_left_out", note=note)
+            self._notes = conv.notes
         plan = make_plan(conv.snapshot, policy)
-        self.last_plan = plan
-        self.cycles += 1
         raw_pods = {pod_key(p): p for p in items["pods"]}
         self._carry_out(plan, conv, raw_pods)
         pending = [p for p in conv.snapshot.pods if p.node is None]
