@@ -187,18 +187,15 @@ def _to_cluster_once(
 
 
 def _serve_metrics(port: int):  # type: ignore[no-untyped-def]
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from operators.agent.metrics import RoundCollector
+    from operators.metrics_http import serve
 
     collector = RoundCollector()
     registry = CollectorRegistry()
     registry.register(collector)
-    try:
-        start_http_server(port, registry=registry)
-    except OSError as e:
-        raise UserError(f"--metrics-port {port}: {e.strerror}", "pick a free port, or 0") from None
-    log.info("metrics_serving", port=port)
+    serve(registry, port)
     return collector
 
 

@@ -16,7 +16,6 @@ import typer
 from operators.kube.source import CONFIG_MAP, NAMESPACE
 from scheduler.cli import documents
 from scheduler.cli.main import app
-from scheduler.errors import UserError
 
 log = structlog.get_logger("wattpack.operator")
 
@@ -113,7 +112,9 @@ def operator_command(
     api = connect(kubeconfig)
     metrics = OperatorMetrics()
     if metrics_port:
-        _serve(metrics, metrics_port)
+        from operators.metrics_http import serve
+
+        serve(metrics.registry, metrics_port)
     settings = Settings(
         namespace=namespace,
         config_map=config_map,
@@ -143,12 +144,3 @@ def operator_command(
     lead(api, namespace, lease_name, me, lease_seconds, op, metrics, done)
     if not done.is_set():
         raise typer.Exit(1)
-
-
-def _serve(metrics, port: int) -> None:  # type: ignore[no-untyped-def]
-    from prometheus_client import start_http_server
-
-    try:
-        start_http_server(port, registry=metrics.registry)
-    except OSError as e:
-        raise UserError(f"--metrics-port {port}: {e.strerror}", "pick a free port, or 0") from None
