@@ -104,3 +104,15 @@ def test_the_fake_backend_reports_the_set_limit_next_round() -> None:
     second = _round([fake.read(i, 1.0) for i in range(2)])
     assert [g.reading.power_limit_mw for g in second.gpus] == [500_000, 700_000]
     assert caps.apply(second, {0: 500, 1: 900}) == {}
+
+
+def test_a_removed_ask_restores_the_default_limit_once() -> None:
+    fake = FakeBackend(load_scenario({"gpus": [{"uuid": "a"}]}, "inline"))
+    caps = PowerCaps(fake, "n")
+    assert caps.apply(_round([fake.read(0, 0.0)]), {0: 450}) == {0: 450}
+    assert fake.read(0, 1.0).power_limit_mw == 450_000
+    # The ask is gone from spec.powerLimits: the GPU gets its 700 W default back, and only once.
+    assert caps.apply(_round([fake.read(0, 1.0)]), {}) == {0: 700}
+    assert fake.read(0, 2.0).power_limit_mw == 700_000
+    assert caps.apply(_round([fake.read(0, 2.0)]), {}) == {}
+    assert caps.apply(_round([fake.read(0, 3.0)]), {}) == {}

@@ -7,7 +7,8 @@ is logged and tried again next round, never fatal.
 A GPU may enforce something other than what was set (another limit binds, or the driver rounds
 the value). Setting it again each round would change nothing, so once a set has been made, the
 limit the GPU then shows is accepted for that ask until the GPU shows a different one (a reset
-that restored the default, someone else's `nvidia-smi -pl`) or the ask changes.
+that restored the default, someone else's `nvidia-smi -pl`) or the ask changes. When an ask
+is removed from spec.powerLimits, the GPU goes back to its default limit.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class PowerCaps:
         self._settled: dict[int, tuple[int, int]] = {}
         self._just_set: dict[int, int] = {}  # index -> target set last round
         self._unknown: set[tuple[int, int]] = set()  # asks for GPUs this node lacks, logged
+        self._capped: set[int] = set()  # GPUs with an ask, until their default is back
 
     def apply(self, round_: AgentRound, desired: Mapping[int, int]) -> dict[int, int]:
         """Make the sets this round's readings call for; the enforced watts per GPU set."""
@@ -93,8 +95,22 @@ class PowerCaps:
             if index not in by_index and (index, watts) not in self._unknown:
                 self._unknown.add((index, watts))
                 log.warning("power_limit_for_unknown_gpu", node=self.node, gpu=index, watts=watts)
+        effective = dict(desired)
+        # A GPU whose ask was removed goes back to its default limit, once; then it is not ours.
+        for index in sorted(self._capped - set(desired)):
+            r = by_index.get(index)
+            if r is None or r.power_limit_default_mw is None or r.power_limit_mw is None:
+                continue
+            default = r.power_limit_default_mw // 1000
+            if r.power_limit_mw // 1000 == default:
+                self._capped.discard(index)
+                self._settled.pop(index, None)
+                log.info("power_limit_lifted", node=self.node, gpu=index, watts=default)
+            else:
+                effective[index] = default
+        self._capped |= set(desired)
         enforced: dict[int, int] = {}
-        for ch in cap_changes(readings, desired, self._settled):
+        for ch in cap_changes(readings, effective, self._settled):
             try:
                 enforced[ch.index] = self.backend.set_power_limit(ch.index, ch.target)
             except Exception as e:  # one GPU refusing never stops the others or the agent

@@ -35,6 +35,7 @@ _IDLE: dict[str, Any] = {
     "power_limit_mw": 700_000,
     "power_limit_min_mw": 200_000,
     "power_limit_max_mw": 700_000,
+    "power_limit_default_mw": 700_000,
     "temperature_c": 35,
     "clock_event_reasons": ["gpu_idle"],
     "ecc_corrected_volatile": 0,

@@ -27,6 +27,9 @@ class GpuReading(Wire):
     power_limit_mw: int | None = Field(default=None, description="Enforced power limit, mW.")
     power_limit_min_mw: int | None = Field(default=None, description="Lowest settable limit.")
     power_limit_max_mw: int | None = Field(default=None, description="Highest settable limit.")
+    power_limit_default_mw: int | None = Field(
+        default=None, description="The limit the GPU comes up with (restored when a cap is lifted)."
+    )
     temperature_c: int | None = Field(default=None, description="GPU temperature, Celsius.")
     clock_event_reasons: list[str] | None = Field(
         default=None, description="Active clock-event (throttle) reasons, by name."

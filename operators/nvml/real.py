@@ -373,6 +373,10 @@ class NvmlBackend:
             "power_limit_mw": r._field(
                 "power_limit_mw", lambda: int(pynvml.nvmlDeviceGetEnforcedPowerLimit(h))
             ),
+            "power_limit_default_mw": r._field(
+                "power_limit_default_mw",
+                lambda: int(pynvml.nvmlDeviceGetPowerManagementDefaultLimit(h)),
+            ),
             "temperature_c": r._field(
                 "temperature_c",
                 lambda: int(pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)),
