@@ -3,10 +3,11 @@ publish with server-side apply. Pure: data in, a status dict out."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from operators.agent.rounds import AgentRound
+from operators.timestamps import rfc3339
 from scheduler.model import HealthState
 
 
@@ -33,9 +34,8 @@ def gpunode_status(r: AgentRound, observed: datetime | None = None) -> dict[str,
         if g.pods:
             entry["pods"] = list(g.pods)
         gpus.append(entry)
-    when = observed or datetime.now(UTC)
     return {
-        "observedAt": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "observedAt": rfc3339(observed),
         "gpuCount": len(gpus),
         "healthyCount": sum(1 for g in r.gpus if g.health.state == HealthState.HEALTHY),
         "powerWatts": sum(g.get("powerWatts", 0) for g in gpus),

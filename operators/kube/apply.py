@@ -9,7 +9,6 @@ UID precondition. With dry_run, every write is logged as what it would be and no
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +19,10 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from operators.kube.cache import read_json
 from operators.kube.convert import GPU_INDICES, SCHEDULER_NAME
 from operators.kube.errors import describe
+from operators.timestamps import rfc3339
 from scheduler.model import Binding, Eviction
 
 log = structlog.get_logger(__name__)
@@ -30,10 +31,6 @@ log = structlog.get_logger(__name__)
 def _split(key: str) -> tuple[str, str]:
     ns, name = key.split("/", 1)
     return ns, name
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -84,7 +81,7 @@ class Applier:
     def _unbindable(self, key: str, uid: str) -> str | None:
         ns, name = _split(key)
         try:
-            pod = _json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
+            pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
         except ApiException as e:
             return "gone" if e.status == 404 else describe(e)
         except HTTPError as e:
@@ -152,7 +149,7 @@ class Applier:
             "status": "False",
             "reason": "Unschedulable",
             "message": message,
-            "lastTransitionTime": _now(),
+            "lastTransitionTime": rfc3339(),
         }
         try:
             if not _condition_says(pod, message):
@@ -177,7 +174,7 @@ class Applier:
                 log.info("would_write_domain_status", domain=domain, **status)
                 self._domains[domain] = status
                 continue
-            body = {"status": {**status, "observedAt": _now()}}
+            body = {"status": {**status, "observedAt": rfc3339()}}
             try:
                 self.custom.patch_cluster_custom_object_status(
                     "wattpack.io", "v1alpha1", "powerdomains", domain, body
@@ -228,10 +225,3 @@ def _condition_says(pod: dict[str, Any] | None, message: str) -> bool:
         if c.get("type") == "PodScheduled":
             return c.get("status") == "False" and c.get("message") == message
     return False
-
-
-def _json(resp: Any) -> dict[str, Any]:
-    try:
-        return dict(json.loads(resp.data))
-    finally:
-        resp.release_conn()

@@ -31,14 +31,18 @@ def key_of(obj: dict[str, Any]) -> str:
     return f"{ns}/{md['name']}" if ns else md["name"]
 
 
+def read_json(resp: Any) -> dict[str, Any]:
+    """The body of a `_preload_content=False` response, and its connection back to the pool."""
+    try:
+        return dict(json.loads(resp.data))
+    finally:
+        resp.release_conn()
+
+
 def list_all(lister: Lister) -> tuple[list[dict[str, Any]], str]:
     """Every object and the list's resourceVersion, as raw JSON (the typed models cost time
     and drop fields we do not need to know about)."""
-    resp = lister(_preload_content=False)
-    try:
-        body = json.loads(resp.data)
-    finally:
-        resp.release_conn()
+    body = read_json(lister(_preload_content=False))
     return body.get("items") or [], body["metadata"]["resourceVersion"]
 
 
@@ -62,8 +66,6 @@ class Informer:
         self.objects: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.synced = threading.Event()
-        self.relists = 0  # how often the cache was rebuilt from a list (410 Gone, first sync)
-        self.resumes = 0  # how often a watch was re-established from a resourceVersion
         self._stop = threading.Event()
         self._watch: watch.Watch | None = None
         self._rv: str | None = None
@@ -90,8 +92,6 @@ class Informer:
             try:
                 if self._rv is None:
                     self._relist()
-                else:
-                    self.resumes += 1
                 self._follow()
             except ApiException as e:
                 if e.status == _GONE:
@@ -118,7 +118,6 @@ class Informer:
         with self.lock:
             self.objects = {key_of(o): o for o in items}
         self._rv = rv
-        self.relists += 1
         log.info("listed", kind=self.kind, objects=len(items), resource_version=rv)
         self.synced.set()
         self.on_change(self.kind)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -13,6 +12,7 @@ from urllib3.exceptions import HTTPError
 from operators.kube.cache import Lister, list_all
 from operators.kube.config import read_config
 from operators.kube.convert import ClusterObjects, Conversion, convert
+from operators.timestamps import rfc3339
 from scheduler.errors import UserError
 from scheduler.model import GpuModel, PackingPolicy
 
@@ -55,8 +55,7 @@ def snapshot_of(
         powerdomains=items.get("powerdomains", []),
         gpu_models=models,
     )
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return convert(objs, name=name, exported_at=stamp)
+    return convert(objs, name=name, exported_at=rfc3339())
 
 
 def read_once(
