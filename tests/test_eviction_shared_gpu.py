@@ -50,3 +50,32 @@ def test_an_evicted_share_frees_its_gpu_once():
     assert result.summary.objective == optimum
     assert result.summary.bound == optimum
     assert result.summary.status == "OPTIMAL"
+
+
+def test_two_evicted_shares_of_one_gpu_free_it_once():
+    # n0's one GPU holds two 1-milli shares (p2, p4). The GPU row counted each as a GPU freed, so
+    # the model saw room for two whole pods, planned p3 and p0, and the expansion could keep
+    # only the cheap p0. With no share pending, the milli row must still hold: one GPU, one pod.
+    # (Hypothesis, test_tiny_plans_with_running_pods_are_optimal, in a CI run.)
+    snap = snapshot(
+        [node("n0", 1, domain="r0", cpu=16_000, mem=65_536)],
+        [
+            pod("p0", priority=-2000),
+            pod("p1", priority=-2000, app="a"),
+            pod("p2", milli=1, priority=-2001, on=("n0", [0])),
+            pod("p3", priority=10, app="a"),
+            pod("p4", milli=1, priority=-2001, app="a", on=("n0", [0])),
+        ],
+        models=[H100],
+        domains=[domain("dc"), domain("r0", None, "dc"), domain("r1", None, "dc")],
+    )
+    pol = policy(solver={"relativeGap": 0}, priorityBase=1)
+    result = plan(snap, pol)
+    assert check_plan(snap, pol, result) == []
+    assert sorted(e.pod for e in result.evictions) == ["default/p2", "default/p4"]
+    assert [(b.pod, b.gpu_indices) for b in result.bindings] == [("default/p3", [0])]
+    # p3 (1000 milli x 10 x (1 + 10)) less the two shares (1 milli x 10 x 1 each).
+    optimum = 1000 * 10 * 11 - 2 * 10
+    assert result.summary.objective == optimum
+    assert result.summary.bound == optimum
+    assert result.summary.status == "OPTIMAL"

@@ -230,7 +230,9 @@ class AggregateModel:
             mem_cap: cp_model.LinearExprT = cls.mem * opened
         else:
             gpu_cap, cpu_cap, mem_cap = n * cls.free_whole, n * cls.cpu, n * cls.mem
-        shares_evicted = bool(frac) and any(_frees_share(sig, v) for sig, _, v in vic)
+        # Needed whether or not shares are pending: two evicted shares of one GPU each count it
+        # freed in the GPU row, one GPU taken for two whole pods.
+        shares_evicted = any(_frees_share(sig, v) for sig, _, v in vic)
         for q in self._thresholds(here, [v.priority for _, _, v in vic]):
 
             def upto(items, q=q):
