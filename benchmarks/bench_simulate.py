@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -47,8 +49,11 @@ ITP_CLUSTER = "cluster02.csv"
 ITP_NODES = 32  # 256 GPUs, 74% of cluster02's peak concurrent demand (its README: 60-100%)
 
 
-def _policy() -> PackingPolicy:
-    return PackingPolicy.model_validate({"solver": {"timeLimitSeconds": TIME_LIMIT}})
+STARVING = Path(__file__).resolve().parents[1] / "examples" / "policy-starving-gangs.yaml"
+
+
+def _policy(**fields: object) -> PackingPolicy:
+    return PackingPolicy.model_validate({"solver": {"timeLimitSeconds": TIME_LIMIT}, **fields})
 
 
 def fgd_case(pods: str, seeds: int) -> tuple[str, SimReport]:
@@ -87,19 +92,28 @@ def power_openb_case() -> tuple[str, SimReport]:
 
 
 def power_itp_case(scale: float) -> tuple[str, SimReport]:
+    """All schedulers, wattpack with starving gangs allowed to preempt (the trace is all
+    checkpointed training), then wattpack with the default policy, shown as "wattpack-nostarve"
+    (the command without --policy)."""
     cycle = 10.0
     command = (
         f"wattpack make-cluster --nodes {ITP_NODES} --facility-budget 0.8 -o itp-cluster.yaml && "
         f"wattpack simulate --trace {ITP / ITP_CLUSTER} --cluster itp-cluster.yaml "
         f"--arrival-scale {scale:g} --cycle-seconds {cycle:g} --scheduler all "
-        f"--time-limit {TIME_LIMIT}"
+        f"--time-limit {TIME_LIMIT} --policy {STARVING}"
     )
     cluster = with_budgets(make_cluster(nodes=ITP_NODES), facility=0.8)
     jobs = read_trace("itp", ITP / ITP_CLUSTER)
+    starving = _policy(**yaml.safe_load(STARVING.read_text()))
     report = simulate(
-        cluster, jobs, SCHEDULERS, _policy(), trace=f"ITP {ITP_CLUSTER}",
+        cluster, jobs, SCHEDULERS, starving, trace=f"ITP {ITP_CLUSTER}",
         replay_settings=ReplaySettings(cycle, scale),
     )  # fmt: skip
+    plain = simulate(
+        cluster, jobs, ["wattpack"], _policy(), trace=f"ITP {ITP_CLUSTER}",
+        replay_settings=ReplaySettings(cycle, scale),
+    )  # fmt: skip
+    report.runs.append(plain.runs[0].model_copy(update={"scheduler": "wattpack-nostarve"}))
     return command, report
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -129,6 +130,7 @@ def convert(
     if any(n.power_domain == UNASSIGNED_DOMAIN for n in nodes.values()):
         domains[UNASSIGNED_DOMAIN] = PowerDomain(name=UNASSIGNED_DOMAIN)
 
+    now = _when(exported_at)
     problems: list[PodProblem] = []
     running: dict[str, list[tuple[Pod, dict[str, Any]]]] = defaultdict(list)
     pending: list[tuple[Pod, dict[str, Any]]] = []
@@ -140,7 +142,7 @@ def convert(
             running[node_name].append((_running_pod(raw, node_name), raw))
         elif is_pending(raw):
             try:
-                pending.append((_pod(raw), raw))
+                pending.append((_pod(raw, now), raw))
             except _Bad as e:
                 problems.append(PodProblem(pod_key(raw), _uid(raw), str(e)))
 
@@ -288,7 +290,27 @@ def _int(ann: dict[str, str], key: str, low: int, high: int | None, todo: str) -
     return v
 
 
-def _pod(raw: dict[str, Any]) -> Pod:
+def _when(stamp: Any) -> datetime | None:
+    """An RFC 3339 time from the API (or our own export stamp); None if absent or unreadable."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _waiting(md: dict[str, Any], now: datetime | None) -> float | None:
+    """Seconds since the pod was created: how long it has waited (an evicted pod's controller
+    makes a new one, so its wait starts again)."""
+    created = _when(md.get("creationTimestamp"))
+    if now is None or created is None:
+        return None
+    return max(0.0, (now - created).total_seconds())
+
+
+def _pod(raw: dict[str, Any], now: datetime | None = None) -> Pod:
     """A pending pod of ours, read strictly: a malformed field raises _Bad."""
     md, spec = raw["metadata"], raw.get("spec", {})
     labels, ann = md.get("labels") or {}, md.get("annotations") or {}
@@ -337,6 +359,7 @@ def _pod(raw: dict[str, Any]) -> Pod:
         max_per_node=max_per_node,
         preemptible=preemptible_text == "true",
         power_watts_per_gpu=_int(ann, POWER_PER_GPU, 0, None, "give watts per GPU"),
+        waiting_seconds=_waiting(md, now),
     )
 
 

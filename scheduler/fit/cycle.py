@@ -38,10 +38,31 @@ def evictable(snapshot: ClusterSnapshot, policy: PackingPolicy, pending: list[Po
     ]
 
 
+def starving(pod: Pod, policy: PackingPolicy) -> bool:
+    """A pending gang member that has waited starvingGangSeconds or more. Only gangs starve:
+    a lone pod takes the first room that frees, while a gang needs room on several nodes at
+    once, which backfill keeps taking. Gang members are never victims (see evictable), so two
+    starving gangs cannot preempt each other in turn."""
+    after = policy.starving_gang_seconds
+    return (
+        after is not None
+        and pod.gang is not None
+        and pod.node is None
+        and pod.waiting_seconds is not None
+        and pod.waiting_seconds >= after
+    )
+
+
 def start_cycle(
     snapshot: ClusterSnapshot, policy: PackingPolicy, *, singleton_classes: bool = False
 ) -> Cycle:
-    pending = [p for p in snapshot.pods if p.node is None]
+    # A starving gang ranks one above its priority for this cycle: preemption then lets it
+    # evict lone pods of its own priority, and values it a little above them.
+    pending = [
+        p.model_copy(update={"priority": p.priority + 1}) if starving(p, policy) else p
+        for p in snapshot.pods
+        if p.node is None
+    ]
     victims = evictable(snapshot, policy, pending)
     classes, class_of = node_classes(
         snapshot, policy, {v.key for v in victims}, singleton=singleton_classes

@@ -96,6 +96,14 @@ class PackingPolicy(Wire):
     preempt_inference: bool = Field(
         default=False, description="Allow preempting inference pods (off: serving is protected)."
     )
+    starving_gang_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="A gang pending at least this long (its pods' waitingSeconds) may preempt "
+        "preemptible lone pods of its own priority, as if it ranked one higher: backfill "
+        "otherwise keeps taking the room a big gang waits for. For workloads that checkpoint. "
+        "null = off.",
+    )
     health: HealthRules = Field(
         default_factory=HealthRules, description="GPU health rules: signals to states."
     )

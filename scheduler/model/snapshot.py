@@ -121,6 +121,12 @@ class Pod(Wire):
     )
     node: str | None = Field(default=None, description="Current node; null = pending.")
     gpu_indices: list[int] = Field(default_factory=list, description="GPUs the pod holds now.")
+    waiting_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="How long a pending pod has waited, as of the snapshot (the policy's "
+        "starvingGangSeconds reads it); null = not known.",
+    )
 
     @cached_property
     def key(self) -> str:

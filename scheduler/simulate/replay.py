@@ -44,6 +44,7 @@ class _Queued:
     job: TraceJob
     pods: tuple[Pod, ...]
     order: int
+    since: float  # when it was queued (arrival, or eviction or GPU failure): its wait starts
 
     def key(self) -> tuple:
         return (-max(p.priority for p in self.pods), self.job.submit, self.order)
@@ -104,9 +105,9 @@ class _Replay:
     def push(self, t: float, kind: int, payload: object) -> None:
         heapq.heappush(self.events, (t, kind, next(self.seq), payload))
 
-    def enqueue(self, job: TraceJob, pods: tuple[Pod, ...]) -> int:
+    def enqueue(self, job: TraceJob, pods: tuple[Pod, ...], now: float) -> int:
         n = next(self.order)
-        self.queue[n] = _Queued(job, pods, n)
+        self.queue[n] = _Queued(job, pods, n, now)
         self.waiting += len(pods)
         return n
 
@@ -168,7 +169,7 @@ class _Replay:
                 self.killed += 1
                 self.lost_gpu_seconds += (now - r.started) * p.milli_total / 1000
                 again.append(pending)
-            self.enqueue(job, tuple(again))
+            self.enqueue(job, tuple(again), now)
         self.ledger.fail_gpu(node, gpu)
         self.failed_gpus += 1
         self.bound.lose_gpu(self.ledger.chain[node])
@@ -209,11 +210,19 @@ class _Replay:
         t0 = self.clock()
         todo = sorted(self.queue.values(), key=_Queued.key)
         pending = {p.key: p for q in todo for p in q.pods}
-        plan = runner.plan(self.ledger.snapshot(list(pending.values())))
+        # The operator reads a pod's wait from its creation time; here it is the queue time.
+        waits = [
+            p.model_copy(update={"waiting_seconds": now - q.since}) if p.gang else p
+            for q in todo
+            for p in q.pods
+        ]
+        plan = runner.plan(self.ledger.snapshot(waits))
         for ev in plan.evictions:
-            _, again = self.take_back(ev.pod)
+            r, again = self.take_back(ev.pod)
             self.evictions += 1
-            self.enqueue(self.job_of[ev.pod], (again,))
+            # Restarted from the beginning: no checkpoint is assumed, so all its work is lost.
+            self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
+            self.enqueue(self.job_of[ev.pod], (again,), now)
         bound = set()
         for b in plan.bindings:
             pod = pending[b.pod]
@@ -228,6 +237,18 @@ class _Replay:
         self.mark_tried()
         self.last_cycle = now
         self.cycle_seconds.append(self.clock() - t0)
+        self._wake_when_starving(now)
+
+    def _wake_when_starving(self, now: float) -> None:
+        """A cycle when the next waiting gang starts to starve, as the operator's timer would
+        run one: nothing else may happen then."""
+        after = self.runner.policy.starving_gang_seconds  # type: ignore[union-attr]
+        if after is None:
+            return
+        due = [q.since + after for q in self.queue.values() if q.pods[0].gang]
+        due = [t for t in due if t > now]
+        if due:
+            self.push(min(due), _CYCLE, None)
 
     # -- the loop --------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> None:
@@ -267,7 +288,7 @@ class _Replay:
                     for p in job.pods:
                         self.job_of[p.key] = job
                         self.demand[p.kind] += p.milli_total
-                    new.append(self.enqueue(job, job.pods))
+                    new.append(self.enqueue(job, job.pods, now))
                 else:
                     cycle_due = True
             if isinstance(self.runner, OnlineRunner):

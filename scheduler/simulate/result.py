@@ -69,7 +69,9 @@ class RunResult(Wire):
         default=0, description="Pods killed by a GPU failure (a gang whole) and queued again."
     )
     gpu_seconds_lost: float = Field(
-        default=0.0, description="GPU-seconds of work the killed pods had done (no checkpoints)."
+        default=0.0,
+        description="GPU-seconds of work the killed and evicted pods had done (no checkpoints: "
+        "each restarts from the beginning).",
     )
     started: int = Field(description="Pods that started.")
     finished: int = Field(description="Pods that ran to the end of their duration.")

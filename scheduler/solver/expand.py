@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 
-from scheduler.fit.cycle import Cycle
+from scheduler.fit.cycle import Cycle, starving
 from scheduler.fit.greedy import greedy_fill, unit_order
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
 from scheduler.fit.value import pod_value
@@ -331,6 +331,11 @@ def _preemptor_reason(
     if best is None:
         return f"preempted for higher-priority work (priority {v.priority})"
     p = best[1]
+    if starving(p, state.policy):
+        return (
+            f"preempted by {p.gang_key}, a gang waiting {p.waiting_seconds:.0f} s "
+            f"(starvingGangSeconds {state.policy.starving_gang_seconds:g})"
+        )
     return f"preempted by {p.key} (priority {p.priority} > {v.priority})"
 
 

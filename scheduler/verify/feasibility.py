@@ -64,7 +64,7 @@ def check_plan(snapshot: ClusterSnapshot, policy: PackingPolicy, plan: Plan) -> 
     problems += _gang_problems(snapshot, final)
     problems += _spread_problems(final, policy)
     problems += _power_problems(snapshot, final, policy)
-    problems += _justification_problems(snapshot, plan, pods, nodes)
+    problems += _justification_problems(snapshot, policy, plan, pods, nodes)
     return problems
 
 
@@ -266,10 +266,23 @@ def _power_problems(snapshot: ClusterSnapshot, final: Final, policy: PackingPoli
     ]
 
 
+def _rank(pod: Pod, policy: PackingPolicy) -> int:
+    """A pod's priority, one higher for a gang member that waited starvingGangSeconds."""
+    after = policy.starving_gang_seconds
+    waited = pod.waiting_seconds
+    starving = after is not None and pod.gang is not None and waited is not None and waited >= after
+    return pod.priority + starving
+
+
 def _justification_problems(
-    snapshot: ClusterSnapshot, plan: Plan, pods: dict[str, Pod], nodes: dict[str, Node]
+    snapshot: ClusterSnapshot,
+    policy: PackingPolicy,
+    plan: Plan,
+    pods: dict[str, Pod],
+    nodes: dict[str, Node],
 ) -> list[str]:
-    """An eviction must make room for a newly bound pod of strictly higher priority.
+    """An eviction must make room for a newly bound pod of strictly higher priority (a starving
+    gang counts one higher, see the policy's starvingGangSeconds).
 
     Room is made where the victim ran: its node, or a power domain with a budget above it. A gang
     member whose own node gained nothing is still justified when a fellow member is, because the
@@ -290,7 +303,7 @@ def _justification_problems(
 
     def justified(victim: Pod) -> bool:
         return any(
-            p.priority > victim.priority and shared_scope(victim.node, n)  # type: ignore[arg-type]
+            _rank(p, policy) > victim.priority and shared_scope(victim.node, n)  # type: ignore[arg-type]
             for p, n in beneficiaries
         )
 
