@@ -93,8 +93,9 @@ def power_openb_case() -> tuple[str, SimReport]:
 
 def power_itp_case(scale: float) -> tuple[str, SimReport]:
     """All schedulers, wattpack with starving gangs allowed to preempt (the trace is all
-    checkpointed training), then wattpack with the default policy, shown as "wattpack-nostarve"
-    (the command without --policy)."""
+    training); evicted jobs restart from the beginning. Then wattpack again with evicted jobs
+    resuming from a checkpoint ("wattpack-resume", the command plus --resume-evicted), and with
+    the default policy ("wattpack-nostarve", the command without --policy)."""
     cycle = 10.0
     command = (
         f"wattpack make-cluster --nodes {ITP_NODES} --facility-budget 0.8 -o itp-cluster.yaml && "
@@ -113,6 +114,11 @@ def power_itp_case(scale: float) -> tuple[str, SimReport]:
         cluster, jobs, ["wattpack"], _policy(), trace=f"ITP {ITP_CLUSTER}",
         replay_settings=ReplaySettings(cycle, scale),
     )  # fmt: skip
+    resumed = simulate(
+        cluster, jobs, ["wattpack"], starving, trace=f"ITP {ITP_CLUSTER}",
+        replay_settings=ReplaySettings(cycle, scale, resume_evicted=True),
+    )  # fmt: skip
+    report.runs.append(resumed.runs[0].model_copy(update={"scheduler": "wattpack-resume"}))
     report.runs.append(plain.runs[0].model_copy(update={"scheduler": "wattpack-nostarve"}))
     return command, report
 
@@ -150,7 +156,7 @@ def print_curves(report: SimReport) -> None:
 def print_runs(report: SimReport) -> None:
     print(
         f"  {'scheduler':<16} {'alloc':>7} {'waiting':>8} {'alloc w':>8} {'>=90% w':>8}"
-        f" {'bound w':>8} {'of bound':>8} {'viol':>5} {'never':>6}"
+        f" {'bound w':>8} {'of bound':>8} {'viol':>5} {'never':>6} {'evict':>6} {'lost GPU-h':>10}"
         f" {'wait p50/p95 s (kind)':>38} {'cycle p95':>9}"
     )
     wp = next(r for r in report.runs if r.scheduler == "wattpack")
@@ -163,7 +169,8 @@ def print_runs(report: SimReport) -> None:
             f"  {r.scheduler:<16} {r.allocation:7.2%} {r.waiting_seconds:8.0f}"
             f" {r.allocation_while_waiting:8.2%} {r.share_at_90_while_waiting:8.2%}"
             f" {r.bound_while_waiting:8.2%} {r.of_bound_while_waiting:8.2%}"
-            f" {r.budget_violations:5d} {never:6d} {waits:>38} {r.timings.cycle_seconds.p95:8.3f}s"
+            f" {r.budget_violations:5d} {never:6d} {r.evictions:6d}"
+            f" {r.gpu_seconds_lost / 3600:10.1f} {waits:>38} {r.timings.cycle_seconds.p95:8.3f}s"
         )
     for r in report.runs:
         if r.scheduler != "wattpack" and r.allocation_while_waiting > 0:

@@ -201,3 +201,15 @@ def test_a_running_gang_missing_a_member_is_no_longer_all_or_nothing() -> None:
     conv = run([node("n1")], [pod("m0", 1, "n1", labels=g, annotations=size, phase="Running")])
     (p,) = conv.snapshot.pods
     assert p.gang is None and p.node == "n1"
+
+
+def test_a_pending_pod_has_waited_since_its_creation_as_of_the_export() -> None:
+    made = pod("old")
+    made["metadata"]["creationTimestamp"] = "2026-11-24T10:00:00Z"
+    unstamped = pod("new")
+    objs = ClusterObjects([node("n1")], [made, unstamped], [], DOMAINS, [H100])
+    conv = convert(objs, exported_at="2026-11-24T10:31:15Z")
+    waits = {p.name: p.waiting_seconds for p in conv.snapshot.pods}
+    assert waits == {"old": 1875.0, "new": None}
+    # Without the export's own time there is no "now" to count from.
+    assert all(p.waiting_seconds is None for p in convert(objs).snapshot.pods)

@@ -7,6 +7,8 @@ did, allocation 30 GPUs under the power bound for days of simulated time).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from builders import gang, node, pod, policy, snapshot
 
 from scheduler.model import PackingPolicy, Pod, PodKind
@@ -105,3 +107,10 @@ def test_replay_a_starving_gang_preempts_and_the_power_bound_is_reached():
     assert 6 * 1_850 <= on.gpu_seconds_lost <= 6 * 2_750
     assert on.waits[0].wait_seconds.max < off.waits[0].wait_seconds.max
     assert on.of_bound_while_waiting > off.of_bound_while_waiting
+    # Restarted from scratch, the six evicted jobs cannot finish by 12,000 s (they start again
+    # at 3,750 s, when the gang ends); resumed from a checkpoint, they finish by 11,900 s.
+    assert on.finished == 4 + 2
+    pol = simulation_policy(PackingPolicy.model_validate(STARVING))
+    resumed = replay(cluster, jobs, "wattpack", pol, replace(settings, resume_evicted=True))
+    assert resumed.evictions == 6 and resumed.gpu_seconds_lost == 0
+    assert resumed.finished == 10 + 2

@@ -141,6 +141,13 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         horizon: Annotated[
             float | None, typer.Option(metavar="S", help="replay: stop at this simulated time.")
         ] = None,
+        resume_evicted: Annotated[
+            bool,
+            typer.Option(
+                help="replay: an evicted pod checkpoints and later runs only what it had left "
+                "(else it restarts from the beginning and its work counts as lost)."
+            ),
+        ] = False,
         facility_budget: Annotated[
             float | None,
             typer.Option(metavar="F", help="Facility budget = F x GPU nameplate (replaces it)."),
@@ -246,7 +253,9 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 policy,
                 trace=described,
                 protocol=protocol.value,
-                replay_settings=ReplaySettings(cycle_seconds, arrival_scale, horizon, failures),
+                replay_settings=ReplaySettings(
+                    cycle_seconds, arrival_scale, horizon, failures, resume_evicted
+                ),
                 inflation_settings=InflationSettings(
                     tuple(range(first_seed, first_seed + seeds)), target, step
                 ),

@@ -37,6 +37,9 @@ class ReplaySettings:
     # says little about a scheduler, and a trace's longest jobs would dwarf the rest.
     horizon: float | None = None
     failures: tuple[GpuFailure, ...] = ()  # GPUs that fail, at simulated times
+    # An evicted pod checkpoints as it leaves and later runs only what it had left (the
+    # checkpoint handshake); False: it restarts from the beginning and its work is lost.
+    resume_evicted: bool = False
 
 
 @dataclass
@@ -88,6 +91,8 @@ class _Replay:
         self.job_of: dict[str, TraceJob] = {}
         self.generation: Counter[str] = Counter()
         self.first_start: set[str] = set()
+        self.runs: dict[str, tuple[float, float]] = {}  # pod -> (started, run time it was given)
+        self.left: dict[str, float] = {}  # evicted pods that resume: run time still to go
         self.demand: Counter[PodKind] = Counter()
         self.job_sizes: Counter[int] = Counter()  # present jobs (queued or running) by milli
         self.pods_left: Counter[str] = Counter()  # per present job, pods not yet finished
@@ -130,8 +135,10 @@ class _Replay:
         if pod.key not in self.first_start:
             self.first_start.add(pod.key)
             self.meter.started(pod.kind, now - job.submit)
-        if job.duration is not None:
-            self.push(now + job.duration, _FINISH, (pod.key, self.generation[pod.key]))
+        duration = self.left.pop(pod.key, job.duration)
+        if duration is not None:
+            self.runs[pod.key] = (now, duration)
+            self.push(now + duration, _FINISH, (pod.key, self.generation[pod.key]))
 
     def finish(self, key: str) -> None:
         r = self.ledger.stop(key)
@@ -220,8 +227,11 @@ class _Replay:
         for ev in plan.evictions:
             r, again = self.take_back(ev.pod)
             self.evictions += 1
-            # Restarted from the beginning: no checkpoint is assumed, so all its work is lost.
-            self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
+            started, duration = self.runs.get(ev.pod, (r.started, None))
+            if self.settings.resume_evicted and duration is not None:
+                self.left[ev.pod] = max(0.0, duration - (now - started))
+            else:
+                self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
             self.enqueue(self.job_of[ev.pod], (again,), now)
         bound = set()
         for b in plan.bindings:

@@ -191,3 +191,30 @@ def test_preemption_evicts_only_for_a_pod_it_then_binds(cluster: Cluster) -> Non
     preempted = [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
     assert len(preempted) == 2 and all("urgent" in e["message"] for e in preempted)
     assert not pods["hopeless"]["spec"].get("nodeName")
+
+
+def test_a_starving_gang_evicts_lone_pods_of_its_priority_then_binds(cluster: Cluster) -> None:
+    cluster.set_config({**POLICY, "starvingGangSeconds": 3}, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    for i in range(6):
+        cluster.pod(f"lone-{i}")
+    cluster.start_operator("--interval=1")
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 6, 60, "six lone pods bound")
+
+    # Two GPUs are free; the gang needs four. Same priority: only starving lets it preempt.
+    for i in range(2):
+        cluster.pod(f"big-{i}", gpus=2, gang="big", gang_size=2)
+
+    def gang_bound():
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        ok = all(pods.get(f"big-{i}", {}).get("spec", {}).get("nodeName") for i in range(2))
+        return pods if ok else None
+
+    pods = wait_until(gang_bound, 90, "the starving gang bound after evictions")
+    assert len([n for n in pods if n.startswith("lone-")]) == 4
+    preempted = [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
+    assert len(preempted) == 2
+    assert all("ml/big, a gang waiting" in e["message"] for e in preempted), preempted
