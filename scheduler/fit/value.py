@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 
+from scheduler.fit.cycle import starving
 from scheduler.model import PackingPolicy, Pod
 
 
 def pod_value(pod: Pod, policy: PackingPolicy) -> int:
-    """milli-GPU x kind weight x (priorityBase + priority), at least 1 per milli; 0 for CPU-only."""
+    """milli-GPU x kind weight x (priorityBase + priority), at least 1 per milli; 0 for CPU-only.
+
+    A starving gang ranks one above its priority (fit.cycle.start_cycle) but is worth what its
+    own priority says: evicting lone pods of that priority for it then pays only where it
+    places more than they held, never for a swap, which would only churn."""
     if pod.gpus == 0:
         return 0
-    return (
-        pod.milli_total
-        * policy.kind_weights.of(pod.kind)
-        * max(1, policy.priority_base + pod.priority)
-    )
+    worth = pod.priority - starving(pod, policy)
+    return pod.milli_total * policy.kind_weights.of(pod.kind) * max(1, policy.priority_base + worth)
 
 
 def plan_value(
