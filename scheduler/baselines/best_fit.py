@@ -24,6 +24,7 @@ def best_fit(
 ) -> Plan:
     start = clock()
     cycle = start_cycle(snapshot, policy)
+    cycle.state.weigh_stranding = False
     placed: dict[str, Placement] = {}
     greedy_fill(cycle.state, units_of(cycle.pending), placed)
     # A heuristic proves nothing: its bound is the value of every pending pod.

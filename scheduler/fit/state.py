@@ -84,6 +84,8 @@ class ClusterState:
         self._watts: dict[int, dict[str, int]] = {}
         self.pressure = _model_pressure(snapshot)
         self.cpu_per_milli, self.mem_per_milli = _workload_mix(snapshot)
+        # False for the best-fit baseline: look-ups are best fit alone.
+        self.weigh_stranding = True
         self._class_step = [round(self.pressure.get(c.model, 0.0), 1) for c in classes]
         self._steps = sorted(set(self._class_step))
         self.nfree = [0] * len(snapshot.nodes)
@@ -234,7 +236,7 @@ class ClusterState:
         if pod.fractional:
             # A partly used GPU first, anywhere: measured on openb gpuspec33, steering shares
             # off the needed models as well ends 1.1 points lower at 130% demand.
-            best: tuple[tuple[float, float, int, int], Placement] | None = None
+            best: tuple[tuple[float, ...], Placement] | None = None
             for c in list(self.with_partial):
                 if not self._class_ok(pod, c):
                     continue
@@ -272,6 +274,8 @@ class ClusterState:
             for node in self.whole[(c, k)]:
                 if not self.host_ok(pod, node):
                     continue
+                if not self.weigh_stranding:
+                    return node, self._fresh_gpus(pod, node)  # best fit: the first, fullest
                 opens = (
                     k == len(self.res[node]) and self.empty_of[self.type_of[node]] <= _KEEP_EMPTY
                 )
@@ -367,12 +371,14 @@ class ClusterState:
 
     def _find_fractional(
         self, pod: Pod, cls: NodeClass
-    ) -> tuple[tuple[int, int], Placement] | None:
+    ) -> tuple[tuple[float, ...], Placement] | None:
         """The partly used GPU that strands the least (see `strands`), then best fit by node and
         by GPU: the least GPU capacity left free on the node, then on the GPU. A share put on the
         fullest GPU of a node that still has free GPUs would take the CPU and memory those GPUs
         need. The scan stops after _SHARE_SCAN candidates."""
-        best: tuple[tuple[float, int, int], Placement] | None = None
+        if not self.weigh_stranding:
+            return self._best_fit_fractional(pod, cls)
+        best: tuple[tuple[float, ...], Placement] | None = None
         seen = 0
         for r in sorted(lvl for lvl in self.part_levels[cls.id] if lvl >= pod.gpu_milli):
             for node, g in self.part[(cls.id, r)]:
@@ -387,6 +393,26 @@ class ClusterState:
                     best = (key, (node, (g,)))
                 seen += 1
                 if seen >= _SHARE_SCAN:
+                    return best
+        return best
+
+    def _best_fit_fractional(
+        self, pod: Pod, cls: NodeClass
+    ) -> tuple[tuple[float, ...], Placement] | None:
+        """Best fit alone, as the best-fit baseline does: the scan stops after _SHARE_SCAN
+        improving candidates, or at a node the share fills."""
+        best: tuple[tuple[float, ...], Placement] | None = None
+        seen = 0
+        for r in sorted(lvl for lvl in self.part_levels[cls.id] if lvl >= pod.gpu_milli):
+            for node, g in self.part[(cls.id, r)]:
+                key = (self.free_milli(node) - pod.gpu_milli, r - pod.gpu_milli)
+                if best is not None and key >= best[0]:
+                    continue
+                if not self.host_ok(pod, node):
+                    continue
+                best = (key, (node, (g,)))
+                seen += 1
+                if key[0] == 0 or seen >= _SHARE_SCAN:
                     return best
         return best
 
