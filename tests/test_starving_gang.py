@@ -114,3 +114,21 @@ def test_replay_a_starving_gang_preempts_and_the_power_bound_is_reached():
     resumed = replay(cluster, jobs, "wattpack", pol, replace(settings, resume_evicted=True))
     assert resumed.evictions == 6 and resumed.gpu_seconds_lost == 0
     assert resumed.finished == 10 + 2
+
+
+def test_a_gang_starves_only_once_its_most_recent_member_has_waited_long_enough():
+    # n1 has room for one member; the other needs one lone pod on n0 gone. One member has
+    # waited 3,600 s, the other 1,000 s: the gang as a whole has not starved yet.
+    held = [pod(f"lone-0{g}", on=("n0", [g])) for g in range(3)]
+    held += [pod(f"lone-1{g}", on=("n1", [g])) for g in range(2)]
+    big = gang("big", 2, gpus=2)
+    waits = [{**big[0], "waitingSeconds": 3600}, {**big[1], "waitingSeconds": 1000}]
+    snap = snapshot([node("n0", 4), node("n1", 4)], held + waits)
+    result = plan(snap, policy(**STARVING))
+    assert result.evictions == [] and result.bindings == []
+    # Once the second member has waited long enough too, the gang evicts one lone pod.
+    waits[1]["waitingSeconds"] = 1800
+    snap = snapshot([node("n0", 4), node("n1", 4)], held + waits)
+    result = plan(snap, policy(**STARVING))
+    assert [e.node for e in result.evictions] == ["n0"]
+    assert sorted(b.pod for b in result.bindings) == ["default/big-0", "default/big-1"]

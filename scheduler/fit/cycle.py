@@ -53,14 +53,31 @@ def starving(pod: Pod, policy: PackingPolicy) -> bool:
     )
 
 
+def _gang_waits(pods: list[Pod]) -> list[Pod]:
+    """Pending gang members as waiting as long as their most recent member: a gang starves
+    whole or not at all (members created a moment apart must not straddle the threshold)."""
+    least: dict[str, float | None] = {}
+    for p in pods:
+        if p.gang_key is not None and p.node is None:
+            w = p.waiting_seconds
+            seen = least.get(p.gang_key, w)
+            least[p.gang_key] = None if w is None or seen is None else min(w, seen)
+    return [
+        p.model_copy(update={"waiting_seconds": least[p.gang_key]})
+        if p.gang_key is not None and p.node is None and p.waiting_seconds != least[p.gang_key]
+        else p
+        for p in pods
+    ]
+
+
 def start_cycle(
     snapshot: ClusterSnapshot, policy: PackingPolicy, *, singleton_classes: bool = False
 ) -> Cycle:
     # A starving gang ranks one above its priority for this cycle: preemption then lets it
-    # evict lone pods of its own priority, and values it a little above them.
+    # evict lone pods of its own priority (fit.value: where it places more than they held).
     pending = [
         p.model_copy(update={"priority": p.priority + 1}) if starving(p, policy) else p
-        for p in snapshot.pods
+        for p in _gang_waits(snapshot.pods)
         if p.node is None
     ]
     victims = evictable(snapshot, policy, pending)
