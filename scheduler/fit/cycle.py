@@ -53,20 +53,20 @@ def starving(pod: Pod, policy: PackingPolicy) -> bool:
     )
 
 
-def _gang_waits(pods: list[Pod]) -> list[Pod]:
-    """Pending gang members as waiting as long as their most recent member: a gang starves
-    whole or not at all (members created a moment apart must not straddle the threshold)."""
+def _gang_waits(pending: list[Pod]) -> list[Pod]:
+    """Gang members as waiting as long as their most recent member: a gang starves whole or
+    not at all (members created a moment apart must not straddle the threshold)."""
     least: dict[str, float | None] = {}
-    for p in pods:
-        if p.gang_key is not None and p.node is None:
+    for p in pending:
+        if p.gang_key is not None:
             w = p.waiting_seconds
             seen = least.get(p.gang_key, w)
             least[p.gang_key] = None if w is None or seen is None else min(w, seen)
     return [
         p.model_copy(update={"waiting_seconds": least[p.gang_key]})
-        if p.gang_key is not None and p.node is None and p.waiting_seconds != least[p.gang_key]
+        if p.gang_key is not None and p.waiting_seconds != least[p.gang_key]
         else p
-        for p in pods
+        for p in pending
     ]
 
 
@@ -75,11 +75,12 @@ def start_cycle(
 ) -> Cycle:
     # A starving gang ranks one above its priority for this cycle: preemption then lets it
     # evict lone pods of its own priority (fit.value: where it places more than they held).
-    pending = [
-        p.model_copy(update={"priority": p.priority + 1}) if starving(p, policy) else p
-        for p in _gang_waits(snapshot.pods)
-        if p.node is None
-    ]
+    pending = [p for p in snapshot.pods if p.node is None]
+    if policy.starving_gang_seconds is not None:
+        pending = [
+            p.model_copy(update={"priority": p.priority + 1}) if starving(p, policy) else p
+            for p in _gang_waits(pending)
+        ]
     victims = evictable(snapshot, policy, pending)
     classes, class_of = node_classes(
         snapshot, policy, {v.key for v in victims}, singleton=singleton_classes
