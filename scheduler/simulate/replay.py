@@ -91,7 +91,7 @@ class _Replay:
         self.job_of: dict[str, TraceJob] = {}
         self.generation: Counter[str] = Counter()
         self.first_start: set[str] = set()
-        self.runs: dict[str, tuple[float, float]] = {}  # pod -> (started, run time it was given)
+        self.given: dict[str, float] = {}  # pod -> the run time its latest start was given
         self.left: dict[str, float] = {}  # evicted pods that resume: run time still to go
         self.demand: Counter[PodKind] = Counter()
         self.job_sizes: Counter[int] = Counter()  # present jobs (queued or running) by milli
@@ -137,7 +137,7 @@ class _Replay:
             self.meter.started(pod.kind, now - job.submit)
         duration = self.left.pop(pod.key, job.duration)
         if duration is not None:
-            self.runs[pod.key] = (now, duration)
+            self.given[pod.key] = duration
             self.push(now + duration, _FINISH, (pod.key, self.generation[pod.key]))
 
     def finish(self, key: str) -> None:
@@ -218,8 +218,10 @@ class _Replay:
         todo = sorted(self.queue.values(), key=_Queued.key)
         pending = {p.key: p for q in todo for p in q.pods}
         # The operator reads a pod's wait from its creation time; here it is the queue time.
+        # Only starvingGangSeconds reads it, and only for gangs.
+        starves = runner.policy.starving_gang_seconds is not None
         waits = [
-            p.model_copy(update={"waiting_seconds": now - q.since}) if p.gang else p
+            p.model_copy(update={"waiting_seconds": now - q.since}) if starves and p.gang else p
             for q in todo
             for p in q.pods
         ]
@@ -227,9 +229,9 @@ class _Replay:
         for ev in plan.evictions:
             r, again = self.take_back(ev.pod)
             self.evictions += 1
-            started, duration = self.runs.get(ev.pod, (r.started, None))
+            duration = self.given.get(ev.pod)
             if self.settings.resume_evicted and duration is not None:
-                self.left[ev.pod] = max(0.0, duration - (now - started))
+                self.left[ev.pod] = max(0.0, duration - (now - r.started))
             else:
                 self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
             self.enqueue(self.job_of[ev.pod], (again,), now)
