@@ -245,6 +245,19 @@ def test_best_fit_plans_are_feasible(instance):
     assert explanation_problems(snap, result) == []
 
 
+@FAST
+@given(instances())
+def test_plan_is_never_below_the_greedy_floor(instance):
+    """Best fit, as the baseline places, and the stranding-aware greedy are candidates of every
+    cycle: whatever the model does, the plan is worth at least as much as either."""
+    pol, snap = instance
+    result = plan(snap, pol)
+    floor = best_fit(snap, pol)
+    assert result.summary.objective >= floor.summary.objective
+    if result.summary.objective == floor.summary.objective:
+        assert result.summary.gpu_allocation >= floor.summary.gpu_allocation
+
+
 @pytest.mark.slow
 @SLOW
 @given(instances())

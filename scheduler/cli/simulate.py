@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -187,6 +188,21 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             str | None,
             typer.Option(metavar="DIR", help="Write report.json and report.html there."),
         ] = None,
+        snapshot_at: Annotated[
+            list[float] | None,
+            typer.Option(
+                metavar="T",
+                help="replay: write the cluster as each scheduler left it at simulated time T "
+                "(seconds, after --arrival-scale) as a snapshot: running pods in place, queued "
+                "pods pending with waitingSeconds. Repeatable; needs --snapshot-dir.",
+            ),
+        ] = None,
+        snapshot_dir: Annotated[
+            str | None,
+            typer.Option(
+                metavar="DIR", help="replay: where --snapshot-at writes <scheduler>-t<T>.json."
+            ),
+        ] = None,
         output: Annotated[
             render.OutputFormat, typer.Option(help="table for people, json for programs.")
         ] = render.OutputFormat.TABLE,
@@ -209,6 +225,9 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         from scheduler.traces import read_trace, require_times
 
         names = _scheduler_names(scheduler or ["wattpack"], SCHEDULERS)
+        times = tuple(sorted(set(snapshot_at or ())))
+        written: set[tuple[str, float]] = set()
+        sink = _snapshot_writer(times, snapshot_dir, protocol, written)
         policy = files.load_policy(policy_file)
         if time_limit <= 0:
             raise UserError(f"--time-limit {time_limit} is not positive", "give a value > 0")
@@ -254,7 +273,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 trace=described,
                 protocol=protocol.value,
                 replay_settings=ReplaySettings(
-                    cycle_seconds, arrival_scale, horizon, failures, resume_evicted
+                    cycle_seconds, arrival_scale, horizon, failures, resume_evicted, times, sink
                 ),
                 inflation_settings=InflationSettings(
                     tuple(range(first_seed, first_seed + seeds)), target, step
@@ -264,6 +283,13 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         finally:
             if bar is not None:
                 bar.stop()
+        missed = [(n, t) for n in names for t in times if (n, t) not in written]
+        if missed:
+            log.warning(
+                "snapshots_not_taken",
+                reason="past the end of the replay (the last arrival, or --horizon)",
+                times=sorted({t for _, t in missed}),
+            )
         if report is not None:
             from scheduler.simulate.report import write_report
 
@@ -334,6 +360,49 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             typer.echo(text, nl=False)
         else:
             documents.write_text(output_file, text)
+
+
+def _snapshot_writer(
+    times: tuple[float, ...],
+    folder: str | None,
+    protocol: Protocol,
+    written: set[tuple[str, float]],
+) -> Callable[[str, float, ClusterSnapshot], None] | None:
+    """The sink that writes each replay snapshot to FOLDER/<scheduler>-t<T>.json, or None."""
+    if not times and folder is None:
+        return None
+    if not times:
+        raise UserError(
+            "--snapshot-dir without --snapshot-at writes nothing",
+            "add --snapshot-at T (simulated seconds), or drop --snapshot-dir",
+        )
+    if folder is None:
+        raise UserError("--snapshot-at needs --snapshot-dir", "name the folder to write them to")
+    if protocol is not Protocol.REPLAY:
+        raise UserError(
+            "--snapshot-at works only with --protocol replay", "drop it, or replay in time"
+        )
+    if times[0] < 0:
+        raise UserError(f"--snapshot-at {times[0]:g} is negative", "give times of 0 or more")
+    from scheduler.simulate.snapshot_at import time_label
+
+    out = Path(folder)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"--snapshot-dir: cannot create {folder} ({e.strerror})", "name a writable folder"
+        ) from None
+
+    def write(scheduler: str, at: float, snapshot: ClusterSnapshot) -> None:
+        path = out / f"{scheduler}-t{time_label(at)}.json"
+        data = snapshot.model_dump(by_alias=True, mode="json")
+        documents.write_text(str(path), documents.render(data, "json"))
+        written.add((scheduler, at))
+        pending = sum(p.node is None for p in snapshot.pods)
+        log.info("snapshot_written", path=str(path), pods=len(snapshot.pods), pending=pending)
+
+    return write
 
 
 def _scheduler_names(given: list[str], known: tuple[str, ...]) -> list[str]:

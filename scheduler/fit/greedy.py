@@ -81,13 +81,19 @@ def greedy_fill(
     units: list[list[Pod]],
     placed: dict[str, Placement],
     order: Callable[[list[list[Pod]], PackingPolicy], list[list[Pod]]] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> list[list[Pod]]:
-    """Place units in priority-then-size order (or `order`); returns the units that did not fit."""
+    """Place units in priority-then-size order (or `order`); returns the units that did not fit.
+    `stop`, asked before each unit, ends the pass early (a time limit): what is placed by then
+    is a plan, the rest stays pending."""
     left = []
     # The state only fills up during the pass: a unit that did not fit, a later unit of the
     # same shape will not fit either, so it is not searched for again.
     failed: set[frozenset] = set()
     for unit in (order or unit_order)(units, state.policy):
+        if stop is not None and stop():
+            left.append(unit)
+            continue
         shape = frozenset(Counter(fit_shape(p) for p in unit).items())  # a multiset
         if shape in failed or not place_unit(state, unit, placed):
             failed.add(shape)

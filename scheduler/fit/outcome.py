@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from scheduler.fit.greedy import place_in_turn, undo, units_of
 from scheduler.fit.reasons import Explainer
@@ -52,6 +52,7 @@ def assemble(
     bound: float,
     seconds: float,
     gang_notes: Mapping[str, str],
+    notes: Sequence[str] = (),
 ) -> Plan:
     policy = state.policy
     # Built from checked data: construct skips re-validating tens of thousands of bindings.
@@ -95,5 +96,7 @@ def assemble(
         power_budget_watts=dict(sorted(state.budget.items())),
         placed_pods=len(bindings),
         pending_pods=len(pending),
+        degraded=bool(notes),
+        notes=list(notes),
     )
     return Plan(bindings=bindings, evictions=evictions, unplaced=unplaced, summary=summary)

@@ -12,7 +12,7 @@ capacity it would leave without the CPU and memory to feed it at the workload's 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from scheduler.fit.classes import NodeClass, victim_signature
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
@@ -86,9 +86,28 @@ class ClusterState:
         self.cpu_per_milli, self.mem_per_milli = _workload_mix(snapshot)
         # False for the best-fit baseline: look-ups are best fit alone.
         self.weigh_stranding = True
-        self._class_step = [round(self.pressure.get(c.model, 0.0), 1) for c in classes]
-        self._steps = sorted(set(self._class_step))
+        self._within: Collection[int] | None = None  # find's class filter, while it runs
+        # Buckets are kept per pool of nodes (one GPU model in one leaf domain, so one power
+        # check and one model check stand for all), not per class: after hours of churn nearly
+        # every node is a class of its own, and a look-up would walk thousands of them.
+        self.pool_of = [-1] * len(snapshot.nodes)
+        self.pool_rep: list[int] = []
+        pool_ids: dict[tuple[str, str], int] = {}
+        for i, n in enumerate(snapshot.nodes):
+            if class_of[i] >= 0:
+                key = (n.gpu_model, n.power_domain)
+                if key not in pool_ids:
+                    pool_ids[key] = len(self.pool_rep)
+                    self.pool_rep.append(i)
+                self.pool_of[i] = pool_ids[key]
+        self.pool_of_class = [self.pool_of[c.nodes[0]] if c.nodes else -1 for c in classes]
+        self._pool_step = [
+            round(self.pressure.get(self.nodes[i].gpu_model, 0.0), 1) for i in self.pool_rep
+        ]
+        self._steps = sorted(set(self._pool_step))
+        self._within_pools: set[int] | None = None
         self.nfree = [0] * len(snapshot.nodes)
+        self._free_milli = [0] * len(snapshot.nodes)  # kept by _index: look-ups read it often
         # Empty nodes (every GPU free) per node type, for _least_stranding.
         self.type_of = [(n.gpu_model, n.gpus, n.cpu_milli, n.memory_mi_b) for n in snapshot.nodes]
         self.empty_of: Counter[tuple] = Counter()
@@ -97,7 +116,8 @@ class ClusterState:
 
     # -- buckets ---------------------------------------------------------------------------
     def _index(self, i: int) -> None:
-        c = self.class_of[i]
+        self._free_milli[i] = sum(r for r in self.res[i] if r > 0)
+        c = self.pool_of[i]
         if c < 0:
             return
         self.nfree[i] = k = sum(1 for r in self.res[i] if r == 1000)
@@ -114,7 +134,7 @@ class ClusterState:
                 self.with_partial[c] = None
 
     def _unindex(self, i: int) -> None:
-        c = self.class_of[i]
+        c = self.pool_of[i]
         if c < 0:
             return
         k = self.nfree[i]
@@ -217,6 +237,27 @@ class ClusterState:
         CPU-light pod on a node short of CPU uses GPU capacity that would be stranded)."""
         return self.stranded(node, pod) - self.stranded(node)
 
+    def _strands_of(self, pod: Pod) -> Callable[[int], float]:
+        """`strands` for one pod, its constants taken once: the whole-GPU look-up weighs tens of
+        nodes per pod."""
+        cpm, mpm = self.cpu_per_milli, self.mem_per_milli
+        need, cpu_need, mem_need = pod.milli_total, pod.cpu_milli, pod.memory_mi_b
+        free_of, cpu_of, mem_of = self._free_milli, self.cpu, self.mem
+
+        def short(free: float, cpu: float, mem: float) -> float:
+            out = 0.0
+            if cpm and free - cpu / cpm > out:
+                out = free - cpu / cpm
+            if mpm and free - mem / mpm > out:
+                out = free - mem / mpm
+            return out
+
+        def strands(node: int) -> float:
+            free, cpu, mem = free_of[node], cpu_of[node], mem_of[node]
+            return short(free - need, cpu - cpu_need, mem - mem_need) - short(free, cpu, mem)
+
+        return strands
+
     def place(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> None:
         self._apply(pod, node, gpus, +1)
 
@@ -224,23 +265,37 @@ class ClusterState:
         self._apply(pod, node, gpus, -1)
 
     # -- look-ups --------------------------------------------------------------------------
-    def find(self, pod: Pod) -> Placement | None:
+    def find(self, pod: Pod, within: Collection[int] | None = None) -> Placement | None:
         """Best fit over the whole cluster: for a share the node, then the GPU, with the least
         room left (see _find_fractional), else a fresh GPU; for whole GPUs the node with the
         fewest free GPUs. Before best fit, the place that strands the least GPU capacity (see
         `strands`). A pod that any model will do looks at the models that pinned work needs
         least first (see _pressure_step): it should not take the only GPUs a pinned pod can use
-        while others are free."""
+        while others are free. `within`, if given, limits the search to those node classes."""
+        if within is not None:
+            self._within = within
+            self._within_pools = {self.pool_of_class[c] for c in within}
+            try:
+                return self.find(pod)
+            finally:
+                self._within = self._within_pools = None
         if pod.gpus == 0:
             return self._find_cpu_only(pod)
+        ok: dict[int, bool] = {}  # pool -> model and power allow the pod there (once a look-up)
+
+        def pool_ok(c: int) -> bool:
+            if c not in ok:
+                ok[c] = self._pool_ok(pod, c)
+            return ok[c]
+
         if pod.fractional:
             # A partly used GPU first, anywhere: measured on openb gpuspec33, steering shares
             # off the needed models as well ends 1.1 points lower at 130% demand.
             best: tuple[tuple[float, ...], Placement] | None = None
-            for c in list(self.with_partial):
-                if not self._class_ok(pod, c):
+            for c in self._pools_in(self.with_partial):
+                if not pool_ok(c):
                     continue
-                found = self._find_fractional(pod, self.classes[c])
+                found = self._find_fractional(pod, c)
                 if found is None:
                     continue
                 key = (self._pressure_step(pod, c), *found[0])
@@ -252,8 +307,8 @@ class ClusterState:
             buckets = (
                 (c, k)
                 for k in range(pod.gpus, len(self.with_free))
-                for c in list(self.with_free[k])
-                if self._pressure_step(pod, c) == step and self._class_ok(pod, c)
+                for c in self._pools_in(self.with_free[k])
+                if self._pressure_step(pod, c) == step and pool_ok(c)
             )
             found = self._least_stranding(pod, buckets)
             if found is not None:
@@ -262,7 +317,7 @@ class ClusterState:
 
     def _least_stranding(self, pod: Pod, buckets: Iterable[tuple[int, int]]) -> Placement | None:
         """Among the first _WHOLE_SCAN nodes with room for the pod on fresh GPUs (buckets of
-        (class, free GPUs), fewest free GPUs first), the one that strands the least, then the
+        (pool, free GPUs), fewest free GPUs first), the one that strands the least, then the
         best fit. Opening one of the last _KEEP_EMPTY empty nodes of its type counts as
         stranding one GPU: those are the room pods that need a whole node wait for. (Measured on
         openb: without that charge, CPU-hungry pods filled the few CPU-rich 8-GPU nodes, and in
@@ -270,8 +325,12 @@ class ClusterState:
         allocation; charging every empty node instead cost 0.6 points under the FGD protocol.)"""
         best: tuple[tuple[float, int], int] | None = None
         seen = 0
+        within = self._within
+        strands = self._strands_of(pod)
         for c, k in buckets:
             for node in self.whole[(c, k)]:
+                if within is not None and self.class_of[node] not in within:
+                    continue
                 if not self.host_ok(pod, node):
                     continue
                 if not self.weigh_stranding:
@@ -279,7 +338,7 @@ class ClusterState:
                 opens = (
                     k == len(self.res[node]) and self.empty_of[self.type_of[node]] <= _KEEP_EMPTY
                 )
-                key = (self.strands(pod, node) + 1000 * opens, k)
+                key = (strands(node) + 1000 * opens, k)
                 if best is None or key < best[0]:
                     best = (key, node)
                 seen += 1
@@ -291,11 +350,14 @@ class ClusterState:
         """The node with the least free GPU capacity: CPU and memory taken where GPUs are still
         free would strand them."""
         best: tuple[int, int] | None = None
+        within = self._within
         for k in range(len(self.with_free)):
             for c in list(self.with_free[k]):
-                if not self._class_ok(pod, c):
+                if not self._pool_ok(pod, c):
                     continue
                 for node in self.whole[(c, k)]:
+                    if within is not None and self.class_of[node] not in within:
+                        continue
                     if not self.host_ok(pod, node):
                         continue
                     left = self.free_milli(node)
@@ -308,39 +370,60 @@ class ClusterState:
         return None
 
     def find_in_class(self, pod: Pod, c: int) -> Placement | None:
-        """Best fit within one class, through its buckets."""
-        if not self._class_ok(pod, c):
+        """Best fit within one class, through its pool's buckets."""
+        pool = self.pool_of_class[c]
+        if not self._pool_ok(pod, pool):
             return None
-        cls = self.classes[c]
         if pod.fractional:
-            found = self._find_fractional(pod, cls)
+            found = self.find_partial(pod, c)
             if found is not None:
-                return found[1]
+                return found
         need = max(pod.gpus, 0)
-        for k in range(need, cls.gpus + 1):
-            for node in self.whole.get((c, k), ()):
-                if self.host_ok(pod, node):
+        for k in range(need, self.classes[c].gpus + 1):
+            for node in self.whole.get((pool, k), ()):
+                if self.class_of[node] == c and self.host_ok(pod, node):
                     return node, self._fresh_gpus(pod, node)
         return None
+
+    def find_partial(self, pod: Pod, c: int) -> Placement | None:
+        """A partly used GPU for a share on a node of class c, as find would choose it."""
+        self._within = (c,)
+        try:
+            found = self._find_fractional(pod, self.pool_of_class[c])
+        finally:
+            self._within = None
+        return None if found is None else found[1]
 
     def _fresh_gpus(self, pod: Pod, node: int) -> tuple[int, ...]:
         """Untouched GPUs for the pod on a node its bucket says has enough: one for a share."""
         free = [g for g, r in enumerate(self.res[node]) if r == 1000]
         return tuple(free[: 1 if pod.fractional else max(pod.gpus, 0)])
 
+    def _pools_in(self, pools: dict[int, None]) -> list[int]:
+        """The pools of a bucket index that the look-up may use, in the index's order; a
+        restricted look-up walks only its own pools."""
+        within = self._within_pools
+        if within is None:
+            return list(pools)
+        if len(within) < len(pools):
+            return sorted(c for c in within if c in pools)
+        return [c for c in pools if c in within]
+
     def _pressure_step(self, pod: Pod, c: int) -> float:
-        """The class's model pressure in steps of a tenth, for a pod that any model will do (0
+        """The pool's model pressure in steps of a tenth, for a pod that any model will do (0
         for a pinned pod): best fit is sought within a step, the least needed models first."""
         if pod.gpu_models or not self.pressure:
             return 0.0
-        return self._class_step[c]
+        return self._pool_step[c]
 
-    def _class_ok(self, pod: Pod, c: int) -> bool:
-        cls = self.classes[c]
-        if pod.gpu_models and cls.model not in pod.gpu_models:
+    def _pool_ok(self, pod: Pod, c: int) -> bool:
+        if self._within_pools is not None and c not in self._within_pools:
             return False
-        # One leaf domain per class: power is the same for every node in it.
-        return self.power_ok(pod, cls.nodes[0])
+        rep = self.pool_rep[c]
+        if pod.gpu_models and self.nodes[rep].gpu_model not in pod.gpu_models:
+            return False
+        # One leaf domain per pool: power is the same for every node in it.
+        return self.power_ok(pod, rep)
 
     def group_fits(self, pods: list[Pod], node: int) -> bool:
         """CPU, memory, spread and power for pods that go onto one node together."""
@@ -369,19 +452,20 @@ class ClusterState:
         free = [g for g, r in enumerate(res) if r == 1000]
         return tuple(free[: pod.gpus]) if len(free) >= pod.gpus else None
 
-    def _find_fractional(
-        self, pod: Pod, cls: NodeClass
-    ) -> tuple[tuple[float, ...], Placement] | None:
+    def _find_fractional(self, pod: Pod, c: int) -> tuple[tuple[float, ...], Placement] | None:
         """The partly used GPU that strands the least (see `strands`), then best fit by node and
         by GPU: the least GPU capacity left free on the node, then on the GPU. A share put on the
         fullest GPU of a node that still has free GPUs would take the CPU and memory those GPUs
         need. The scan stops after _SHARE_SCAN candidates."""
         if not self.weigh_stranding:
-            return self._best_fit_fractional(pod, cls)
+            return self._best_fit_fractional(pod, c)
         best: tuple[tuple[float, ...], Placement] | None = None
         seen = 0
-        for r in sorted(lvl for lvl in self.part_levels[cls.id] if lvl >= pod.gpu_milli):
-            for node, g in self.part[(cls.id, r)]:
+        within = self._within
+        for r in sorted(lvl for lvl in self.part_levels[c] if lvl >= pod.gpu_milli):
+            for node, g in self.part[(c, r)]:
+                if within is not None and self.class_of[node] not in within:
+                    continue
                 if not self.host_ok(pod, node):
                     continue
                 key = (
@@ -396,15 +480,16 @@ class ClusterState:
                     return best
         return best
 
-    def _best_fit_fractional(
-        self, pod: Pod, cls: NodeClass
-    ) -> tuple[tuple[float, ...], Placement] | None:
+    def _best_fit_fractional(self, pod: Pod, c: int) -> tuple[tuple[float, ...], Placement] | None:
         """Best fit alone, as the best-fit baseline does: the scan stops after _SHARE_SCAN
         improving candidates, or at a node the share fills."""
         best: tuple[tuple[float, ...], Placement] | None = None
         seen = 0
-        for r in sorted(lvl for lvl in self.part_levels[cls.id] if lvl >= pod.gpu_milli):
-            for node, g in self.part[(cls.id, r)]:
+        within = self._within
+        for r in sorted(lvl for lvl in self.part_levels[c] if lvl >= pod.gpu_milli):
+            for node, g in self.part[(c, r)]:
+                if within is not None and self.class_of[node] not in within:
+                    continue
                 key = (self.free_milli(node) - pod.gpu_milli, r - pod.gpu_milli)
                 if best is not None and key >= best[0]:
                     continue
@@ -417,7 +502,7 @@ class ClusterState:
         return best
 
     def free_milli(self, node: int) -> int:
-        return sum(r for r in self.res[node] if r > 0)
+        return self._free_milli[node]
 
 
 def _model_pressure(snapshot: ClusterSnapshot) -> dict[str, float]:

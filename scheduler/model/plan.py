@@ -51,7 +51,8 @@ class Unplaced(Wire):
 class PlanSummary(Wire):
     status: str = Field(
         description="OPTIMAL (meets the proven bound) | FEASIBLE (CP-SAT counts) | "
-        "LP_ROUNDED (the LP relaxation rounded down) | GREEDY (the greedy fallback) | "
+        "LP_ROUNDED (the LP relaxation's decisions realised) | GREEDY (a greedy plan, best fit "
+        "or stranding-aware, was the best candidate) | "
         "TRIVIAL (nothing pending)."
     )
     solve_seconds: float = Field(description="Wall time of the whole planning cycle.")
@@ -68,6 +69,15 @@ class PlanSummary(Wire):
     )
     placed_pods: int = Field(default=0, description="Pending pods bound by this plan.")
     pending_pods: int = Field(default=0, description="Pods pending before the plan.")
+    degraded: bool = Field(
+        default=False,
+        description="true when the plan was made under a condition it cannot fix (a domain over "
+        "budget before the plan, a budget below idle draw, a model with no solution, the time "
+        "limit reached before the model); notes say which.",
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="One line per such condition: what, where, what to do."
+    )
 
 
 class Plan(Wire):

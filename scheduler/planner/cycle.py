@@ -1,8 +1,13 @@
-"""One scheduling cycle: classify, solve the aggregated model, expand.
+"""One scheduling cycle: a portfolio of plans, the best of which comes back.
 
-Small clusters are modelled node by node and exactly, seeded with a greedy plan that is also the
-floor; large ones are modelled in groups of interchangeable nodes. A greedy plan is the fallback
-whenever the solver has no solution in time, so a plan always comes back.
+Best fit (exactly as the baseline places) and the stranding-aware greedy are always made first:
+they are the floor, and a plan never comes back worse than either. The aggregated model then
+decides counts of pods per group of nodes under every budget; its counts are realised twice
+where there is time (floored counts dealt over alike nodes, and quotas that guide the greedy
+look-up), and the best candidate wins. Small clusters are modelled node by node and exactly;
+clusters whose free capacity is scattered over thousands of distinct nodes are modelled in pools
+of one GPU model per leaf domain. The time limit covers it all: at the limit, the best plan made
+so far comes back.
 """
 
 from __future__ import annotations
@@ -16,14 +21,20 @@ from scheduler.fit.cycle import Cycle, start_cycle
 from scheduler.fit.greedy import arrival_order, greedy_fill, units_of
 from scheduler.fit.outcome import assemble
 from scheduler.fit.state import Placement
-from scheduler.fit.value import plan_value, pod_value
+from scheduler.fit.value import pod_value
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
+from scheduler.planner.candidate import Candidate, best_of
+from scheduler.planner.guided import realise
+from scheduler.planner.notes import power_notes
 from scheduler.solver import AggregateModel, classify, expand, group_classes
 
 log = structlog.get_logger(__name__)
 
 # Up to this many nodes every node is its own class, which the model solves GPU by GPU, exactly.
 EXACT_NODES = 24
+# Above this many (pod class x node group) pairs, node classes are pooled per GPU model and leaf
+# domain: a model that size does not build and solve within a cycle on two cores.
+POOL_ABOVE = 20_000
 
 
 def _gang_notes(pending: list[Pod]) -> dict[str, str]:
@@ -34,19 +45,96 @@ def _gang_notes(pending: list[Pod]) -> dict[str, str]:
     }
 
 
-def _greedy(snapshot: ClusterSnapshot, policy: PackingPolicy, exact: bool):
+def _greedy(
+    snapshot: ClusterSnapshot,
+    policy: PackingPolicy,
+    exact: bool,
+    stranding: bool,
+    order=None,
+    stop: Callable[[], bool] | None = None,
+) -> Candidate:
     cycle = start_cycle(snapshot, policy, singleton_classes=exact)
+    cycle.state.weigh_stranding = stranding
     placed: dict[str, Placement] = {}
-    greedy_fill(cycle.state, units_of(cycle.pending), placed)
-    return cycle, placed, plan_value(cycle.pending, placed, (), policy)
+    greedy_fill(cycle.state, units_of(cycle.pending), placed, order, stop)
+    return Candidate("greedy" if stranding else "best-fit", "GREEDY", cycle, placed, {})
 
 
 def _might_all_fit(cycle: Cycle) -> bool:
-    """Whether the pending pods ask for no more GPU capacity than is free: else best fit cannot
-    place them all, and trying would only cost time."""
+    """Whether the pending pods ask for no more GPU capacity than is free: else no greedy order
+    places them all, and trying would only cost time."""
     need = sum(p.milli_total for p in cycle.pending)
     free = sum(cycle.state.free_milli(node) for node in range(len(cycle.state.res)))
     return need <= free
+
+
+def _model_candidates(
+    snapshot: ClusterSnapshot,
+    policy: PackingPolicy,
+    exact: bool,
+    time_left: Callable[[], float],
+    floor: Candidate,
+    model_sink: Callable[[str], None] | None,
+    reserve: float,
+) -> tuple[list[Candidate], float | None, list[str]]:
+    """The model's plans (none if it found no solution in time), its proven bound, notes.
+    `reserve` seconds of the time left are kept for realising the counts."""
+    cycle = start_cycle(snapshot, policy, singleton_classes=exact)
+    groups, group_of_class = group_classes(cycle.state, exact)
+    demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1))
+    pooled = not exact and len(groups) * len(demand.classes) > POOL_ABOVE
+    if pooled:
+        groups, group_of_class = group_classes(cycle.state, exact, pooled=True)
+        demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1))
+    model = AggregateModel(cycle, demand, groups, group_of_class)
+    if model_sink is not None:
+        model_sink(model.text())
+    if exact:
+        # Every candidate so far is greedy, with no evictions: a feasible start.
+        model.hint(floor.placed, floor.cycle.state.class_of)
+    settings = policy.solver
+    counts = model.solve(
+        # Deterministic time does not depend on the machine's load: the whole budget, always.
+        settings.time_limit_seconds
+        if settings.deterministic
+        else _solve_budget(time_left(), reserve, exact),
+        settings.workers,
+        settings.seed,
+        settings.relative_gap,
+        settings.deterministic,
+        # Pooled groups are realised node by node from the LP's fractions; CP-SAT's integer
+        # counts over pools would only round what the realisation rounds anyway.
+        lp_only=pooled,
+    )
+    log.info(
+        "solved",
+        status=counts.status,
+        pooled=pooled,
+        pod_classes=len(demand.classes),
+        node_groups=len(groups),
+        variables=len(model.x),
+    )
+    if counts.status not in ("OPTIMAL", "FEASIBLE", "LP_ROUNDED"):
+        note = f"model: {counts.status.lower()} ({len(groups)} node groups); greedy plan used"
+        return [], None, [note]
+    stop = None if settings.deterministic else (lambda: time_left() <= 0)
+    placed, evicted = realise(cycle, demand, counts, groups, group_of_class, stop)
+    out = [Candidate("model-guided", counts.status, cycle, placed, evicted)]
+    if not pooled and (settings.deterministic or time_left() > 0):
+        # Floored counts dealt over alike nodes: exact on one-node classes, and sometimes better
+        # where the groups are large and alike.
+        cycle = start_cycle(snapshot, policy, singleton_classes=exact)
+        placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
+        out.append(Candidate("model", counts.status, cycle, placed, evicted))
+    return out, counts.bound, []
+
+
+def _solve_budget(left: float, reserve: float, exact: bool) -> float:
+    """Seconds for the LP and CP-SAT. On an aggregated model CP-SAT's counts rarely beat the
+    LP's fractions once realised node by node, so it gets half of what the realisations leave;
+    an exact model's counts are the plan, so it gets all of it."""
+    left = max(0.0, left - reserve)
+    return left if exact else left / 2
 
 
 def plan(
@@ -57,79 +145,76 @@ def plan(
 ) -> Plan:
     """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
     start = clock()
+    limit = policy.solver.time_limit_seconds
+
+    def time_left() -> float:
+        return max(0.0, limit - (clock() - start))
+
     exact = len(snapshot.nodes) <= EXACT_NODES
-    cycle = start_cycle(snapshot, policy, singleton_classes=exact)
-    notes = _gang_notes(cycle.pending)
+    floor = _greedy(snapshot, policy, exact, stranding=False)
+    # Realising the model's counts costs about two greedy passes: CP-SAT leaves them that time.
+    reserve = 2 * (clock() - start) + 0.05
+    cycle = floor.cycle
+    notes = power_notes(cycle.state)
+    gang_notes = _gang_notes(cycle.pending)
     trivial = float(sum(pod_value(p, policy) for p in cycle.pending))
 
-    def finish(c: Cycle, placed, evicted, status: str, bound: float) -> Plan:
+    def finish(best: Candidate, status: str, bound: float) -> Plan:
+        for line in notes:
+            log.warning("plan degraded", note=line)
         return assemble(
-            c.state,
-            c.pending,
-            placed,
-            evicted,
+            best.cycle.state,
+            best.cycle.pending,
+            best.placed,
+            best.evicted,
             status=status,
             bound=bound,
             seconds=clock() - start,
-            gang_notes=notes,
+            gang_notes=gang_notes,
+            notes=notes,
         )
 
     if not cycle.pending:
-        return finish(cycle, {}, {}, "TRIVIAL", 0.0)
-    floor = 0.0
-    if not exact and _might_all_fit(cycle):
-        # Most cycles of a live cluster place a few arrivals on room to spare. When best fit
-        # places every pending pod, no plan can do more: skip the model. Else best fit's value
-        # is the floor the model's plan must beat.
-        placed: dict[str, Placement] = {}
-        if not greedy_fill(cycle.state, units_of(cycle.pending), placed, arrival_order):
-            return finish(cycle, placed, {}, "OPTIMAL", trivial)
-        floor = plan_value(cycle.pending, placed, (), policy)
-        by_key = {p.key: p for p in cycle.pending}
-        for key, (node, gpus) in placed.items():
-            cycle.state.remove(by_key[key], node, gpus)
-    groups, group_of_class = group_classes(cycle.state, exact)
-    demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1))
-    model = AggregateModel(cycle, demand, groups, group_of_class)
-    if model_sink is not None:
-        model_sink(model.text())
-    greedy = _greedy(snapshot, policy, exact) if exact else None
-    if greedy is not None:
-        model.hint(greedy[1], greedy[0].state.class_of)
-    settings = policy.solver
-    built = clock() - start
-    counts = model.solve(
-        settings.time_limit_seconds,
-        settings.workers,
-        settings.seed,
-        settings.relative_gap,
-        settings.deterministic,
-    )
+        return finish(floor, "TRIVIAL", 0.0)
+    candidates = [floor]
+    # Asked for the model (to debug it), the cycle builds it even where best fit is optimal.
+    shortcut = model_sink is None
+    if shortcut and floor.value >= trivial:
+        return finish(floor, "OPTIMAL", trivial)
+    if shortcut and not exact and _might_all_fit(cycle):
+        # A live cluster's cycle mostly places a few arrivals on room to spare: in queue order
+        # they may all fit, and then no plan does more.
+        queue = _greedy(snapshot, policy, exact, stranding=True, order=arrival_order)
+        if queue.value >= trivial:
+            return finish(queue, "OPTIMAL", trivial)
+        candidates.append(queue)
+    bound = trivial
+    if time_left() > 0 or policy.solver.deterministic:
+        found, model_bound, model_notes = _model_candidates(
+            snapshot, policy, exact, time_left, best_of(candidates), model_sink, reserve
+        )
+        candidates += found
+        notes += model_notes
+        if model_bound is not None:
+            # No plan can beat placing every pending pod: a bound the solver may not have proved.
+            bound = min(model_bound, trivial)
+    else:
+        notes.append(f"time limit {limit:g} s reached before the model: greedy plan, no bound")
+    if time_left() > 0 or policy.solver.deterministic:
+        # Last, and cut short at the limit (a partial greedy plan is still a plan): the model's
+        # plan already holds the floor, this one only sometimes beats it.
+        stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
+        candidates.append(_greedy(snapshot, policy, exact, stranding=True, stop=stop))
+    best = best_of(candidates)
     log.info(
-        "solved",
-        status=counts.status,
-        pod_classes=len(demand.classes),
-        node_groups=len(groups),
-        variables=len(model.x),
-        build_seconds=round(built, 3),
+        "candidates",
+        **{c.name: c.value for c in candidates},
+        chosen=best.name,
         seconds=round(clock() - start, 3),
     )
-    if counts.status not in ("OPTIMAL", "FEASIBLE", "LP_ROUNDED"):
-        greedy = greedy or _greedy(snapshot, policy, exact)
-        return finish(greedy[0], greedy[1], {}, "GREEDY", trivial)
-    # No plan can beat placing every pending pod: a bound the solver may not have proved yet.
-    counts.bound = min(counts.bound, trivial)
-    placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
-    value = plan_value(cycle.pending, placed, (v for v, _ in evicted.values()), policy)
-    log.info("expanded", value=value, bound=counts.bound, seconds=round(clock() - start, 3))
-    if greedy is None and floor > value:
-        greedy = _greedy(snapshot, policy, exact)
-    if greedy is not None and greedy[2] > value:
-        return finish(greedy[0], greedy[1], {}, "GREEDY", counts.bound)
-    # OPTIMAL only when the realised plan meets the proven bound; else say whose counts these are.
-    status = (
-        "OPTIMAL"
-        if value >= counts.bound
-        else ("LP_ROUNDED" if counts.status == "LP_ROUNDED" else "FEASIBLE")
-    )
-    return finish(cycle, placed, evicted, status, counts.bound)
+    if best.status == "GREEDY":
+        status = "GREEDY"
+    else:
+        # OPTIMAL only when the realised plan meets the proven bound; else whose counts these are.
+        status = "OPTIMAL" if best.value >= bound else best.status.replace("OPTIMAL", "FEASIBLE")
+    return finish(best, status, bound)

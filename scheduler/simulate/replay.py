@@ -22,6 +22,7 @@ from scheduler.simulate.ledger import Ledger, PowerBound, Running, SimulationBug
 from scheduler.simulate.meter import Meter, percentiles
 from scheduler.simulate.result import RunResult, RunTimings
 from scheduler.simulate.runners import CycleRunner, OnlineRunner, make_runner
+from scheduler.simulate.snapshot_at import SnapshotSink, snapshot_at, snapshot_name
 from scheduler.traces.workload import TraceJob
 
 Progress = Callable[[int, int], None]  # (jobs arrived, jobs in all)
@@ -40,6 +41,10 @@ class ReplaySettings:
     # An evicted pod checkpoints as it leaves and later runs only what it had left (the
     # checkpoint handshake); False: it restarts from the beginning and its work is lost.
     resume_evicted: bool = False
+    # Simulated times (after scaling) at which the state is sent to `on_snapshot` as a
+    # ClusterSnapshot, after every event at that time; times past the end are not taken.
+    snapshot_at: tuple[float, ...] = ()
+    on_snapshot: SnapshotSink | None = None
 
 
 @dataclass
@@ -68,6 +73,8 @@ class _Replay:
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.scheduler = scheduler
+        self.snapshot_times = sorted(settings.snapshot_at) if settings.on_snapshot else []
         scale = settings.arrival_scale
         self.jobs = sorted(
             (TraceJob(j.name, j.submit / scale, j.duration, j.pods, j.source_line) for j in jobs),
@@ -262,6 +269,15 @@ class _Replay:
         if due:
             self.push(min(due), _CYCLE, None)
 
+    def snapshots_until(self, now: float, inclusive: bool = False) -> None:
+        """Send the snapshots due before `now` (or at it, when inclusive)."""
+        times, sink = self.snapshot_times, self.settings.on_snapshot
+        while sink is not None and times and (times[0] < now or (inclusive and times[0] == now)):
+            at = times.pop(0)
+            queued = [(q.pods, q.since) for q in sorted(self.queue.values(), key=_Queued.key)]
+            name = snapshot_name(self.ledger.inventory.metadata.name, self.scheduler, at)
+            sink(self.scheduler, at, snapshot_at(self.ledger, queued, at, name))
+
     # -- the loop --------------------------------------------------------------------------
     def run(self, progress: Progress | None) -> None:
         for job in self.jobs:
@@ -276,6 +292,7 @@ class _Replay:
             now = self.events[0][0]
             if horizon is not None and now > horizon:
                 break
+            self.snapshots_until(now)
             self.meter.advance(now)
             new: list[int] = []
             freed = cycle_due = False
@@ -324,6 +341,7 @@ class _Replay:
                 progress(arrived, len(self.jobs))
         if horizon is not None:
             self.meter.advance(horizon)
+        self.snapshots_until(horizon if horizon is not None else float("inf"), inclusive=True)
 
     def result(self, name: str, seconds: float) -> RunResult:
         m, lg = self.meter, self.ledger

@@ -41,7 +41,8 @@ def check_trace(jobs: Sequence[TraceJob], inventory: ClusterSnapshot, trace: str
 
 
 def _settings(settings: ReplaySettings | InflationSettings) -> dict[str, str]:
-    out = {k: str(v) for k, v in asdict(settings).items() if k != "failures"}
+    skip = ("failures", "snapshot_at", "on_snapshot")  # snapshots are output, not settings
+    out = {k: str(v) for k, v in asdict(settings).items() if k not in skip}
     if isinstance(settings, ReplaySettings):
         out["gpuFailures"] = str(len(settings.failures))
     return out

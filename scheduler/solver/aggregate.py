@@ -65,9 +65,43 @@ class Counts:
     per_gpu: dict[tuple[int, int, int], int] = field(default_factory=dict)  # (pc, group, gpu)
     evict: dict[tuple[tuple, int], int] = field(default_factory=dict)  # (victim sig, group)
     gangs: dict[int, int] = field(default_factory=dict)  # gang class -> gangs placed
+    # The same decisions before rounding (the LP's fractions, or CP-SAT's counts): targets that a
+    # realisation node by node may meet without flooring small groups to nothing.
+    quota: dict[tuple[int, int], float] = field(default_factory=dict)  # (pod class, group)
+    quota_gangs: dict[int, float] = field(default_factory=dict)
+    quota_evict: dict[tuple[tuple, int], float] = field(default_factory=dict)
 
 
-def _per_node_cap(pc: PodClass, cls: NodeClass, extra: tuple[int, int, int, int]) -> int:
+@dataclass
+class _Pooled:
+    """A group's summed capacity, in the fields _per_node_cap reads (every partly used GPU
+    counted as a slot: an upper bound)."""
+
+    totals: tuple[int, int, int, int]
+
+    @property
+    def free_whole(self) -> int:
+        return self.totals[0]
+
+    @property
+    def cpu(self) -> int:
+        return self.totals[2]
+
+    @property
+    def mem(self) -> int:
+        return self.totals[3]
+
+    def slots(self, milli: int) -> int:
+        return self.totals[1]
+
+
+def _slots(cls: NodeClass | _Pooled, milli: int) -> int:
+    if isinstance(cls, _Pooled):
+        return cls.slots(milli)
+    return sum(1 for r in cls.partial if r >= milli)
+
+
+def _per_node_cap(pc: PodClass, cls: NodeClass | _Pooled, extra: tuple[int, int, int, int]) -> int:
     """How many pods of this class one node of this class could take at most."""
     rep = pc.rep
     v_gpus, v_slots, v_cpu, v_mem = extra
@@ -75,9 +109,7 @@ def _per_node_cap(pc: PodClass, cls: NodeClass, extra: tuple[int, int, int, int]
     if rep.gpus > 0 and not rep.fractional:
         caps.append((cls.free_whole + v_gpus) // rep.gpus)
     if rep.fractional:
-        slots = (
-            cls.free_whole + v_gpus + sum(1 for r in cls.partial if r >= rep.gpu_milli) + v_slots
-        )
+        slots = cls.free_whole + v_gpus + _slots(cls, rep.gpu_milli) + v_slots
         caps.append(slots * (1000 // rep.gpu_milli))
     if rep.cpu_milli:
         caps.append((cls.cpu + v_cpu) // rep.cpu_milli)
@@ -107,6 +139,8 @@ class AggregateModel:
         self.victims_per_node: dict[int, Counter[tuple]] = {
             c.id: Counter(c.victims) for c in self.state.classes
         }
+        self._extra: dict[int, tuple[int, int, int, int]] = {}
+        self._totals: dict[int, tuple[int, int, int, int] | None] = defaultdict(lambda: None)
         self._build()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -114,6 +148,10 @@ class AggregateModel:
         return self.state.watts(pod, cls.nodes[0])
 
     def _victim_extra(self, cls: NodeClass) -> tuple[int, int, int, int]:
+        """What evicting every victim on one node of the class frees: GPUs, share slots, CPU,
+        memory."""
+        if cls.id in self._extra:
+            return self._extra[cls.id]
         gpus = slots = cpu = mem = 0
         for sig, k in self.victims_per_node[cls.id].items():
             v = self.victim_rep[sig]
@@ -121,7 +159,8 @@ class AggregateModel:
             slots += k * (1 if _frees_share(sig, v) else 0)
             cpu += k * v.cpu_milli
             mem += k * v.memory_mi_b
-        return gpus, slots, cpu, mem
+        self._extra[cls.id] = (gpus, slots, cpu, mem)
+        return self._extra[cls.id]
 
     def _headroom(self) -> dict[str, int]:
         """Budget minus draw, as if every victim in the domain were gone (an optimistic cap)."""
@@ -131,15 +170,55 @@ class AggregateModel:
             node = s.node_index[v.node]  # type: ignore[index]
             for d in s.chain[node]:
                 freed[d] += s.watts(v, node)
-        return {d: b - s.power[d] + freed[d] for d, b in s.budget.items()}
+        return {d: max(0, b - s.power[d]) + freed[d] for d, b in s.budget.items()}
+
+    def _group_victims(self, grp: Group) -> Counter[tuple]:
+        """Victims on every node of the group, by signature."""
+        out: Counter[tuple] = Counter()
+        for c in grp.classes:
+            for sig, k in self.victims_per_node[c.id].items():
+                out[sig] += k * len(c.nodes)
+        return out
+
+    def _cap(self, pc: PodClass, cls: NodeClass) -> int:
+        """Pods of the class one node of `cls` takes at most, its spread limit included."""
+        rep = pc.rep
+        per_node = _per_node_cap(pc, cls, self._victim_extra(cls))
+        limit = self.state.spread_limit(rep)
+        if limit is not None and pc.spread_binds:
+            staying = dict(cls.apps).get(rep.app or "", 0) - sum(
+                k
+                for sig, k in self.victims_per_node[cls.id].items()
+                if self.victim_rep[sig].app == rep.app
+            )
+            per_node = min(per_node, limit - staying)
+        return max(per_node, 0)
+
+    def _group_cap(self, pc: PodClass, grp: Group) -> int:
+        """Pods of the class the group takes at most: node by node where its nodes are alike,
+        else from its summed capacity (looser, but one look instead of one per node class)."""
+        if grp.alike:
+            return grp.n * self._cap(pc, grp.rep)
+        totals = self._totals[grp.id]
+        if totals is None:
+            totals = self._totals[grp.id] = (
+                grp.total(lambda c: c.free_whole + self._victim_extra(c)[0]),
+                grp.total(lambda c: len(c.partial) + self._victim_extra(c)[1]),
+                grp.total(lambda c: c.cpu + self._victim_extra(c)[2]),
+                grp.total(lambda c: c.mem + self._victim_extra(c)[3]),
+            )
+        cap = _per_node_cap(pc, _Pooled(totals), (0, 0, 0, 0))
+        if self.state.spread_limit(pc.rep) is not None and pc.spread_binds:
+            cap = min(cap, grp.total(lambda c: self._cap(pc, c)))
+        return cap
 
     # -- model -----------------------------------------------------------------------------
     def _build(self) -> None:
-        s, m = self.state, self.m
+        m = self.m
         headroom = self._headroom()
+        self.victims_of = {grp.id: self._group_victims(grp) for grp in self.groups}
         for grp in self.groups:
-            cls, n = grp.rep, grp.n
-            extra = self._victim_extra(cls)
+            cls = grp.rep
             leaves = {c.leaf for c in grp.classes}
             leaf_room = max((headroom[leaf] for leaf in leaves if leaf in headroom), default=None)
             upper_room = min((headroom[d] for d in grp.upper if d in headroom), default=None)
@@ -152,20 +231,11 @@ class AggregateModel:
                     upper_room is not None and w > upper_room
                 ):
                     continue
-                per_node = _per_node_cap(pc, cls, extra)
-                limit = s.spread_limit(rep)
-                if limit is not None and pc.spread_binds:
-                    staying = dict(cls.apps).get(rep.app or "", 0) - sum(
-                        k
-                        for sig, k in self.victims_per_node[cls.id].items()
-                        if self.victim_rep[sig].app == rep.app
-                    )
-                    per_node = min(per_node, limit - staying)
-                ub = min(len(pc.pods), n * per_node)
+                ub = min(len(pc.pods), self._group_cap(pc, grp))
                 if ub > 0:
                     self.x[(pc.id, grp.id)] = m.new_int_var(0, ub, f"x_{pc.id}_{grp.id}")
-            for sig, k in self.victims_per_node[cls.id].items():
-                self.v[(sig, grp.id)] = m.new_int_var(0, k * n, f"v_{grp.id}_{len(self.v)}")
+            for sig, k in self.victims_of[grp.id].items():
+                self.v[(sig, grp.id)] = m.new_int_var(0, k, f"v_{grp.id}_{len(self.v)}")
         self._demand_rows()
         for grp in self.groups:
             self._node_class_rows(grp)
@@ -208,28 +278,30 @@ class AggregateModel:
             return
         cls, n = grp.rep, grp.n
         vic = [
-            (sig, self.v[(sig, grp.id)], self.victim_rep[sig])
-            for sig in self.victims_per_node[cls.id]
+            (sig, self.v[(sig, grp.id)], self.victim_rep[sig]) for sig in self.victims_of[grp.id]
         ]
         exact = n == 1 and not vic
         frac = [(pc, x) for pc, x in here if pc.rep.fractional]
         whole = [(pc, x) for pc, x in here if pc.rep.gpus > 0 and not pc.rep.fractional]
+        free_whole = grp.total(lambda c: c.free_whole)
+        partial = grp.total(lambda c: sum(c.partial))
         fresh_for_frac: cp_model.LinearExprT = 0
         if frac and exact:
             fresh_for_frac = self._exact_gpus(grp, frac)
         elif frac:
-            whole_freed = self._victim_extra(cls)[0]
-            f = m.new_int_var(0, n * (cls.free_whole + whole_freed), f"f_{grp.id}")
+            whole_freed = grp.total(lambda c: self._victim_extra(c)[0])
+            f = m.new_int_var(0, free_whole + whole_freed, f"f_{grp.id}")
             fresh_for_frac = f
-            self._share_rows(cls, n, frac, f, vic)
-        if cls.empty and n > 1 and not vic:
+            self._share_rows(grp, frac, f, vic)
+        if cls.empty and n > 1 and not vic and grp.alike:
             opened = m.new_int_var(0, n, f"o_{grp.id}")
             self.opened[grp.id] = opened
             gpu_cap: cp_model.LinearExprT = cls.free_whole * opened
             cpu_cap: cp_model.LinearExprT = cls.cpu * opened
             mem_cap: cp_model.LinearExprT = cls.mem * opened
         else:
-            gpu_cap, cpu_cap, mem_cap = n * cls.free_whole, n * cls.cpu, n * cls.mem
+            gpu_cap = free_whole
+            cpu_cap, mem_cap = grp.total(lambda c: c.cpu), grp.total(lambda c: c.mem)
         # Needed whether or not shares are pending: two evicted shares of one GPU each count it
         # freed in the GPU row, one GPU taken for two whole pods.
         shares_evicted = any(_frees_share(sig, v) for sig, _, v in vic)
@@ -254,7 +326,7 @@ class AggregateModel:
                 m.add(
                     _lin((1000 * pc.rep.gpus, x) for pc, x in upto(whole))
                     + _lin((pc.rep.gpu_milli, x) for pc, x in upto(frac))
-                    <= 1000 * gpu_cap + n * sum(cls.partial) + freed(_milli_freed)
+                    <= 1000 * gpu_cap + partial + freed(_milli_freed)
                 )
             m.add(
                 _lin((pc.rep.cpu_milli, x) for pc, x in upto(here))
@@ -264,31 +336,34 @@ class AggregateModel:
                 _lin((pc.rep.memory_mi_b, x) for pc, x in upto(here))
                 <= mem_cap + freed(lambda _, v: v.memory_mi_b)
             )
-        if not vic:
-            self._size_rows(cls, whole, n)
-        self._spread_rows(cls, here, n, vic)
+        self._size_rows(grp, whole)
+        self._spread_rows(grp, here, vic)
 
-    def _share_rows(self, cls, n, frac, fresh, vic) -> None:
-        """GPU shares in a class of many nodes: mass, plus DFF cuts when no share is evicted."""
+    def _share_rows(self, grp: Group, frac, fresh, vic) -> None:
+        """GPU shares in a group of many nodes: mass, plus DFF cuts when no share is evicted."""
         freed = sum(v.gpu_milli * var for sig, var, v in vic if _frees_share(sig, v))
         self.m.add(
             _lin((pc.rep.gpu_milli, x) for pc, x in frac)
-            <= 1000 * fresh + n * sum(cls.partial) + freed
+            <= 1000 * fresh + grp.total(lambda c: sum(c.partial)) + freed
         )
         if any(v.fractional for _, _, v in vic):
             return
         for k in DFF_ORDERS:
             cap = dff_capacity(k)
-            prefilled = sum(cap - dff_scaled(k, 1000 - r) for r in cls.partial)
+            prefilled = grp.total(
+                lambda c, k=k, cap=cap: sum(cap - dff_scaled(k, 1000 - r) for r in c.partial)
+            )
             self.m.add(
                 _lin((dff_scaled(k, pc.rep.gpu_milli), x) for pc, x in frac)
-                <= cap * fresh + n * prefilled
+                <= cap * fresh + prefilled
             )
         for eps in eps_thresholds({pc.rep.gpu_milli for pc, _ in frac}):
-            prefilled = sum(1000 - eps_scaled(eps, 1000 - r) for r in cls.partial)
+            prefilled = grp.total(
+                lambda c, eps=eps: sum(1000 - eps_scaled(eps, 1000 - r) for r in c.partial)
+            )
             self.m.add(
                 _lin((eps_scaled(eps, pc.rep.gpu_milli), x) for pc, x in frac)
-                <= 1000 * fresh + n * prefilled
+                <= 1000 * fresh + prefilled
             )
 
     def _exact_gpus(self, grp: Group, frac) -> cp_model.LinearExprT:
@@ -318,25 +393,33 @@ class AggregateModel:
             m.add(x == sum(per_pc[pc.id]))
         return sum(opened)
 
-    def _size_rows(self, cls: NodeClass, whole, n: int) -> None:
-        """A 4-GPU pod needs 4 free GPUs on one node: count how many such blocks nodes hold."""
+    def _size_rows(self, grp: Group, whole) -> None:
+        """A 4-GPU pod needs 4 free GPUs on one node: count how many such blocks nodes hold.
+        Evicting a victim of g usable GPUs adds at most ceil(g / size) blocks to its node
+        (floor((f + g) / s) - floor(f / s) <= ceil(g / s)), so victims enter at that rate."""
+        vic = [(sig, self.v[(sig, grp.id)]) for sig in self.victims_of[grp.id]]
         for size in sorted({pc.rep.gpus for pc, _ in whole if pc.rep.gpus > 1}):
-            if cls.free_whole % size == 0:
+            if all(c.free_whole % size == 0 for c in grp.classes) and not vic:
                 continue  # implied by the GPU row
+            gained = _lin(
+                (-(-_gpus_freed(sig, self.victim_rep[sig]) // size), var) for sig, var in vic
+            )
             self.m.add(
-                _lin((pc.rep.gpus // size, x) for pc, x in whole) <= n * (cls.free_whole // size)
+                _lin((pc.rep.gpus // size, x) for pc, x in whole)
+                <= grp.total(lambda c, size=size: c.free_whole // size) + gained
             )
 
-    def _spread_rows(self, cls: NodeClass, here, n: int, vic) -> None:
+    def _spread_rows(self, grp: Group, here, vic) -> None:
         limits: dict[str, set[int]] = defaultdict(set)
         for pc, _ in here:
             limit = self.state.spread_limit(pc.rep)
             if limit is not None and pc.spread_binds:
                 limits[pc.rep.app].add(limit)  # type: ignore[index]
-        running = dict(cls.apps)
         for app, values in limits.items():
             members = [(pc.rep.priority, x) for pc, x in here if pc.rep.app == app]
-            room = n * max(0, min(values) - running.get(app, 0))
+            room = grp.total(
+                lambda c, app=app, values=values: max(0, min(values) - dict(c.apps).get(app, 0))
+            )
             # An evicted pod of the same app frees a slot, for higher priority only.
             freed = [(v.priority, var) for _, var, v in vic if v.app == app]
             for q in sorted({p for p, _ in members}) if freed else [None]:
@@ -348,7 +431,9 @@ class AggregateModel:
 
     def _power_rows(self) -> None:
         s = self.state
-        rooms: dict[str, int] = {d: b - s.power[d] for d, b in s.budget.items()}
+        # A domain already over budget (a budget cut under running work) is frozen: no new load
+        # beyond what evictions there free, so its draw never rises. The rest plans as usual.
+        rooms: dict[str, int] = {d: max(0, b - s.power[d]) for d, b in s.budget.items()}
         rows_of: dict[int, list[str]] = {}
         for grp in self.groups:
             rows = [d for d in grp.upper if d in s.budget]
@@ -442,9 +527,13 @@ class AggregateModel:
             self.m.add_hint(self.z[gc.id], done)
 
     # -- solve -----------------------------------------------------------------------------
-    def _counts(self, status: str, combined_bound: float, value) -> Counts:
+    def _counts(self, status: str, combined_bound: float, value, raw=None) -> Counts:
         primary_units = math.floor(combined_bound + 1e-6) // self.scale_p
+        raw = raw or value
         return Counts(
+            quota={k: q for k, v in self.x.items() if (q := raw(v)) > 1e-6},
+            quota_gangs={k: raw(v) for k, v in self.z.items()},
+            quota_evict={k: q for k, v in self.v.items() if (q := raw(v)) > 1e-6},
             status=status,
             bound=float((primary_units // self.cpu_only_scale) * self.unit),
             x={k: value(v) for k, v in self.x.items() if value(v)},
@@ -460,8 +549,10 @@ class AggregateModel:
         seed: int,
         relative_gap: float,
         deterministic: bool = False,
+        lp_only: bool = False,
     ) -> Counts:
-        """LP relaxation first (a bound and a rounded start), then CP-SAT for the time left."""
+        """LP relaxation first (a bound and a rounded start), then CP-SAT for the time left;
+        lp_only stops after the LP where it has a solution."""
         lp = solve_lp(self.m, time_limit)
         lp_bound = math.inf
         floor_of = None
@@ -476,10 +567,15 @@ class AggregateModel:
             def floor_of(var) -> int:
                 return math.floor(lp.values[var.index] + 1e-6)
 
+            def lp_value(var) -> float:
+                return lp.values[var.index]
+
+            if lp_only:
+                return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
             if not deterministic:
                 time_limit -= lp.seconds
                 if time_limit < _MIN_CP_SAT_SECONDS:
-                    return self._counts("LP_ROUNDED", lp_bound, floor_of)
+                    return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
         solver = cp_model.CpSolver()
         if deterministic:
             solver.parameters.max_deterministic_time = max(0.05, time_limit)
@@ -496,5 +592,5 @@ class AggregateModel:
             bound = min(lp_bound, solver.best_objective_bound)
             return self._counts(status, bound, solver.value)
         if floor_of is not None:
-            return self._counts("LP_ROUNDED", lp_bound, floor_of)
+            return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
         return Counts(status=status, bound=math.inf)

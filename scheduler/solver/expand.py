@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 
+from scheduler.fit.classes import fit_shape
 from scheduler.fit.cycle import Cycle, starving
 from scheduler.fit.greedy import greedy_fill, unit_order
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
@@ -22,7 +23,15 @@ Evicted = dict[str, tuple[Pod, str]]
 _NO_CLASS = -1
 
 
-def _evict(cycle: Cycle, counts: Counts, group_of_class: list[int]) -> dict[str, Pod]:
+def evict_counted(
+    cycle: Cycle,
+    counts: dict[tuple[tuple, int], int],
+    group_of_class: list[int],
+    emptiest_first: bool = False,
+) -> dict[str, Pod]:
+    """Evict `counts` victims of each (signature, group), from the most crowded nodes first, or
+    (`emptiest_first`) from the nodes with the most free GPUs first: there an eviction completes
+    a block of free GPUs, as the model's size rows count it."""
     s = cycle.state
     by_slot: dict[tuple[tuple, int], list[Pod]] = defaultdict(list)
     per_node: dict[int, int] = defaultdict(int)
@@ -31,9 +40,13 @@ def _evict(cycle: Cycle, counts: Counts, group_of_class: list[int]) -> dict[str,
         per_node[node] += 1
         by_slot[(s.victim_signature(v), group_of_class[s.class_of[node]])].append(v)
     evicted: dict[str, Pod] = {}
-    for slot, k in counts.evict.items():
+    for slot, k in counts.items():
         # Evicting from the same nodes first frees whole GPUs and whole nodes.
-        pool = sorted(by_slot[slot], key=lambda v: (-per_node[s.node_index[v.node]], v.node, v.key))
+        def crowded(v: Pod) -> tuple:
+            node = s.node_index[v.node]  # type: ignore[index]
+            return (-s.nfree[node] if emptiest_first else 0, -per_node[node], v.node, v.key)
+
+        pool = sorted(by_slot[slot], key=crowded)
         for v in pool[:k]:
             s.remove(v, s.node_index[v.node], tuple(v.gpu_indices))  # type: ignore[index]
             evicted[v.key] = v
@@ -176,9 +189,9 @@ def _deal_units(
     for pod in (p for p in pods if p.fractional):
         where = None
         for c in class_ids:
-            found = state._find_fractional(pod, state.classes[c])
-            if found is not None and state.power_ok(pod, found[1][0]):
-                where = found[1]
+            found = state.find_partial(pod, c)
+            if found is not None and state.power_ok(pod, found[0]):
+                where = found
                 break
         if where is not None:
             state.place(pod, *where)
@@ -229,7 +242,7 @@ def _break_partial_gangs(
     return units
 
 
-def _preempt_for(
+def preempt_for(
     cycle: Cycle, units: list[list[Pod]], evicted: dict[str, Pod], placed: dict[str, Placement]
 ) -> None:
     """What kube-scheduler does for one pod: on each node with lower-priority victims, evict the
@@ -239,10 +252,14 @@ def _preempt_for(
     on_node: dict[int, list[Pod]] = defaultdict(list)
     for v in cycle.victims:
         on_node[state.node_index[v.node]].append(v)  # type: ignore[index]
+    hopeless: set[tuple] = set()  # shapes and priorities that found no node worth it
     for unit in unit_order(units, policy):
         if len(unit) != 1:
             continue  # a gang needs room on several nodes at once: the model's business
         pod = unit[0]
+        shape = (fit_shape(pod), pod.priority)
+        if shape in hopeless:
+            continue
         worth = pod_value(pod, policy)
         best: tuple[int, int, list[Pod]] | None = None
         for node, victims in on_node.items():
@@ -270,6 +287,8 @@ def _preempt_for(
             if fits and cost < worth and (best is None or cost < best[0]):
                 best = (cost, node, taken)
         if best is None:
+            # Victims only go, so a later pod of this shape and priority finds none either.
+            hopeless.add(shape)
             continue
         _, node, taken = best
         for v in taken:
@@ -288,55 +307,69 @@ def _fits_back(state: ClusterState, v: Pod, node: int) -> bool:
     return gpus_ok and state.host_ok(v, node) and state.power_ok(v, node)
 
 
-def _settle_evictions(
+def settle_evictions(
     state: ClusterState, evicted: dict[str, Pod], pending: list[Pod], placed: dict[str, Placement]
 ) -> tuple[Evicted, list[list[Pod]]]:
     """Restore victims whose room went unused; keep only evictions a higher priority needs."""
     by_key = {p.key: p for p in pending}
+    on_node: dict[int, list[str]] = defaultdict(list)
+    for key, (n, _) in placed.items():
+        on_node[n].append(key)
     bumped: list[list[Pod]] = []
-    kept: Evicted = {}
+    kept: list[tuple[Pod, int]] = []
     for v in sorted(evicted.values(), key=lambda v: (-v.priority, v.key)):
         node = state.node_index[v.node]  # type: ignore[index]
         if not _fits_back(state, v, node):
             # Room taken by pods that do not outrank the victim goes back to the victim.
-            for key, (n, gpus) in sorted(placed.items(), key=lambda kv: by_key[kv[0]].priority):
+            for key in sorted(on_node[node], key=lambda k: by_key[k].priority):
                 p = by_key[key]
-                if n == node and p.priority <= v.priority and not p.gang_key:
-                    state.remove(p, n, gpus)
-                    del placed[key]
+                if key in placed and p.priority <= v.priority and not p.gang_key:
+                    state.remove(p, node, placed.pop(key)[1])
                     bumped.append([p])
                     if _fits_back(state, v, node):
                         break
         if _fits_back(state, v, node):
             state.place(v, node, tuple(v.gpu_indices))
             continue
-        kept[v.key] = (v, _preemptor_reason(state, v, node, by_key, placed))
-    return kept, bumped
+        kept.append((v, node))
+    reasons = _Preemptors(state, by_key, placed)
+    return {v.key: (v, reasons.reason(v, node)) for v, node in kept}, bumped
 
 
-def _preemptor_reason(
-    state: ClusterState, v: Pod, node: int, by_key: dict[str, Pod], placed: dict[str, Placement]
-) -> str:
-    domains = set(state.chain[node])
-    best = None
-    for key, (n, _) in placed.items():
-        p = by_key[key]
-        if p.priority <= v.priority:
-            continue
-        rank = 0 if n == node else 1
-        if rank == 1 and not domains & set(state.chain[n]):
-            continue
-        if best is None or (rank, -p.priority, key) < best[0]:
-            best = ((rank, -p.priority, key), p)
-    if best is None:
-        return f"preempted for higher-priority work (priority {v.priority})"
-    p = best[1]
-    if starving(p, state.policy):
-        return (
-            f"preempted by {p.gang_key}, a gang waiting {p.waiting_seconds:.0f} s "
-            f"(starvingGangSeconds {state.policy.starving_gang_seconds:g})"
-        )
-    return f"preempted by {p.key} (priority {p.priority} > {v.priority})"
+class _Preemptors:
+    """Who an eviction made room for: the highest-priority pod placed on the victim's node,
+    else in a power domain it shares; indexed once, not searched once per victim."""
+
+    def __init__(
+        self, state: ClusterState, by_key: dict[str, Pod], placed: dict[str, Placement]
+    ) -> None:
+        self.state = state
+        self.on_node: dict[int, tuple[int, str]] = {}
+        self.in_domain: dict[str, tuple[int, str]] = {}
+        self.by_key = by_key
+        for key, (n, _) in placed.items():
+            rank = (-by_key[key].priority, key)
+            if n not in self.on_node or rank < self.on_node[n]:
+                self.on_node[n] = rank
+            for d in state.chain[n]:
+                if d not in self.in_domain or rank < self.in_domain[d]:
+                    self.in_domain[d] = rank
+
+    def reason(self, v: Pod, node: int) -> str:
+        best = self.on_node.get(node)
+        if best is None or -best[0] <= v.priority:
+            ranks = [self.in_domain[d] for d in self.state.chain[node] if d in self.in_domain]
+            best = min(ranks, default=None)
+        if best is None or -best[0] <= v.priority:
+            return f"preempted for higher-priority work (priority {v.priority})"
+        p = self.by_key[best[1]]
+        policy = self.state.policy
+        if starving(p, policy):
+            return (
+                f"preempted by {p.gang_key}, a gang waiting {p.waiting_seconds:.0f} s "
+                f"(starvingGangSeconds {policy.starving_gang_seconds:g})"
+            )
+        return f"preempted by {p.key} (priority {p.priority} > {v.priority})"
 
 
 def expand(
@@ -344,7 +377,7 @@ def expand(
 ) -> tuple[dict[str, Placement], Evicted]:
     state = cycle.state
     placed: dict[str, Placement] = {}
-    evicted = _evict(cycle, counts, group_of_class)
+    evicted = evict_counted(cycle, counts.evict, group_of_class)
     items = _assign(cycle, demand, counts, groups)
     # CPU-only pods are worth least: they go last of all, onto nodes whose GPUs are taken, so
     # their CPU never strands a free GPU that a leftover GPU pod could still use.
@@ -354,8 +387,8 @@ def expand(
     units = _break_partial_gangs(state, cycle.pending, placed, left)
     units = greedy_fill(state, units, placed)
     if cycle.victims:
-        _preempt_for(cycle, units, evicted, placed)
-    kept, bumped = _settle_evictions(state, evicted, cycle.pending, placed)
+        preempt_for(cycle, units, evicted, placed)
+    kept, bumped = settle_evictions(state, evicted, cycle.pending, placed)
     greedy_fill(state, bumped, placed)
     greedy_fill(state, cpu_only, placed)
     return placed, kept

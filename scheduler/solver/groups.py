@@ -8,7 +8,9 @@ real plan satisfies the sum), and expansion deals the counts back out rack by ra
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from scheduler.fit.classes import NodeClass
 from scheduler.fit.state import ClusterState
@@ -30,9 +32,27 @@ class Group:
     def n(self) -> int:
         return sum(len(c.nodes) for c in self.classes)
 
+    def total(self, per_node: Callable[[NodeClass], int]) -> int:
+        """A per-node quantity summed over every node of the group: what the model's rows count
+        against, whether the classes are alike or not (a sum holds for any real plan)."""
+        return sum(len(c.nodes) * per_node(c) for c in self.classes)
 
-def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], list[int]]:
-    """Groups for the model, and the group id of every node class."""
+    @cached_property
+    def alike(self) -> bool:
+        """Every node of the group has the same free capacity."""
+        return len({c.shape() for c in self.classes}) == 1
+
+
+def group_classes(
+    state: ClusterState, singleton: bool, pooled: bool = False
+) -> tuple[list[Group], list[int]]:
+    """Groups for the model, and the group id of every node class.
+
+    pooled puts every class of one GPU model in alike racks into one group, whatever their free
+    capacity: after hours of churn nearly every node is a class of its own, and a model over
+    thousands of one-node groups does not solve within a cycle. The group's rows then count
+    summed capacity (still a relaxation, a looser one), and the realisation works node by node.
+    """
     live = [c for c in state.classes if c.nodes]
     if singleton:
         groups = [_group(state, i, [c]) for i, c in enumerate(live)]
@@ -61,7 +81,7 @@ def group_classes(state: ClusterState, singleton: bool) -> tuple[list[Group], li
             by_shape: dict[tuple, list[NodeClass]] = defaultdict(list)
             for leaf in leaves:
                 for c in by_leaf[leaf]:
-                    by_shape[c.shape()].append(c)
+                    by_shape[(c.model, c.gpus) if pooled else c.shape()].append(c)
             for classes in by_shape.values():
                 groups.append(_group(state, len(groups), classes))
     of_class = [-1] * len(state.classes)
@@ -76,6 +96,6 @@ def _group(state: ClusterState, gid: int, classes: list[NodeClass]) -> Group:
     chain = state.chain[classes[0].nodes[0]]
     room = None
     if leaves[0] in state.budget:
-        room = sum(state.budget[leaf] - state.power[leaf] for leaf in leaves)
+        room = sum(max(0, state.budget[leaf] - state.power[leaf]) for leaf in leaves)
     key = leaves[0] if len(leaves) == 1 else f"{leaves[0]}+{len(leaves) - 1}"
     return Group(gid, classes, key, room, chain[1:])

@@ -1,0 +1,131 @@
+"""Plan quality on the states a live cluster is really in, against best fit in the same run.
+
+    python3 benchmarks/bench_live.py                      # the whole family
+    python3 benchmarks/bench_live.py --family scattered --sizes 1024 4096
+    python3 benchmarks/bench_live.py --family over-budget --family openb --time-limit 20
+
+The family (each instance seeded; benchmarks/README.md, "Live states"):
+- scattered: running work scattered as after hours of churn (benchmarks/live_states.py) at
+  512, 1,024, 4,096 and 16,384 nodes, 2.5 pending pods per node (10,000 at 4,096);
+- replay: snapshots of openb and ITP replays at random times (benchmarks/replay_states.py);
+- over-budget: the scattered state with two racks cut below what already runs in them;
+- openb: the default trace as one batch in five formulations (benchmarks/openb_batches.py).
+
+Per instance: best fit and wattpack (`plan`, default policy but the time limit) side by side:
+wall time (median of --repeats), GPU allocation, objective, proven bound, gap, status, the
+ratios wattpack / best fit, and the independent checker's verdict on both plans. The last line
+counts instances where wattpack fell below best fit: the acceptance is zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from live_states import scattered_state
+
+from scheduler.baselines import best_fit
+from scheduler.cli.logs import LogFormat, LogLevel, configure
+from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+from scheduler.planner import plan
+from scheduler.verify import check_plan
+
+FAMILIES = ("scattered", "replay", "over-budget", "openb")
+
+
+def _instances(families: list[str], sizes: list[int], seed: int):
+    if "scattered" in families:
+        for n in sizes:
+            yield f"scattered-{n}", scattered_state(n, seed, pending=10000 if n == 4096 else None)
+    if "over-budget" in families:
+        for n in (512, 1024):
+            yield f"over-budget-{n}", scattered_state(n, seed, over_budget_racks=2)
+    if "replay" in families:
+        from replay_states import replay_snapshots
+
+        yield from replay_snapshots(seed, 3)
+    if "openb" in families:
+        from openb_batches import openb_batches
+
+        yield from openb_batches()
+
+
+def _timed(fn, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int):
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn(snapshot, policy)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def _row(name: str, seconds: float, p: Plan, problems: list[str]) -> str:
+    s = p.summary
+    return (
+        f"  {name:<9} {seconds:7.2f}s  alloc {s.gpu_allocation:7.3%}  objective {s.objective:.5e}"
+        f"  bound {s.bound:.5e}  gap {s.gap:7.3%}  {s.status:<10}"
+        f" placed {s.placed_pods:>6}/{s.pending_pods} evicted {len(p.evictions):>4}"
+        f"  checker {'ok' if not problems else 'VIOLATIONS'}"
+    )
+
+
+def run_case(name: str, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int) -> bool:
+    """Prints one instance; True when wattpack is at least best fit on allocation and objective
+    and both plans pass the checker."""
+    gpus = sum(n.gpus for n in snapshot.nodes)
+    pending = sum(1 for p in snapshot.pods if p.node is None)
+    print(f"{name}: {len(snapshot.nodes)} nodes, {gpus} GPUs, {pending} pending pods")
+    base_t, base = _timed(best_fit, snapshot, policy, repeats)
+    ours_t, ours = _timed(plan, snapshot, policy, repeats)
+    base_problems = check_plan(snapshot, policy, base)
+    problems = check_plan(snapshot, policy, ours)
+    print(_row("best-fit", base_t, base, base_problems))
+    print(_row("wattpack", ours_t, ours, problems))
+    for line in (problems + base_problems)[:5]:
+        print(f"    infeasible: {line}")
+    for line in ours.summary.notes:
+        print(f"    note: {line}")
+    b, o = base.summary, ours.summary
+    ratio = o.objective / b.objective if b.objective else float("inf")
+    print(
+        f"  ratios wattpack/best-fit: allocation {o.gpu_allocation / b.gpu_allocation:.4f}  "
+        f"objective {ratio:.4f}  time {ours_t / base_t:.2f}"
+    )
+    return (
+        o.objective >= b.objective
+        and o.gpu_allocation >= b.gpu_allocation - 1e-9
+        and not problems
+        and not base_problems
+        and o.status != "GREEDY" * any("over" in n for n in o.notes)
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", choices=FAMILIES, action="append")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 4096, 16384])
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--time-limit", type=float, default=10.0, help="wattpack's, in seconds")
+    args = ap.parse_args()
+    configure(LogLevel("warning"), LogFormat("console"))
+    policy = PackingPolicy.model_validate(
+        {"solver": {"timeLimitSeconds": args.time_limit, "seed": 0}}
+    )
+    below = total = 0
+    for name, snapshot in _instances(args.family or list(FAMILIES), args.sizes, args.seed):
+        total += 1
+        below += not run_case(name, snapshot, policy, args.repeats)
+        sys.stdout.flush()
+    print(f"instances: {total}; wattpack below best fit or infeasible on: {below}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""One of the plans a cycle compares: the best fit the baseline makes, the stranding-aware
+greedy, the model's counts realised. The cycle returns the best of them, so the model can only
+add to what greedy placement already achieves (a portfolio, not a fallback)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.fit.cycle import Cycle
+from scheduler.fit.state import Placement
+from scheduler.fit.value import plan_value
+from scheduler.model import Pod
+
+Evicted = dict[str, tuple[Pod, str]]
+
+
+@dataclass
+class Candidate:
+    name: str  # best-fit | greedy | model
+    status: str  # the plan status it earns if chosen: GREEDY, or the solver's
+    cycle: Cycle  # its own cycle state, left as the candidate placed it
+    placed: dict[str, Placement]
+    evicted: Evicted
+
+    @property
+    def value(self) -> int:
+        return plan_value(
+            self.cycle.pending,
+            self.placed,
+            (v for v, _ in self.evicted.values()),
+            self.cycle.policy,
+        )
+
+    @property
+    def used_milli(self) -> int:
+        """GPU milli it adds: the allocation it reaches, less what was there."""
+        by_key = {p.key: p for p in self.cycle.pending}
+        return sum(by_key[k].milli_total for k in self.placed) - sum(
+            v.milli_total for v, _ in self.evicted.values()
+        )
+
+    def rank(self) -> tuple[int, int, int]:
+        """Objective first, then allocation, then fewer evictions."""
+        return (self.value, self.used_milli, -len(self.evicted))
+
+
+def best_of(candidates: list[Candidate]) -> Candidate:
+    """The best candidate; on a tie the earliest (the cheaper, simpler plan)."""
+    best = candidates[0]
+    for c in candidates[1:]:
+        if c.rank() > best.rank():
+            best = c
+    return best
