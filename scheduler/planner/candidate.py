@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.state import Placement
 from scheduler.fit.value import plan_value
-from scheduler.model import Pod
-
-Evicted = dict[str, tuple[Pod, str]]
+from scheduler.planner.evictions import Evicted
 
 
 @dataclass

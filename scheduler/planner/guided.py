@@ -19,11 +19,8 @@ from scheduler.fit.cycle import Cycle
 from scheduler.fit.greedy import greedy_fill, undo, unit_order, units_of
 from scheduler.fit.state import Placement
 from scheduler.model import Pod
-from scheduler.planner.candidate import Evicted
-from scheduler.solver import Counts
-from scheduler.solver.expand import evict_counted, preempt_for, settle_evictions
-from scheduler.solver.groups import Group
-from scheduler.solver.pod_classes import Demand
+from scheduler.planner.evictions import Evicted, evict_counted, preempt_for, settle_evictions
+from scheduler.solver import Counts, Demand, Group
 
 # A pod class may go to a group while this much of its quota there is left: the LP's 0.6 of a
 # pod rounds to one, its 0.3 does not.

@@ -1,8 +1,8 @@
-"""The only room that imports OR-Tools: build the aggregated model, solve it, expand the counts."""
+"""The only room that imports OR-Tools: classify, build the aggregated model, solve it. Turning
+its counts into a plan is the planner's (scheduler.planner)."""
 
 from scheduler.solver.aggregate import AggregateModel, Counts
-from scheduler.solver.expand import expand
-from scheduler.solver.groups import group_classes
-from scheduler.solver.pod_classes import classify
+from scheduler.solver.groups import Group, group_classes
+from scheduler.solver.pod_classes import Demand, classify
 
-__all__ = ["AggregateModel", "Counts", "classify", "expand", "group_classes"]
+__all__ = ["AggregateModel", "Counts", "Demand", "Group", "classify", "group_classes"]

@@ -24,6 +24,7 @@ from scheduler.model import Pod
 from scheduler.solver.dff import DFF_ORDERS, dff_capacity, dff_scaled, eps_scaled, eps_thresholds
 from scheduler.solver.groups import Group
 from scheduler.solver.lp import solve_lp
+from scheduler.solver.objective import Objective, Term
 from scheduler.solver.pod_classes import Demand, PodClass
 
 _BIG = 1 << 40
@@ -132,7 +133,6 @@ class AggregateModel:
         self.y: dict[tuple[int, int, int], cp_model.IntVar] = {}
         self.v: dict[tuple[tuple, int], cp_model.IntVar] = {}
         self.z: dict[int, cp_model.IntVar] = {}
-        self.opened: dict[int, cp_model.IntVar] = {}
         self.victim_rep: dict[tuple, Pod] = {}
         for p in cycle.victims:
             self.victim_rep.setdefault(self.state.victim_signature(p), p)
@@ -276,7 +276,7 @@ class AggregateModel:
         here = self._classes_here(grp)
         if not here:
             return
-        cls, n = grp.rep, grp.n
+        n = grp.n
         vic = [
             (sig, self.v[(sig, grp.id)], self.victim_rep[sig]) for sig in self.victims_of[grp.id]
         ]
@@ -293,15 +293,8 @@ class AggregateModel:
             f = m.new_int_var(0, free_whole + whole_freed, f"f_{grp.id}")
             fresh_for_frac = f
             self._share_rows(grp, frac, f, vic)
-        if cls.empty and n > 1 and not vic and grp.alike:
-            opened = m.new_int_var(0, n, f"o_{grp.id}")
-            self.opened[grp.id] = opened
-            gpu_cap: cp_model.LinearExprT = cls.free_whole * opened
-            cpu_cap: cp_model.LinearExprT = cls.cpu * opened
-            mem_cap: cp_model.LinearExprT = cls.mem * opened
-        else:
-            gpu_cap = free_whole
-            cpu_cap, mem_cap = grp.total(lambda c: c.cpu), grp.total(lambda c: c.mem)
+        gpu_cap = free_whole
+        cpu_cap, mem_cap = grp.total(lambda c: c.cpu), grp.total(lambda c: c.mem)
         # Needed whether or not shares are pending: two evicted shares of one GPU each count it
         # freed in the GPU row, one GPU taken for two whole pods.
         shares_evicted = any(_frees_share(sig, v) for sig, _, v in vic)
@@ -461,45 +454,43 @@ class AggregateModel:
                 self.m.add(use <= rooms[d] + gain)
 
     def _objective(self) -> None:
-        """Lexicographic: weighted GPU allocation, then CPU-only pods, then empty nodes kept,
-        then fewer evictions; each level's whole range is worth less than one unit above it."""
+        """Weighted GPU allocation (net of what evictions take), then CPU-only pods placed, then
+        fewer evictions. (Keeping empty nodes empty was a term once: it let the solver crowd
+        pods onto fewer nodes of a class, which the group's summed CPU row allows but the
+        nodes do not, and cost 3 points on openb when realised.)"""
         pcs = {pc.id: pc for pc in self.demand.classes}
+        policy = self.cycle.policy
         values = [pc.value for pc in self.demand.classes if pc.value] + [
-            pod_value(v, self.cycle.policy) for v in self.victim_rep.values()
+            pod_value(v, policy) for v in self.victim_rep.values()
         ]
         self.unit = reduce(math.gcd, values, 0) or 1
-        cpu_only = sum(len(pc.pods) for pc in self.demand.classes if pc.value == 0)
-        per_unit = cpu_only + 1
-        primary = _lin(
-            ((pcs[j].value // self.unit) * per_unit + (0 if pcs[j].value else 1), x)
-            for (j, _), x in self.x.items()
-        )
-        primary -= _lin(
-            (pod_value(self.victim_rep[sig], self.cycle.policy) // self.unit * per_unit, var)
+        value = _lin((pcs[j].value // self.unit, x) for (j, _), x in self.x.items())
+        value -= _lin(
+            (pod_value(self.victim_rep[sig], policy) // self.unit, var)
             for (sig, _), var in self.v.items()
         )
-        primary_max = (
-            sum(
-                (pc.value // self.unit) * (cpu_only + 1) * len(pc.pods)
-                for pc in self.demand.classes
-            )
-            + cpu_only
-        )
-        empty = sum(self.groups[g].n for g in self.opened)
+        cpu_only = _lin((1, x) for (j, _), x in self.x.items() if not pcs[j].value)
         victims = len(self.cycle.victims)
-        scale_e = victims + 1
-        scale_p = (empty + 1) * scale_e
-        if primary_max * scale_p > (1 << 52):
-            # Keep the objective inside exact double range for the LP: drop the tie-breakers.
-            scale_e, scale_p, empty, victims = 1, 1, 0, 0
-            self.opened.clear()
-        kept_empty = (
-            empty - cp_model.LinearExpr.sum(list(self.opened.values())) if self.opened else 0
+        self.objective = Objective(
+            [
+                Term(
+                    "value",
+                    value,
+                    sum(pc.value // self.unit * len(pc.pods) for pc in self.demand.classes),
+                ),
+                Term(
+                    "cpu-only pods",
+                    cpu_only,
+                    sum(len(pc.pods) for pc in self.demand.classes if not pc.value),
+                ),
+                Term(
+                    "evictions avoided",
+                    victims - cp_model.LinearExpr.sum(list(self.v.values())),
+                    victims,
+                ),
+            ]
         )
-        fewer_evictions = victims - cp_model.LinearExpr.sum(list(self.v.values())) if victims else 0
-        self.m.maximize(primary * scale_p + kept_empty * scale_e + fewer_evictions)
-        self.scale_p = scale_p
-        self.cpu_only_scale = cpu_only + 1
+        self.m.maximize(self.objective.expr())
 
     def text(self) -> str:
         """The model in protobuf text format, as CP-SAT's own tools read it."""
@@ -528,14 +519,13 @@ class AggregateModel:
 
     # -- solve -----------------------------------------------------------------------------
     def _counts(self, status: str, combined_bound: float, value, raw=None) -> Counts:
-        primary_units = math.floor(combined_bound + 1e-6) // self.scale_p
         raw = raw or value
         return Counts(
             quota={k: q for k, v in self.x.items() if (q := raw(v)) > 1e-6},
             quota_gangs={k: raw(v) for k, v in self.z.items()},
             quota_evict={k: q for k, v in self.v.items() if (q := raw(v)) > 1e-6},
             status=status,
-            bound=float((primary_units // self.cpu_only_scale) * self.unit),
+            bound=float(self.objective.first(combined_bound) * self.unit),
             x={k: value(v) for k, v in self.x.items() if value(v)},
             per_gpu={k: value(v) for k, v in self.y.items() if value(v)},
             evict={k: value(v) for k, v in self.v.items() if value(v)},

@@ -1,0 +1,175 @@
+"""Evictions in a cycle: the ones the model counted, the ones a leftover pod makes for itself
+(as kube-scheduler's preemption does), and putting back those whose room went unused."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from scheduler.fit.classes import fit_shape
+from scheduler.fit.cycle import Cycle, starving
+from scheduler.fit.greedy import unit_order
+from scheduler.fit.state import UNUSABLE, ClusterState, Placement
+from scheduler.fit.value import pod_value
+from scheduler.model import Pod
+
+Evicted = dict[str, tuple[Pod, str]]
+
+
+def evict_counted(
+    cycle: Cycle,
+    counts: dict[tuple[tuple, int], int],
+    group_of_class: list[int],
+    emptiest_first: bool = False,
+) -> dict[str, Pod]:
+    """Evict `counts` victims of each (signature, group), from the most crowded nodes first, or
+    (`emptiest_first`) from the nodes with the most free GPUs first: there an eviction completes
+    a block of free GPUs, as the model's size rows count it."""
+    s = cycle.state
+    by_slot: dict[tuple[tuple, int], list[Pod]] = defaultdict(list)
+    per_node: dict[int, int] = defaultdict(int)
+    for v in cycle.victims:
+        node = s.node_index[v.node]  # type: ignore[index]
+        per_node[node] += 1
+        by_slot[(s.victim_signature(v), group_of_class[s.class_of[node]])].append(v)
+    evicted: dict[str, Pod] = {}
+    for slot, k in counts.items():
+        # Evicting from the same nodes first frees whole GPUs and whole nodes.
+        def crowded(v: Pod) -> tuple:
+            node = s.node_index[v.node]  # type: ignore[index]
+            return (-s.nfree[node] if emptiest_first else 0, -per_node[node], v.node, v.key)
+
+        pool = sorted(by_slot[slot], key=crowded)
+        for v in pool[:k]:
+            s.remove(v, s.node_index[v.node], tuple(v.gpu_indices))  # type: ignore[index]
+            evicted[v.key] = v
+    return evicted
+
+
+def preempt_for(
+    cycle: Cycle, units: list[list[Pod]], evicted: dict[str, Pod], placed: dict[str, Placement]
+) -> None:
+    """What kube-scheduler does for one pod: on each node with lower-priority victims, evict the
+    cheapest ones until the pod fits, and do it on the node where that costs least, if it costs
+    less than the pod is worth. Catches what the model's counts could not realise."""
+    state, policy = cycle.state, cycle.policy
+    on_node: dict[int, list[Pod]] = defaultdict(list)
+    for v in cycle.victims:
+        on_node[state.node_index[v.node]].append(v)  # type: ignore[index]
+    hopeless: set[tuple] = set()  # shapes and priorities that found no node worth it
+    for unit in unit_order(units, policy):
+        if len(unit) != 1:
+            continue  # a gang needs room on several nodes at once: the model's business
+        pod = unit[0]
+        shape = (fit_shape(pod), pod.priority)
+        if shape in hopeless:
+            continue
+        worth = pod_value(pod, policy)
+        best: tuple[int, int, list[Pod]] | None = None
+        for node, victims in on_node.items():
+            if not state.model_ok(pod, node) or state.class_of[node] < 0:
+                continue
+            cands = sorted(
+                (v for v in victims if v.key not in evicted and v.priority < pod.priority),
+                key=lambda v: (pod_value(v, policy), v.key),
+            )
+            taken: list[Pod] = []
+            fits = False
+            for v in cands:
+                state.remove(v, node, tuple(v.gpu_indices))
+                taken.append(v)
+                if (
+                    state.host_ok(pod, node)
+                    and state.power_ok(pod, node)
+                    and state.gpus_for(pod, node) is not None
+                ):
+                    fits = True
+                    break
+            for v in reversed(taken):
+                state.place(v, node, tuple(v.gpu_indices))
+            cost = sum(pod_value(v, policy) for v in taken)
+            if fits and cost < worth and (best is None or cost < best[0]):
+                best = (cost, node, taken)
+        if best is None:
+            # Victims only go, so a later pod of this shape and priority finds none either.
+            hopeless.add(shape)
+            continue
+        _, node, taken = best
+        for v in taken:
+            state.remove(v, node, tuple(v.gpu_indices))
+            evicted[v.key] = v
+        gpus = state.gpus_for(pod, node)
+        state.place(pod, node, gpus)  # type: ignore[arg-type]
+        placed[pod.key] = (node, gpus)  # type: ignore[assignment]
+
+
+def _fits_back(state: ClusterState, v: Pod, node: int) -> bool:
+    need = v.gpu_milli if v.fractional else 1000
+    gpus_ok = all(
+        state.res[node][g] in (UNUSABLE,) or state.res[node][g] >= need for g in v.gpu_indices
+    )
+    return gpus_ok and state.host_ok(v, node) and state.power_ok(v, node)
+
+
+def settle_evictions(
+    state: ClusterState, evicted: dict[str, Pod], pending: list[Pod], placed: dict[str, Placement]
+) -> tuple[Evicted, list[list[Pod]]]:
+    """Restore victims whose room went unused; keep only evictions a higher priority needs."""
+    by_key = {p.key: p for p in pending}
+    on_node: dict[int, list[str]] = defaultdict(list)
+    for key, (n, _) in placed.items():
+        on_node[n].append(key)
+    bumped: list[list[Pod]] = []
+    kept: list[tuple[Pod, int]] = []
+    for v in sorted(evicted.values(), key=lambda v: (-v.priority, v.key)):
+        node = state.node_index[v.node]  # type: ignore[index]
+        if not _fits_back(state, v, node):
+            # Room taken by pods that do not outrank the victim goes back to the victim.
+            for key in sorted(on_node[node], key=lambda k: by_key[k].priority):
+                p = by_key[key]
+                if key in placed and p.priority <= v.priority and not p.gang_key:
+                    state.remove(p, node, placed.pop(key)[1])
+                    bumped.append([p])
+                    if _fits_back(state, v, node):
+                        break
+        if _fits_back(state, v, node):
+            state.place(v, node, tuple(v.gpu_indices))
+            continue
+        kept.append((v, node))
+    reasons = _Preemptors(state, by_key, placed)
+    return {v.key: (v, reasons.reason(v, node)) for v, node in kept}, bumped
+
+
+class _Preemptors:
+    """Who an eviction made room for: the highest-priority pod placed on the victim's node,
+    else in a power domain it shares; indexed once, not searched once per victim."""
+
+    def __init__(
+        self, state: ClusterState, by_key: dict[str, Pod], placed: dict[str, Placement]
+    ) -> None:
+        self.state = state
+        self.on_node: dict[int, tuple[int, str]] = {}
+        self.in_domain: dict[str, tuple[int, str]] = {}
+        self.by_key = by_key
+        for key, (n, _) in placed.items():
+            rank = (-by_key[key].priority, key)
+            if n not in self.on_node or rank < self.on_node[n]:
+                self.on_node[n] = rank
+            for d in state.chain[n]:
+                if d not in self.in_domain or rank < self.in_domain[d]:
+                    self.in_domain[d] = rank
+
+    def reason(self, v: Pod, node: int) -> str:
+        best = self.on_node.get(node)
+        if best is None or -best[0] <= v.priority:
+            ranks = [self.in_domain[d] for d in self.state.chain[node] if d in self.in_domain]
+            best = min(ranks, default=None)
+        if best is None or -best[0] <= v.priority:
+            return f"preempted for higher-priority work (priority {v.priority})"
+        p = self.by_key[best[1]]
+        policy = self.state.policy
+        if starving(p, policy):
+            return (
+                f"preempted by {p.gang_key}, a gang waiting {p.waiting_seconds:.0f} s "
+                f"(starvingGangSeconds {policy.starving_gang_seconds:g})"
+            )
+        return f"preempted by {p.key} (priority {p.priority} > {v.priority})"
