@@ -27,6 +27,7 @@ from scheduler.planner.candidate import Candidate, best_of
 from scheduler.planner.expand import expand
 from scheduler.planner.guided import realise
 from scheduler.planner.notes import power_notes
+from scheduler.planner.repair import repair
 from scheduler.solver import AggregateModel, classify, group_classes
 
 log = structlog.get_logger(__name__)
@@ -36,6 +37,8 @@ EXACT_NODES = 24
 # Above this many (pod class x node group) pairs, node classes are pooled per GPU model and leaf
 # domain: a model that size does not build and solve within a cycle on two cores.
 POOL_ABOVE = 20_000
+# Candidates repaired (scheduler.planner.repair) before the best is chosen.
+REPAIRED = 2
 
 
 def _gang_notes(pending: list[Pod]) -> dict[str, str]:
@@ -86,7 +89,10 @@ def _model_candidates(
     pooled = not exact and len(groups) * len(demand.classes) > POOL_ABOVE
     if pooled:
         groups, group_of_class = group_classes(cycle.state, exact, pooled=True)
-        demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1))
+        # Still too large: pod classes by GPU shape, kind and priority alone (least CPU and
+        # memory of their members), which the guided realisation holds to each pod's own.
+        coarse = len(groups) * len(demand.classes) > POOL_ABOVE
+        demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1), coarse)
     model = AggregateModel(cycle, demand, groups, group_of_class)
     if model_sink is not None:
         model_sink(model.text())
@@ -116,7 +122,11 @@ def _model_candidates(
         variables=len(model.x),
     )
     if counts.status not in ("OPTIMAL", "FEASIBLE", "LP_ROUNDED"):
-        note = f"model: {counts.status.lower()} ({len(groups)} node groups); greedy plan used"
+        note = (
+            f"model: {counts.status.lower()} ({len(groups)} node groups, {len(model.x)} "
+            f"variables) within the {settings.time_limit_seconds:g} s limit; the greedy plan is "
+            "used and its bound is every pending pod; raise solver.timeLimitSeconds"
+        )
         return [], None, [note]
     stop = None if settings.deterministic else (lambda: time_left() <= 0)
     placed, evicted = realise(cycle, demand, counts, groups, group_of_class, stop)
@@ -184,6 +194,7 @@ def plan(
         # A live cluster's cycle mostly places a few arrivals on room to spare: in queue order
         # they may all fit, and then no plan does more.
         queue = _greedy(snapshot, policy, exact, stranding=True, order=arrival_order)
+        queue.name = "queue-order"
         if queue.value >= trivial:
             return finish(queue, "OPTIMAL", trivial)
         candidates.append(queue)
@@ -204,13 +215,17 @@ def plan(
         # plan already holds the floor, this one only sometimes beats it.
         stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
         candidates.append(_greedy(snapshot, policy, exact, stranding=True, stop=stop))
+    log.info("candidates", **{c.name: c.value for c in candidates})
+    # Repair the best few (a repair only adds pods), most valuable first, while time is left.
+    stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
+    top = sorted(candidates, key=lambda c: c.rank(), reverse=True)[:REPAIRED]
+    for c in top:
+        if stop is not None and stop():
+            break
+        moved = repair(c.cycle, c.placed, stop)
+        log.info("repaired", candidate=c.name, placed=moved, value=c.value)
     best = best_of(candidates)
-    log.info(
-        "candidates",
-        **{c.name: c.value for c in candidates},
-        chosen=best.name,
-        seconds=round(clock() - start, 3),
-    )
+    log.info("chosen", candidate=best.name, seconds=round(clock() - start, 3))
     if best.status == "GREEDY":
         status = "GREEDY"
     else:

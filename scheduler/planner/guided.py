@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from scheduler.fit.cycle import Cycle
-from scheduler.fit.greedy import greedy_fill, undo, unit_order, units_of
+from scheduler.fit.greedy import greedy_fill, undo, units_of
 from scheduler.fit.state import Placement
 from scheduler.model import Pod
 from scheduler.planner.evictions import Evicted, evict_counted, preempt_for, settle_evictions
@@ -79,7 +79,10 @@ def _place_guided(
 
 
 def _largest_first(unit: list[Pod]) -> tuple[int, int]:
-    return (-max(p.milli_total for p in unit), -sum(p.milli_total for p in unit))
+    """Pods of more GPUs first, gangs before lone pods of their size; among pods of one GPU or
+    less, queue order (measured on openb: sorted by size or CPU, a batch of them packs into
+    fewer nodes but strands GPUs behind exhausted CPU)."""
+    return (-max(p.gpus for p in unit), -len(unit))
 
 
 def realise(
@@ -104,7 +107,7 @@ def realise(
     deferred: list[list[Pod]] = []
     # The model chose which pods run; what is left is packing, and packing goes largest first
     # (decreasing sizes pack tighter: small pods first would take the empty nodes gangs need).
-    for unit in sorted(unit_order(units, cycle.policy), key=_largest_first):
+    for unit in sorted(units, key=_largest_first):
         if stop is not None and stop():
             deferred.append(unit)
             continue

@@ -10,12 +10,25 @@ from scheduler.fit.value import pod_value
 from scheduler.model import Pod
 
 
-def _shape(pod: Pod, state: ClusterState, binding_apps: set[str] | None = None) -> tuple:
-    """What makes pods interchangeable; an app counts only where its spread limit can bind."""
+def _shape(
+    pod: Pod, state: ClusterState, binding_apps: set[str] | None = None, coarse: bool = False
+) -> tuple:
+    """What makes pods interchangeable; an app counts only where its spread limit can bind.
+    Coarse shapes leave out CPU, memory and the app: the class then asks for its members'
+    least CPU and memory and no spread limit (a relaxation, for models too large otherwise)."""
     app = pod.app or ""
     spread = state.spread_limit(pod) or 0
-    if binding_apps is not None and app not in binding_apps:
+    if coarse or (binding_apps is not None and app not in binding_apps):
         app, spread = "", 0
+    if coarse:
+        return (
+            pod.gpus,
+            pod.gpu_milli if pod.fractional else 1000,
+            tuple(sorted(set(pod.gpu_models))),
+            pod.kind.value,
+            pod.priority,
+            pod.power_watts_per_gpu if pod.power_watts_per_gpu is not None else -1,
+        )
     return (
         pod.gpus,
         pod.gpu_milli if pod.fractional else 1000,
@@ -68,16 +81,21 @@ class Demand:
     gangs: list[GangClass]
 
 
-def classify(pending: list[Pod], state: ClusterState, max_group_nodes: int) -> Demand:
+def classify(
+    pending: list[Pod], state: ClusterState, max_group_nodes: int, coarse: bool = False
+) -> Demand:
     by_gang: dict[str, list[Pod]] = defaultdict(list)
     singles = []
     for p in pending:
         (by_gang[p.gang_key] if p.gang_key else singles).append(p)
     classes: dict[tuple, PodClass] = {}
-    apps = binding_apps(pending, state, max_group_nodes)
+    apps = set() if coarse else binding_apps(pending, state, max_group_nodes)
+
+    def shape(pod: Pod) -> tuple:
+        return _shape(pod, state, apps, coarse)
 
     def class_for(pod: Pod, gang_member: bool) -> PodClass:
-        key = (_shape(pod, state, apps), gang_member)
+        key = (shape(pod), gang_member)
         if key not in classes:
             classes[key] = PodClass(
                 len(classes),
@@ -92,7 +110,7 @@ def classify(pending: list[Pod], state: ClusterState, max_group_nodes: int) -> D
         class_for(p, False).pods.append(p)
     gang_classes: dict[tuple, GangClass] = {}
     for _, members in sorted(by_gang.items()):
-        makeup = tuple(sorted(Counter(_shape(p, state, apps) for p in members).items()))
+        makeup = tuple(sorted(Counter(shape(p) for p in members).items()))
         if makeup not in gang_classes:
             gang_classes[makeup] = GangClass(len(gang_classes), {})
         gc = gang_classes[makeup]
@@ -104,4 +122,14 @@ def classify(pending: list[Pod], state: ClusterState, max_group_nodes: int) -> D
         for p in gc.gangs[0]:
             counts[class_for(p, True).id] += 1
         gc.members = dict(counts)
+    if coarse:
+        for pc in classes.values():
+            pc.rep = pc.rep.model_copy(
+                update={
+                    "cpu_milli": min(p.cpu_milli for p in pc.pods),
+                    "memory_mi_b": min(p.memory_mi_b for p in pc.pods),
+                    "app": None,
+                    "max_per_node": None,
+                }
+            )
     return Demand(list(classes.values()), list(gang_classes.values()))
