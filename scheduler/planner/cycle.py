@@ -39,6 +39,7 @@ EXACT_NODES = 24
 POOL_ABOVE = 20_000
 # Candidates repaired (scheduler.planner.repair) before the best is chosen.
 REPAIRED = 2
+REPAIR_WITHIN = 0.99  # ... of them, only those within 1% of the best
 
 
 def _gang_notes(pending: list[Pod]) -> dict[str, str]:
@@ -161,8 +162,9 @@ def plan(
 
     exact = len(snapshot.nodes) <= EXACT_NODES
     floor = _greedy(snapshot, policy, exact, stranding=False)
+    floor_seconds = clock() - start
     # Realising the model's counts costs about two greedy passes: CP-SAT leaves them that time.
-    reserve = 2 * (clock() - start) + 0.05
+    reserve = 2 * floor_seconds + 0.05
     cycle = floor.cycle
     notes = power_notes(cycle.state)
     gang_notes = _gang_notes(cycle.pending)
@@ -210,9 +212,10 @@ def plan(
             bound = min(model_bound, trivial)
     else:
         notes.append(f"time limit {limit:g} s reached before the model: greedy plan, no bound")
-    if time_left() > 0 or policy.solver.deterministic:
-        # Last, and cut short at the limit (a partial greedy plan is still a plan): the model's
-        # plan already holds the floor, this one only sometimes beats it.
+    if policy.solver.deterministic or time_left() > 3 * floor_seconds:
+        # Last, and only with time to finish (it takes about twice best fit's time): the model's
+        # plan already holds the floor, this one only sometimes beats it. Cut short at the limit
+        # all the same: a partial greedy plan is still a plan.
         stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
         candidates.append(_greedy(snapshot, policy, exact, stranding=True, stop=stop))
     log.info("candidates", **{c.name: c.value for c in candidates})
@@ -220,6 +223,8 @@ def plan(
     stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
     top = sorted(candidates, key=lambda c: c.rank(), reverse=True)[:REPAIRED]
     for c in top:
+        if c.value < REPAIR_WITHIN * top[0].value:
+            break  # too far behind for a repair to make up
         if stop is not None and stop():
             break
         moved = repair(c.cycle, c.placed, stop)
