@@ -5,9 +5,10 @@
 `replay_snapshots(seed, count)` replays two traces (below) with the simulator and snapshots the
 cluster at `count` random simulated times per replay, drawn from random.Random(seed): every
 running pod where the replay put it, every queued pod pending with its waitingSeconds, the node
-health of that moment. A time when nothing is pending says nothing to a planner, so it is
-skipped: more times are drawn than kept (CANDIDATES per snapshot wanted), and the first `count`
-in draw order with pods pending are kept. The same seed gives the same snapshots.
+health of that moment, plus the jobs arriving in the ARRIVALS_WINDOW seconds after T, pending
+(what the operator's next cycle sees). A time when nothing is pending says nothing to a
+planner, so it is skipped: more times are drawn than kept (CANDIDATES per snapshot wanted), and
+the first `count` in draw order with pods pending are kept. The same seed gives the same snapshots.
 
 - **openb** (named `replay-openb-t<T>`): the power-openb case of bench_simulate.py, replayed by
   `best-fit` (the one-pod-at-a-time baseline: wattpack, cycling every 5 s over a queue of
@@ -38,6 +39,7 @@ if __package__ in (None, ""):
     # Run as a script from a checkout: make the repository's `scheduler` importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scheduler.baselines.online import NodeArrays
 from scheduler.model import ClusterSnapshot, HealthState, PackingPolicy, SnapshotMeta
 from scheduler.simulate import ReplaySettings, every_kth_node, make_cluster, replay, with_budgets
 from scheduler.simulate.failures import random_failures
@@ -53,6 +55,11 @@ TIME_LIMIT = 1.0  # wattpack's solver budget per cycle, CP-SAT deterministic sec
 CANDIDATES = 40  # times drawn per snapshot wanted; those with nothing pending are skipped
 FAILURES_PER_1000_GPU_DAYS = 2.0
 WINDOW_ITP = 600_000.0  # simulated seconds of the ITP replay the times are drawn from
+# A replay's scheduler has acted on everything that arrived by T, so what waits then is what did
+# not fit. An operator's cycle also sees what arrived since its last one: the snapshot holds,
+# besides, the jobs arriving in this many simulated seconds after T, pending (as after a
+# debounce, a leader failover or a slow cycle).
+ARRIVALS_WINDOW = 600.0
 
 
 def _openb() -> tuple[ClusterSnapshot, list[TraceJob]]:
@@ -126,9 +133,20 @@ def replay_snapshots(seed: int, count: int = 3) -> list[tuple[str, ClusterSnapsh
         fail = random_failures(inventory, FAILURES_PER_1000_GPU_DAYS, first, last, seed)
         settings = ReplaySettings(cycle, scale, failures=fail)
         kept = pending_snapshots(inventory, jobs, scheduler, settings, times, count)
+        empty = NodeArrays(inventory.model_copy(update={"pods": []}), simulation_policy(_policy()))
         for t, snap in kept.items():
             name = f"replay-{case}-t{t}"
-            out.append((name, snap.model_copy(update={"metadata": SnapshotMeta(name=name)})))
+            arrivals = [
+                p.model_copy(update={"waiting_seconds": t + ARRIVALS_WINDOW - j.submit / scale})
+                for j in jobs
+                if t < j.submit / scale <= t + ARRIVALS_WINDOW
+                and all(empty.feasible(p).any() for p in j.pods)
+                for p in j.pods
+            ]
+            update = {"metadata": SnapshotMeta(name=name), "pods": [*snap.pods, *arrivals]}
+            out.append(
+                (name, ClusterSnapshot.model_validate(snap.model_copy(update=update).model_dump()))
+            )
     return out
 
 

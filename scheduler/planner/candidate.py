@@ -37,13 +37,14 @@ class Candidate:
             v.milli_total for v, _ in self.evicted.values()
         )
 
-    def rank(self) -> tuple[int, int, int]:
-        """Objective first, then allocation, then fewer evictions."""
-        return (self.value, self.used_milli, -len(self.evicted))
+    def rank(self) -> tuple[int, int, int, bool]:
+        """Objective first, then allocation, then fewer evictions; on a tie, any plan that
+        weighed stranding over best fit's (it leaves more of the cluster usable later)."""
+        return (self.value, self.used_milli, -len(self.evicted), self.name != "best-fit")
 
 
 def best_of(candidates: list[Candidate]) -> Candidate:
-    """The best candidate; on a tie the earliest (the cheaper, simpler plan)."""
+    """The best candidate; on a tie the earliest."""
     best = candidates[0]
     for c in candidates[1:]:
         if c.rank() > best.rank():
