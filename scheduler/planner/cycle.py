@@ -103,9 +103,7 @@ def _model_candidates(
     settings = policy.solver
     counts = model.solve(
         # Deterministic time does not depend on the machine's load: the whole budget, always.
-        settings.time_limit_seconds
-        if settings.deterministic
-        else _solve_budget(time_left(), reserve),
+        settings.time_limit_seconds if settings.deterministic else time_left(),
         settings.workers,
         settings.seed,
         settings.relative_gap,
@@ -113,6 +111,8 @@ def _model_candidates(
         # Pooled groups are realised node by node from the LP's fractions; CP-SAT's integer
         # counts over pools would only round what the realisation rounds anyway.
         lp_only=pooled,
+        # The LP (the bound) always runs; CP-SAT leaves the realisations their time.
+        reserve=reserve,
     )
     log.info(
         "solved",
@@ -139,12 +139,6 @@ def _model_candidates(
         placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
         out.append(Candidate("model", counts.status, cycle, placed, evicted))
     return out, counts.bound, []
-
-
-def _solve_budget(left: float, reserve: float) -> float:
-    """Seconds for the LP and CP-SAT: what the realisations leave (measured on openb, CP-SAT's
-    counts given the whole of it realise 0.4 points better than given half)."""
-    return max(0.0, left - reserve)
 
 
 def plan(

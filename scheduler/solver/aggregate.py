@@ -573,9 +573,11 @@ class AggregateModel:
         relative_gap: float,
         deterministic: bool = False,
         lp_only: bool = False,
+        reserve: float = 0.0,
     ) -> Counts:
-        """LP relaxation first (a bound and a rounded start), then CP-SAT for the time left;
-        lp_only stops after the LP where it has a solution."""
+        """LP relaxation first (a bound and a rounded start), then CP-SAT for the time left but
+        `reserve` (seconds the caller needs after it); lp_only stops after the LP where it has
+        a solution."""
         lp = solve_lp(self._lp_model(), time_limit)
         lp_bound = math.inf
         floor_of = None
@@ -596,7 +598,7 @@ class AggregateModel:
             if lp_only:
                 return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
             if not deterministic:
-                time_limit -= lp.seconds
+                time_limit -= lp.seconds + reserve
                 if time_limit < _MIN_CP_SAT_SECONDS:
                     return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
         solver = cp_model.CpSolver()
