@@ -92,11 +92,17 @@ def main() -> None:
     cases = args.only or ["4096", "16384", "openb"]
     if "4096" in cases:
         run_case(
-            "synthetic-4096", make_instance(4096, 10000, args.seed), _policy(args.limit_4096, 2), args.repeats
+            "synthetic-4096",
+            make_instance(4096, 10000, args.seed),
+            _policy(args.limit_4096, 2),
+            args.repeats,
         )
     if "16384" in cases:
         run_case(
-            "synthetic-16384", make_instance(16384, 40000, args.seed), _policy(args.limit_16384, 2), args.repeats
+            "synthetic-16384",
+            make_instance(16384, 40000, args.seed),
+            _policy(args.limit_16384, 2),
+            args.repeats,
         )
     if "openb" in cases:
         snap = read_openb(
