@@ -103,6 +103,20 @@ def test_plan_table_shows_placements_power_and_solver(snapshot_file: Path) -> No
     assert "Traceback" not in r.stderr
 
 
+def test_a_rack_over_budget_is_a_degraded_note_and_the_rest_is_planned(tmp_path: Path) -> None:
+    snap = tiny_snapshot()
+    snap["powerDomains"][1]["budgetWatts"] = 500  # rack-a draws 900 W already (n1 running)
+    path = write(tmp_path / "cut.yaml", snap)
+    table = wattpack("plan", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "degraded" in table.stdout and "rack-a" in table.stdout
+    r = wattpack("plan", str(path), "--output", "json")
+    plan = Plan.model_validate_json(r.stdout)
+    assert plan.summary.degraded
+    assert any("rack-a" in n for n in plan.summary.notes)
+    assert plan.bindings and all(b.node == "n2" for b in plan.bindings)
+
+
 def test_plan_json_is_a_plan_that_matches_the_published_schema(snapshot_file: Path) -> None:
     r = wattpack("plan", str(snapshot_file), "--output", "json")
     assert r.returncode == 0, r.stderr

@@ -160,6 +160,8 @@ def _summary_table(plan: Plan) -> Table:
     table.add_row("bound", f"{s.bound:,.1f}")
     table.add_row("gap", f"{s.gap:.2%}")
     table.add_row("solve seconds", f"{s.solve_seconds:.2f}")
+    for note in s.notes:
+        table.add_row("[yellow]degraded[/yellow]", note)
     return table
 
 
