@@ -20,15 +20,14 @@ counts instances where wattpack fell below best fit: the acceptance is zero.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_plan import _timed
 from live_states import scattered_state
 
 from scheduler.baselines import best_fit
@@ -55,15 +54,6 @@ def _instances(families: list[str], sizes: list[int], seed: int):
         from openb_batches import openb_batches
 
         yield from openb_batches()
-
-
-def _timed(fn, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn(snapshot, policy)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _row(name: str, seconds: float, p: Plan, problems: list[str]) -> str:

@@ -4,9 +4,9 @@ A GPU holds shares whose sizes sum to at most its room; every way to fill one (a
 many shares of each size, with no room left for another pending size) is a column, and the
 shares placed in a group must be covered by the patterns of the GPUs it gives them. Any real
 plan is such a cover, so the LP over patterns is a relaxation, and a tighter one than mass plus
-dual-feasible functions (on openb it proves 96.6% where they prove 96.9%). It only enters the
-LP that proves the bound and sets the guided realisation's quotas: as integer columns it would
-swamp CP-SAT.
+dual-feasible functions (on openb it proves 96.6% where they prove 96.9%). It only enters a
+second LP that proves the bound: as integer columns it would swamp CP-SAT, and its fractions, as
+the guided realisation's quotas, realised worse than the plain LP's.
 """
 
 from __future__ import annotations
