@@ -208,7 +208,10 @@ def plan(
             # No plan can beat placing every pending pod: a bound the solver may not have proved.
             bound = min(model_bound, trivial)
     else:
-        notes.append(f"time limit {limit:g} s reached before the model: greedy plan, no bound")
+        notes.append(
+            f"model: not built, the {limit:g} s time limit was spent on the greedy plans; the "
+            "bound is every pending pod; raise solver.timeLimitSeconds"
+        )
     if policy.solver.deterministic or time_left() > 3 * floor_seconds:
         # Last, and only with time to finish (it takes about twice best fit's time): the model's
         # plan already holds the floor, this one only sometimes beats it. Cut short at the limit
