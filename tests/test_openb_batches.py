@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from traces import trace_dir
 
 from scheduler.model import ClusterSnapshot, PodKind
 from scheduler.power import domain_chain
@@ -22,8 +23,7 @@ _spec.loader.exec_module(batches)  # type: ignore[union-attr]
 
 @pytest.fixture(scope="module")
 def snaps() -> dict[str, ClusterSnapshot]:
-    if not batches.OPENB.is_dir():
-        pytest.skip(f"trace folder {batches.OPENB} is missing")
+    trace_dir("alibaba-gpu-v2023-openb")  # a missing trace fails loudly, never a skip
     return dict(batches.openb_batches())
 
 

@@ -4,13 +4,12 @@ shortfalls in the same order, from the same chosen class. The scan is kept here 
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from synthetic import instances
+from synthetic import live_states as live
 
 from scheduler.baselines import best_fit
 from scheduler.fit import outcome
@@ -21,19 +20,6 @@ from scheduler.fit.reasons import Explainer
 from scheduler.fit.state import ClusterState, Placement
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, Shortfall, Unplaced
 
-
-def _live_states():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "live_states.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("live_states", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-live = _live_states()
-needs_live = pytest.mark.skipif(live is None, reason="benchmarks/live_states.py is not there")
 NONE = (None, None, None)
 
 CASES: dict[str, Callable[[], ClusterSnapshot]] = {
@@ -57,7 +43,7 @@ LIVE: dict[str, Callable[[], ClusterSnapshot]] = {
     "live-full": lambda: live.scattered_state(64, 7, fill=0.95, fractions=NONE, pending=600),
 }
 ALL = [pytest.param(name, id=name) for name in CASES] + [
-    pytest.param(name, id=name, marks=needs_live) for name in LIVE
+    pytest.param(name, id=name) for name in LIVE
 ]
 
 
@@ -96,7 +82,7 @@ def test_every_pending_pod_as_before(name: str) -> None:
     assert dumps([new.explain(p) for p in pending]) == dumps([old.explain(p) for p in pending])
 
 
-@pytest.mark.parametrize("name", ["racks", "tight-rows", pytest.param("live", marks=needs_live)])
+@pytest.mark.parametrize("name", ["racks", "tight-rows", "live"])
 def test_power_ties_go_to_the_larger_domain_name(name: str) -> None:
     state, pending = final_state(snapshot(name))
     for d in state.budget:
