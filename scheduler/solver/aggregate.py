@@ -74,49 +74,18 @@ class Counts:
     quota_evict: dict[tuple[tuple, int], float] = field(default_factory=dict)
 
 
-@dataclass
-class _Pooled:
-    """A group's summed capacity, in the fields _per_node_cap reads (every partly used GPU
-    counted as a slot: an upper bound)."""
-
-    totals: tuple[int, int, int, int]
-
-    @property
-    def free_whole(self) -> int:
-        return self.totals[0]
-
-    @property
-    def cpu(self) -> int:
-        return self.totals[2]
-
-    @property
-    def mem(self) -> int:
-        return self.totals[3]
-
-    def slots(self, milli: int) -> int:
-        return self.totals[1]
-
-
-def _slots(cls: NodeClass | _Pooled, milli: int) -> int:
-    if isinstance(cls, _Pooled):
-        return cls.slots(milli)
-    return sum(1 for r in cls.partial if r >= milli)
-
-
-def _per_node_cap(pc: PodClass, cls: NodeClass | _Pooled, extra: tuple[int, int, int, int]) -> int:
-    """How many pods of this class one node of this class could take at most."""
-    rep = pc.rep
-    v_gpus, v_slots, v_cpu, v_mem = extra
+def _fits(rep: Pod, gpus: int, slots: int, cpu: int, mem: int) -> int:
+    """How many pods like `rep` this much room takes at most: free whole GPUs, partly used GPUs
+    with room for its share, CPU and memory."""
     caps = [_BIG]
     if rep.gpus > 0 and not rep.fractional:
-        caps.append((cls.free_whole + v_gpus) // rep.gpus)
+        caps.append(gpus // rep.gpus)
     if rep.fractional:
-        slots = cls.free_whole + v_gpus + _slots(cls, rep.gpu_milli) + v_slots
-        caps.append(slots * (1000 // rep.gpu_milli))
+        caps.append((gpus + slots) * (1000 // rep.gpu_milli))
     if rep.cpu_milli:
-        caps.append((cls.cpu + v_cpu) // rep.cpu_milli)
+        caps.append(cpu // rep.cpu_milli)
     if rep.memory_mi_b:
-        caps.append((cls.mem + v_mem) // rep.memory_mi_b)
+        caps.append(mem // rep.memory_mi_b)
     return min(caps)
 
 
@@ -142,7 +111,7 @@ class AggregateModel:
         }
         self._extra: dict[int, tuple[int, int, int, int]] = {}
         self.share_groups: list[ShareGroup] = []
-        self._totals: dict[int, tuple[int, int, int, int] | None] = defaultdict(lambda: None)
+        self._totals: dict[int, tuple[int, int, int, int]] = {}
         self._build()
 
     # -- helpers ---------------------------------------------------------------------------
@@ -185,7 +154,9 @@ class AggregateModel:
     def _cap(self, pc: PodClass, cls: NodeClass) -> int:
         """Pods of the class one node of `cls` takes at most, its spread limit included."""
         rep = pc.rep
-        per_node = _per_node_cap(pc, cls, self._victim_extra(cls))
+        v_gpus, v_slots, v_cpu, v_mem = self._victim_extra(cls)
+        slots = sum(1 for r in cls.partial if r >= rep.gpu_milli) + v_slots
+        per_node = _fits(rep, cls.free_whole + v_gpus, slots, cls.cpu + v_cpu, cls.mem + v_mem)
         limit = self.state.spread_limit(rep)
         if limit is not None and pc.spread_binds:
             staying = dict(cls.apps).get(rep.app or "", 0) - sum(
@@ -201,15 +172,15 @@ class AggregateModel:
         else from its summed capacity (looser, but one look instead of one per node class)."""
         if grp.alike:
             return grp.n * self._cap(pc, grp.rep)
-        totals = self._totals[grp.id]
-        if totals is None:
-            totals = self._totals[grp.id] = (
+        if grp.id not in self._totals:
+            # Every partly used GPU counts as a slot for any share: an upper bound.
+            self._totals[grp.id] = (
                 grp.total(lambda c: c.free_whole + self._victim_extra(c)[0]),
                 grp.total(lambda c: len(c.partial) + self._victim_extra(c)[1]),
                 grp.total(lambda c: c.cpu + self._victim_extra(c)[2]),
                 grp.total(lambda c: c.mem + self._victim_extra(c)[3]),
             )
-        cap = _per_node_cap(pc, _Pooled(totals), (0, 0, 0, 0))
+        cap = _fits(pc.rep, *self._totals[grp.id])
         if self.state.spread_limit(pc.rep) is not None and pc.spread_binds:
             cap = min(cap, grp.total(lambda c: self._cap(pc, c)))
         return cap
