@@ -475,6 +475,24 @@ def describe(snap: ClusterSnapshot) -> dict:
     }
 
 
+def write_snapshot(out: Path, snap: ClusterSnapshot) -> None:
+    """The snapshot as `wattpack plan` reads it: YAML for .yaml or .yml, else JSON."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = snap.model_dump(mode="json", by_alias=True)
+    if out.suffix in (".yaml", ".yml"):
+        out.write_text(yaml.dump(data, Dumper=_DUMPER, sort_keys=False))
+    else:
+        out.write_text(json.dumps(data))
+
+
+def print_and_write(named, describe, output: str | None) -> None:
+    """Each (name, snapshot): its headline numbers, and, given a folder, <name>.json there."""
+    for name, snap in named:
+        print(name, json.dumps(describe(snap)))
+        if output:
+            write_snapshot(Path(output) / f"{name}.json", snap)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=4096)
@@ -485,12 +503,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     snap = make_instance(args.nodes, args.pods, args.seed, fill_fraction=args.fill)
     if args.output:
-        data = snap.model_dump(mode="json", by_alias=True)
-        out = Path(args.output)
-        if out.suffix in (".yaml", ".yml"):
-            out.write_text(yaml.dump(data, Dumper=_DUMPER, sort_keys=False))
-        else:
-            out.write_text(json.dumps(data))
+        write_snapshot(Path(args.output), snap)
     print(json.dumps(describe(snap), indent=2))
 
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instances import MODELS, _cluster, _domains, _Gen, _pick, describe
+from instances import MODELS, _cluster, _domains, _Gen, _pick, describe, write_snapshot
 
 from scheduler.model import (
     ClusterSnapshot,
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         over_budget_racks=args.over_budget,
     )
     if args.output:
-        Path(args.output).write_text(json.dumps(snap.model_dump(mode="json", by_alias=True)))
+        write_snapshot(Path(args.output), snap)
     print(json.dumps(describe(snap), indent=2))
 
 

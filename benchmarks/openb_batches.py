@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -39,6 +38,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     # Run as a script from a checkout: make the repository's `scheduler` importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from instances import print_and_write
 
 from scheduler.model import ClusterSnapshot, Pod, PodKind, SnapshotMeta
 from scheduler.traces.openb import read_openb
@@ -143,13 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-o", "--output", metavar="DIR", help="write <name>.json files here")
     args = ap.parse_args(argv)
-    for name, snap in openb_batches():
-        print(name, json.dumps(describe(snap)))
-        if args.output:
-            out = Path(args.output)
-            out.mkdir(parents=True, exist_ok=True)
-            data = snap.model_dump(mode="json", by_alias=True)
-            (out / f"{name}.json").write_text(json.dumps(data))
+    print_and_write(openb_batches(), describe, args.output)
 
 
 if __name__ == "__main__":

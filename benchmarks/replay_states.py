@@ -28,7 +28,6 @@ time, in seconds after arrival scaling. Takes 40-55 s on 2 cores (`--seed 1`), h
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -38,6 +37,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     # Run as a script from a checkout: make the repository's `scheduler` importable.
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from instances import print_and_write
 
 from scheduler.baselines.online import NodeArrays
 from scheduler.model import ClusterSnapshot, HealthState, PackingPolicy, SnapshotMeta
@@ -177,13 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     snaps = replay_snapshots(args.seed, args.count)
     print(f"{len(snaps)} snapshots in {time.perf_counter() - start:.1f}s")
-    for name, snap in snaps:
-        print(name, json.dumps(describe(snap)))
-        if args.output:
-            out = Path(args.output)
-            out.mkdir(parents=True, exist_ok=True)
-            data = snap.model_dump(mode="json", by_alias=True)
-            (out / f"{name}.json").write_text(json.dumps(data))
+    print_and_write(snaps, describe, args.output)
 
 
 if __name__ == "__main__":
