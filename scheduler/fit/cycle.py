@@ -17,6 +17,10 @@ class Cycle:
     victims: list[Pod]  # running pods that preemption may evict
     state: ClusterState
 
+    def copy(self) -> Cycle:
+        """The same cycle with a state of its own, as it stands (see ClusterState.copy)."""
+        return Cycle(self.snapshot, self.policy, self.pending, self.victims, self.state.copy())
+
 
 def evictable(snapshot: ClusterSnapshot, policy: PackingPolicy, pending: list[Pod]) -> list[Pod]:
     if not policy.preemption or not pending:

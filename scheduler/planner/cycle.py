@@ -51,14 +51,12 @@ def _gang_notes(pending: list[Pod]) -> dict[str, str]:
 
 
 def _greedy(
-    snapshot: ClusterSnapshot,
-    policy: PackingPolicy,
-    exact: bool,
+    base: Cycle,
     stranding: bool,
     order=None,
     stop: Callable[[], bool] | None = None,
 ) -> Candidate:
-    cycle = start_cycle(snapshot, policy, singleton_classes=exact)
+    cycle = base.copy()
     cycle.state.weigh_stranding = stranding
     placed: dict[str, Placement] = {}
     greedy_fill(cycle.state, units_of(cycle.pending), placed, order, stop)
@@ -74,8 +72,7 @@ def _might_all_fit(cycle: Cycle) -> bool:
 
 
 def _model_candidates(
-    snapshot: ClusterSnapshot,
-    policy: PackingPolicy,
+    base: Cycle,
     exact: bool,
     time_left: Callable[[], float],
     floor: Candidate,
@@ -84,7 +81,8 @@ def _model_candidates(
 ) -> tuple[list[Candidate], float | None, list[str]]:
     """The model's plans (none if it found no solution in time), its proven bound, notes.
     `reserve` seconds of the time left are kept for realising the counts."""
-    cycle = start_cycle(snapshot, policy, singleton_classes=exact)
+    policy = base.policy
+    cycle = base.copy()
     groups, group_of_class = group_classes(cycle.state, exact)
     demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1))
     pooled = not exact and len(groups) * len(demand.classes) > POOL_ABOVE
@@ -135,7 +133,7 @@ def _model_candidates(
     if not pooled and (settings.deterministic or time_left() > 0):
         # Floored counts dealt over alike nodes: exact on one-node classes, and sometimes better
         # where the groups are large and alike.
-        cycle = start_cycle(snapshot, policy, singleton_classes=exact)
+        cycle = base.copy()
         placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
         out.append(Candidate("model", counts.status, cycle, placed, evicted))
     return out, counts.bound, []
@@ -155,7 +153,9 @@ def plan(
         return max(0.0, limit - (clock() - start))
 
     exact = len(snapshot.nodes) <= EXACT_NODES
-    floor = _greedy(snapshot, policy, exact, stranding=False)
+    # Built once; every candidate plans on a copy of its state.
+    base = start_cycle(snapshot, policy, singleton_classes=exact)
+    floor = _greedy(base, stranding=False)
     floor_seconds = clock() - start
     # Realising the model's counts costs about two greedy passes and the repair: CP-SAT leaves
     # them that time, and at least a fifth of the limit (its own stop is not exact).
@@ -190,7 +190,7 @@ def plan(
         # weighing stranding, they may all fit, and then no plan does more now, and this one
         # leaves the least stranded for later (best fit placing all too is not enough: measured
         # under the FGD protocol, taking best fit's placement then ends 6 points lower).
-        queue = _greedy(snapshot, policy, exact, stranding=True, order=arrival_order)
+        queue = _greedy(base, stranding=True, order=arrival_order)
         queue.name = "queue-order"
         if queue.value >= trivial:
             return finish(queue, "OPTIMAL", trivial)
@@ -200,7 +200,7 @@ def plan(
     bound = trivial
     if time_left() > 0 or policy.solver.deterministic:
         found, model_bound, model_notes = _model_candidates(
-            snapshot, policy, exact, time_left, best_of(candidates), model_sink, reserve
+            base, exact, time_left, best_of(candidates), model_sink, reserve
         )
         candidates += found
         notes += model_notes
@@ -217,7 +217,7 @@ def plan(
         # plan already holds the floor, this one only sometimes beats it. Cut short at the limit
         # all the same: a partial greedy plan is still a plan.
         stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
-        candidates.append(_greedy(snapshot, policy, exact, stranding=True, stop=stop))
+        candidates.append(_greedy(base, stranding=True, stop=stop))
     log.info("candidates", **{c.name: c.value for c in candidates})
     # Repair the best few (a repair only adds pods), most valuable first, while time is left.
     stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
