@@ -28,7 +28,7 @@ from scheduler.planner.expand import expand
 from scheduler.planner.guided import realise
 from scheduler.planner.notes import power_notes
 from scheduler.planner.repair import repair
-from scheduler.solver import AggregateModel, classify, group_classes
+from scheduler.solver import AggregateModel, OutOfTime, classify, group_classes
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +92,19 @@ def _model_candidates(
         # memory of their members), which the guided realisation holds to each pod's own.
         coarse = len(groups) * len(demand.classes) > POOL_ABOVE
         demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1), coarse)
-    model = AggregateModel(cycle, demand, groups, group_of_class)
+    # Built only while the realisation's reserve is left: a model finished later has no time
+    # to be solved and realised, and the cycle must end at its limit.
+    out_of_time = None if policy.solver.deterministic else (lambda: time_left() <= reserve)
+    try:
+        model = AggregateModel(cycle, demand, groups, group_of_class, out_of_time)
+    except OutOfTime:
+        note = (
+            f"model: not built, out of time ({len(groups)} node groups x "
+            f"{len(demand.classes)} pod classes within the {policy.solver.time_limit_seconds:g} s "
+            "limit); the greedy plan is used and its bound is every pending pod; raise "
+            "solver.timeLimitSeconds"
+        )
+        return [], None, [note]
     if model_sink is not None:
         model_sink(model.text())
     if exact:
@@ -148,15 +160,20 @@ def plan(
     """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
     start = clock()
     limit = policy.solver.time_limit_seconds
-
-    def time_left() -> float:
-        return max(0.0, limit - (clock() - start))
-
     exact = len(snapshot.nodes) <= EXACT_NODES
     # Built once; every candidate plans on a copy of its state.
     base = start_cycle(snapshot, policy, singleton_classes=exact)
+    # Writing the plan out (assemble) costs about what reading the snapshot in did: the work
+    # stops that much before the limit, so that the whole cycle ends within it.
+    finishing = clock() - start
+
+    def time_left() -> float:
+        return max(0.0, limit - finishing - (clock() - start))
+
     floor = _greedy(base, stranding=False)
-    floor_seconds = clock() - start
+    floor_seconds = clock() - start - finishing
+    # Cut short at the limit: a partial greedy plan is still a plan.
+    stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
     # Realising the model's counts costs about two greedy passes and the repair: CP-SAT leaves
     # them that time, and at least a fifth of the limit (its own stop is not exact).
     reserve = max(3 * floor_seconds, 0.2 * limit) + 0.05
@@ -190,7 +207,7 @@ def plan(
         # weighing stranding, they may all fit, and then no plan does more now, and this one
         # leaves the least stranded for later (best fit placing all too is not enough: measured
         # under the FGD protocol, taking best fit's placement then ends 6 points lower).
-        queue = _greedy(base, stranding=True, order=arrival_order)
+        queue = _greedy(base, stranding=True, order=arrival_order, stop=stop)
         queue.name = "queue-order"
         if queue.value >= trivial:
             return finish(queue, "OPTIMAL", trivial)
@@ -198,7 +215,7 @@ def plan(
     if shortcut and floor.value >= trivial:
         return finish(floor, "OPTIMAL", trivial)
     bound = trivial
-    if time_left() > 0 or policy.solver.deterministic:
+    if time_left() > reserve or policy.solver.deterministic:
         found, model_bound, model_notes = _model_candidates(
             base, exact, time_left, best_of(candidates), model_sink, reserve
         )
@@ -214,13 +231,10 @@ def plan(
         )
     if policy.solver.deterministic or time_left() > 3 * floor_seconds:
         # Last, and only with time to finish (it takes about twice best fit's time): the model's
-        # plan already holds the floor, this one only sometimes beats it. Cut short at the limit
-        # all the same: a partial greedy plan is still a plan.
-        stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
+        # plan already holds the floor, this one only sometimes beats it.
         candidates.append(_greedy(base, stranding=True, stop=stop))
     log.info("candidates", **{c.name: c.value for c in candidates})
     # Repair the best few (a repair only adds pods), most valuable first, while time is left.
-    stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
     top = sorted(candidates, key=lambda c: c.rank(), reverse=True)[:REPAIRED]
     for c in top:
         if c.value < REPAIR_WITHIN * top[0].value:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import reduce
 
@@ -89,10 +90,22 @@ def _fits(rep: Pod, gpus: int, slots: int, cpu: int, mem: int) -> int:
     return min(caps)
 
 
+class OutOfTime(Exception):
+    """The cycle's time ran out while the model was being built: there is no model to solve."""
+
+
 class AggregateModel:
     def __init__(
-        self, cycle: Cycle, demand: Demand, groups: list[Group], group_of_class: list[int]
+        self,
+        cycle: Cycle,
+        demand: Demand,
+        groups: list[Group],
+        group_of_class: list[int],
+        stop: Callable[[], bool] | None = None,
     ) -> None:
+        """`stop`, asked between node groups, ends the build with OutOfTime: at thousands of
+        nodes the build alone takes seconds."""
+        self._stop = stop
         self.cycle = cycle
         self.state = cycle.state
         self.demand = demand
@@ -191,6 +204,7 @@ class AggregateModel:
         headroom = self._headroom()
         self.victims_of = {grp.id: self._group_victims(grp) for grp in self.groups}
         for grp in self.groups:
+            self._check_time()
             cls = grp.rep
             leaves = {c.leaf for c in grp.classes}
             leaf_room = max((headroom[leaf] for leaf in leaves if leaf in headroom), default=None)
@@ -211,9 +225,15 @@ class AggregateModel:
                 self.v[(sig, grp.id)] = m.new_int_var(0, k, f"v_{grp.id}_{len(self.v)}")
         self._demand_rows()
         for grp in self.groups:
+            self._check_time()
             self._node_class_rows(grp)
+        self._check_time()
         self._power_rows()
         self._objective()
+
+    def _check_time(self) -> None:
+        if self._stop is not None and self._stop():
+            raise OutOfTime
 
     def _demand_rows(self) -> None:
         by_pc: dict[int, list[cp_model.IntVar]] = defaultdict(list)
