@@ -262,6 +262,10 @@ class ClusterState:
             return False
         if pod.app is None:
             return True
+        if not self.apps[node][pod.app]:
+            # No pod of the app here, so no limit of theirs applies (the common case).
+            own = self.spread_limit(pod)
+            return own is None or own > 0
         limits = [lim for lim, k in self.limits[node][pod.app].items() if k > 0]
         own = self.spread_limit(pod)
         if own is not None:
@@ -472,15 +476,24 @@ class ClusterState:
         openb: without that charge, CPU-hungry pods filled the few CPU-rich 8-GPU nodes, and in
         the power replay an 8-GPU, 120-core pod that only those fit waited 610 s at 68%
         allocation; charging every empty node instead cost 0.6 points under the FGD protocol.)"""
+        own = self.spread_limit(pod) if pod.app is not None else None
+        if own is not None and own <= 0:
+            return None  # host_ok refuses every node
         best: tuple[tuple[float, int], int] | None = None
         seen = 0
-        within = self._within
+        within, class_of = self._within, self.class_of
         strands = self._strands_of(pod)
+        # host_ok's CPU and memory test inlined: this loop weighs tens of nodes per pod.
+        cpu, mem, need_cpu, need_mem = self.cpu, self.mem, pod.cpu_milli, pod.memory_mi_b
+        app, apps = pod.app, self.apps
         for c, k in buckets:
             for node in self.whole[(c, k)]:
-                if within is not None and self.class_of[node] not in within:
+                if within is not None and class_of[node] not in within:
                     continue
-                if not self.host_ok(pod, node):
+                if cpu[node] < need_cpu or mem[node] < need_mem:
+                    continue
+                # Spread limits bind only where the app already runs (host_ok: the rest).
+                if app is not None and apps[node][app] and not self.host_ok(pod, node):
                     continue
                 if not self.weigh_stranding:
                     return node, self._fresh_gpus(pod, node)  # best fit: the first, fullest

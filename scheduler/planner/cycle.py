@@ -78,6 +78,7 @@ def _model_candidates(
     floor: Candidate,
     model_sink: Callable[[str], None] | None,
     reserve: float,
+    clock: Callable[[], float],
 ) -> tuple[list[Candidate], float | None, list[str]]:
     """The model's plans (none if it found no solution in time), its proven bound, notes.
     `reserve` seconds of the time left are kept for realising the counts."""
@@ -121,8 +122,9 @@ def _model_candidates(
         # Pooled groups are realised node by node from the LP's fractions; CP-SAT's integer
         # counts over pools would only round what the realisation rounds anyway.
         lp_only=pooled,
-        # The LP (the bound) always runs; CP-SAT leaves the realisations their time.
+        # Every stage leaves the realisations their time.
         reserve=reserve,
+        clock=clock,
     )
     log.info(
         "solved",
@@ -217,7 +219,7 @@ def plan(
     bound = trivial
     if time_left() > reserve or policy.solver.deterministic:
         found, model_bound, model_notes = _model_candidates(
-            base, exact, time_left, best_of(candidates), model_sink, reserve
+            base, exact, time_left, best_of(candidates), model_sink, reserve, clock
         )
         candidates += found
         notes += model_notes
