@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 
 from scheduler.fit.classes import fit_shape
 from scheduler.fit.state import ClusterState, Placement
+from scheduler.fit.statement import Statement
 from scheduler.fit.value import pod_value
 from scheduler.model import PackingPolicy, Pod
 
@@ -48,29 +49,26 @@ def arrival_order(units: list[list[Pod]], policy: PackingPolicy) -> list[list[Po
     return sorted(units, key=lambda u: (-max(p.priority for p in u), -max(p.gpus for p in u)))
 
 
-def place_in_turn(state: ClusterState, unit: list[Pod]) -> list[tuple[Pod, Placement]]:
+def place_in_turn(statement: Statement, unit: list[Pod]) -> list[tuple[Pod, Placement]]:
     """Place members, largest first, until one does not fit; returns those placed."""
     done: list[tuple[Pod, Placement]] = []
     for pod in sorted(unit, key=lambda p: -p.milli_total):
-        where = state.find(pod)
+        where = statement.state.find(pod)
         if where is None:
             break
-        state.place(pod, *where)
+        statement.place(pod, *where)
         done.append((pod, where))
     return done
 
 
-def undo(state: ClusterState, done: list[tuple[Pod, Placement]]) -> None:
-    for pod, (node, gpus) in reversed(done):
-        state.remove(pod, node, gpus)
-
-
 def place_unit(state: ClusterState, unit: list[Pod], placed: dict[str, Placement]) -> bool:
     """Place every member or none; on failure the state is as before."""
-    done = place_in_turn(state, unit)
+    statement = Statement(state)
+    done = place_in_turn(statement, unit)
     if len(done) < len(unit):
-        undo(state, done)
+        statement.discard()
         return False
+    statement.commit()
     for pod, where in done:
         placed[pod.key] = where
     return True

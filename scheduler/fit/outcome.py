@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from scheduler.fit.greedy import place_in_turn, undo, units_of
+from scheduler.fit.greedy import place_in_turn, units_of
 from scheduler.fit.reasons import Explainer
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
+from scheduler.fit.statement import Statement
 from scheduler.fit.value import plan_value
 from scheduler.model import Binding, Eviction, Plan, PlanSummary, Pod
 
@@ -33,8 +34,9 @@ def _gang_shortfalls(
     """For each gang left pending, how many of its members fit together on what is left now."""
     notes = {}
     for unit in units_of(p for p in pending if p.gang_key and p.key not in placed):
-        done = place_in_turn(state, unit)
-        undo(state, done)
+        trial = Statement(state)
+        done = place_in_turn(trial, unit)
+        trial.discard()
         if len(done) < len(unit):
             key = unit[0].gang_key
             text = f"gang {key}: only {len(done)} of {len(unit)} members fit at once"

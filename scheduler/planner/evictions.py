@@ -9,6 +9,7 @@ from scheduler.fit.classes import fit_shape
 from scheduler.fit.cycle import Cycle, starving
 from scheduler.fit.greedy import unit_order
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
+from scheduler.fit.statement import Statement
 from scheduler.fit.value import pod_value
 from scheduler.model import Pod
 
@@ -74,8 +75,9 @@ def preempt_for(
             )
             taken: list[Pod] = []
             fits = False
+            trial = Statement(state)
             for v in cands:
-                state.remove(v, node, tuple(v.gpu_indices))
+                trial.remove(v, node, tuple(v.gpu_indices))
                 taken.append(v)
                 if (
                     state.host_ok(pod, node)
@@ -84,8 +86,7 @@ def preempt_for(
                 ):
                     fits = True
                     break
-            for v in reversed(taken):
-                state.place(v, node, tuple(v.gpu_indices))
+            trial.discard()
             cost = sum(pod_value(v, policy) for v in taken)
             if fits and cost < worth and (best is None or cost < best[0]):
                 best = (cost, node, taken)

@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from scheduler.fit.cycle import Cycle
-from scheduler.fit.greedy import greedy_fill, undo, units_of
+from scheduler.fit.greedy import greedy_fill, units_of
 from scheduler.fit.state import Placement
+from scheduler.fit.statement import Statement
 from scheduler.model import Pod
 from scheduler.planner.evictions import Evicted, evict_counted, preempt_for, settle_evictions
 from scheduler.solver import Counts, Demand, Group
@@ -65,16 +66,17 @@ def _place_guided(
     cycle: Cycle, quotas: _Quotas, unit: list[Pod], group_of_class: list[int]
 ) -> list[tuple[Pod, Placement]] | None:
     state = cycle.state
-    done: list[tuple[Pod, Placement]] = []
+    statement = Statement(state)
     for pod in sorted(unit, key=lambda p: -p.milli_total):
         within = quotas.within(pod)
         where = None if within is None else state.find(pod, within)
         if where is None:
-            undo(state, done)
+            statement.discard()
             return None
-        state.place(pod, *where)
-        done.append((pod, where))
+        statement.place(pod, *where)
         quotas.take(pod, group_of_class[state.class_of[where[0]]])
+    done = statement.placed()
+    statement.commit()
     return done
 
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 from scheduler.fit.classes import fit_shape
 from scheduler.fit.cycle import Cycle
-from scheduler.fit.greedy import undo, unit_order
+from scheduler.fit.greedy import unit_order
 from scheduler.fit.state import Placement
+from scheduler.fit.statement import Statement
 from scheduler.model import Pod
 
 _NODES_TRIED = 48  # nodes whose GPUs take the pod, tried per pending pod
@@ -109,18 +110,19 @@ class _Repair:
                 if mover.memory_mi_b < short_mem:
                     continue
                 _, gpus = self.placed[key]
-                state.remove(mover, node, gpus)
+                trial = Statement(state)
+                trial.remove(mover, node, gpus)
                 target = state.gpus_for(pod, node)
                 if target is not None and state.host_ok(pod, node) and state.power_ok(pod, node):
-                    state.place(pod, node, target)
+                    trial.place(pod, node, target)
                     elsewhere = state.find(mover)
                     if elsewhere is not None and elsewhere[0] != node:
-                        state.place(mover, *elsewhere)
+                        trial.place(mover, *elsewhere)
+                        trial.commit()
                         self._record(key, elsewhere)
                         self._record(pod.key, (node, target))
                         return True
-                    state.remove(pod, node, target)
-                state.place(mover, node, gpus)
+                trial.discard()
             if spare is None:
                 spare = self._spare_cpu_nodes()
             if self._swap_for(pod, node, spare):
@@ -165,24 +167,24 @@ class _Repair:
     def _trade(self, pod: Pod, node: int, q: Pod, r: Pod, other: int) -> bool:
         state = self.state
         q_gpus, r_gpus = self.placed[q.key][1], self.placed[r.key][1]
-        state.remove(q, node, q_gpus)
-        state.remove(r, other, r_gpus)
+        trial = Statement(state)
+        trial.remove(q, node, q_gpus)
+        trial.remove(r, other, r_gpus)
         done: list[tuple[Pod, Placement]] = []
         for p, where in ((r, (node, q_gpus)), (q, (other, r_gpus))):
             if not (state.host_ok(p, where[0]) and state.power_ok(p, where[0])):
                 break
-            state.place(p, *where)
+            trial.place(p, *where)
             done.append((p, where))
         target = state.gpus_for(pod, node) if len(done) == 2 else None
         if target is not None and state.host_ok(pod, node) and state.power_ok(pod, node):
-            state.place(pod, node, target)
+            trial.place(pod, node, target)
+            trial.commit()
             for p, where in done:
                 self._record(p.key, where)
             self._record(pod.key, (node, target))
             return True
-        undo(state, done)
-        state.place(r, other, r_gpus)
-        state.place(q, node, q_gpus)
+        trial.discard()
         return False
 
     def _consolidate_for(self, pod: Pod) -> bool:
@@ -210,24 +212,23 @@ class _Repair:
 
     def _empty_gpu(self, pod: Pod, node: int, g: int, shares: list[Pod]) -> bool:
         state = self.state
+        trial = Statement(state)
         for p in shares:
-            state.remove(p, node, (g,))
+            trial.remove(p, node, (g,))
         if state.host_ok(pod, node) and state.power_ok(pod, node):
-            state.place(pod, node, (g,))
+            trial.place(pod, node, (g,))
             moved: list[tuple[Pod, Placement]] = []
             for p in sorted(shares, key=lambda p: -p.gpu_milli):
                 where = state.find(p)
                 if where is None or state.res[where[0]][where[1][0]] == 1000:
                     break
-                state.place(p, *where)
+                trial.place(p, *where)
                 moved.append((p, where))
             if len(moved) == len(shares):
+                trial.commit()
                 self._record(pod.key, (node, (g,)))
                 for p, where in moved:
                     self._record(p.key, where)
                 return True
-            undo(state, moved)
-            state.remove(pod, node, (g,))
-        for p in shares:
-            state.place(p, node, (g,))
+        trial.discard()
         return False

@@ -8,6 +8,8 @@ CP-SAT, which on two cores needs longer than a planning cycle has to find one by
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ortools.linear_solver import linear_solver_pb2, pywraplp
@@ -40,7 +42,13 @@ def _bound(value: int) -> float:
     return float(value)
 
 
-def solve_lp(model: cp_model.CpModel, time_limit: float) -> LpResult | None:
+def solve_lp(
+    model: cp_model.CpModel, time_limit: float, clock: Callable[[], float] = time.perf_counter
+) -> LpResult | None:
+    """The relaxation's optimum and solution, or None: not linear, not solved to optimality, or
+    out of time. `time_limit` covers copying the model as well as solving it (at 40,000
+    variables the copy alone takes seconds)."""
+    start = clock()
     proto = model.proto
     mp = linear_solver_pb2.MPModelProto()
     # Bulk copies of repeated fields: one Python call a row, not one a term.
@@ -62,10 +70,13 @@ def solve_lp(model: cp_model.CpModel, time_limit: float) -> LpResult | None:
     for i, c in zip(index, coeff, strict=True):
         mp.variable[i].objective_coefficient = c
     mp.maximize = False  # CP-SAT stores a maximisation as the minimisation of its negation
+    left = time_limit - (clock() - start)
+    if left <= 0:
+        return None
     lp = pywraplp.Solver.CreateSolver("GLOP")
     if lp is None or lp.LoadModelFromProto(mp):
         return None
-    lp.SetTimeLimit(max(1, int(time_limit * 1000)))
+    lp.SetTimeLimit(max(1, int(left * 1000)))
     if lp.Solve() != pywraplp.Solver.OPTIMAL:
         return None
     scale = proto.objective.scaling_factor or 1.0

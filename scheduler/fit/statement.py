@@ -1,0 +1,46 @@
+"""Trial changes to a cycle's state that are kept or taken back, as Volcano's and KAI's
+Statement: a gang placed member by member, a preemption tried node by node, a repair that moves
+this cycle's pods. Each change is made at once and recorded; `discard` takes the recorded
+changes back in reverse, to the start or to a checkpoint, and leaves the state exactly as it was
+(the look-up buckets included); `commit` keeps them.
+"""
+
+from __future__ import annotations
+
+from scheduler.fit.state import ClusterState, Placement
+from scheduler.model import Pod
+
+
+class Statement:
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self._ops: list[tuple[bool, Pod, int, tuple[int, ...]]] = []  # (placed?, pod, where)
+
+    def place(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> None:
+        self.state.place(pod, node, gpus)
+        self._ops.append((True, pod, node, gpus))
+
+    def remove(self, pod: Pod, node: int, gpus: tuple[int, ...]) -> None:
+        """Take a pod off (a victim, or one of this cycle's pods that moves)."""
+        self.state.remove(pod, node, gpus)
+        self._ops.append((False, pod, node, gpus))
+
+    def checkpoint(self) -> int:
+        return len(self._ops)
+
+    def discard(self, to: int = 0) -> None:
+        """Take back every change made since the checkpoint `to` (all of them by default)."""
+        while len(self._ops) > to:
+            placed, pod, node, gpus = self._ops.pop()
+            if placed:
+                self.state.remove(pod, node, gpus)
+            else:
+                self.state.place(pod, node, gpus)
+
+    def commit(self) -> None:
+        """Keep every change: nothing is recorded any more, so nothing can be taken back."""
+        self._ops.clear()
+
+    def placed(self) -> list[tuple[Pod, Placement]]:
+        """The placements recorded since the last commit, in order."""
+        return [(pod, (node, gpus)) for placed, pod, node, gpus in self._ops if placed]
