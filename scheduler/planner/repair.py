@@ -29,22 +29,27 @@ def repair(
     cycle: Cycle, placed: dict[str, Placement], stop: Callable[[], bool] | None = None
 ) -> int:
     """Moves this cycle's pods to make room for pending ones; returns how many it placed."""
-    return _Repair(cycle, placed).run(stop)
+    return _Repair(cycle, placed, stop).run()
 
 
 class _Repair:
     """One repair pass: the cycle's state, the plan's placements, and which of this cycle's
     pods (gang members aside: a gang moves whole or not at all) sit on each node."""
 
-    def __init__(self, cycle: Cycle, placed: dict[str, Placement]) -> None:
+    def __init__(
+        self, cycle: Cycle, placed: dict[str, Placement], stop: Callable[[], bool] | None
+    ) -> None:
         self.cycle, self.state, self.placed = cycle, cycle.state, placed
+        # Asked between pods and between the nodes tried for one: a pod's search alone can
+        # take a second at thousands of nodes.
+        self.stopped = stop or (lambda: False)
         self.by_key = {p.key: p for p in cycle.pending}
         self.on_node: dict[int, list[str]] = defaultdict(list)
         for key, (node, _) in placed.items():
             if not self.by_key[key].gang_key:
                 self.on_node[node].append(key)
 
-    def run(self, stop: Callable[[], bool] | None) -> int:
+    def run(self) -> int:
         cycle = self.cycle
         waiting = [
             [p] for p in cycle.pending if p.key not in self.placed and p.gpus and not p.gang_key
@@ -52,7 +57,7 @@ class _Repair:
         hopeless: set[tuple] = set()
         done = 0
         for (pod,) in unit_order(waiting, cycle.policy):
-            if stop is not None and stop():
+            if self.stopped():
                 break
             shape = fit_shape(pod)
             if shape in hopeless:
@@ -99,6 +104,8 @@ class _Repair:
         )
         spare = None
         for node in nodes[:_NODES_TRIED]:
+            if self.stopped():
+                return False
             short_cpu = pod.cpu_milli - state.cpu[node]
             short_mem = pod.memory_mi_b - state.mem[node]
             movers = sorted(
@@ -204,7 +211,7 @@ class _Repair:
                 if state.res[node][g] + sum(by_key[k].gpu_milli for k in ks) != 1000:
                     continue  # a running pod shares the GPU too
                 tried += 1
-                if tried > _NODES_TRIED:
+                if tried > _NODES_TRIED or self.stopped():
                     return False
                 if self._empty_gpu(pod, node, g, [by_key[k] for k in ks]):
                     return True
