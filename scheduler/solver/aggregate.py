@@ -18,7 +18,7 @@ from functools import reduce
 
 from ortools.sat.python import cp_model
 
-from scheduler.fit.classes import NodeClass, usable_held
+from scheduler.fit.classes import NodeClass
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.state import UNUSABLE
 from scheduler.fit.value import pod_value
@@ -29,29 +29,12 @@ from scheduler.solver.lp import solve_lp
 from scheduler.solver.objective import Objective, Term
 from scheduler.solver.patterns import ShareGroup, add_pattern_rows
 from scheduler.solver.pod_classes import Demand, PodClass
+from scheduler.solver.room import Room, freed_by
 
 _BIG = 1 << 40
 # Below this, CP-SAT's set-up alone uses the time and it cannot improve on the LP's start.
 _MIN_CP_SAT_SECONDS = 0.25
 _MIN_LP_SECONDS = 0.1  # below this, GLOP does not finish a model of thousands of rows
-
-
-def _gpus_freed(sig: tuple, victim: Pod) -> int:
-    """Whole GPUs evicting the pod may free for new work: those it holds that take new work (a
-    GPU that takes none stays unusable once freed). A share on a usable GPU may be its GPU's only
-    tenant, so it counts as one: optimistic, which keeps the model a relaxation."""
-    usable = usable_held(sig)
-    return min(usable, 1) if victim.fractional else usable
-
-
-def _frees_share(sig: tuple, victim: Pod) -> bool:
-    """Whether evicting the pod frees share room new work may use: a share on a usable GPU."""
-    return victim.fractional and usable_held(sig) > 0
-
-
-def _milli_freed(sig: tuple, victim: Pod) -> int:
-    """GPU milli evicting the pod frees for new work: its share, or its usable GPUs whole."""
-    return victim.gpu_milli if _frees_share(sig, victim) else 1000 * _gpus_freed(sig, victim)
 
 
 def _lin(terms) -> cp_model.LinearExpr:
@@ -124,7 +107,8 @@ class AggregateModel:
         self.victims_per_node: dict[int, Counter[tuple]] = {
             c.id: Counter(c.victims) for c in self.state.classes
         }
-        self._extra: dict[int, tuple[int, int, int, int]] = {}
+        self.room_of = {sig: freed_by(sig, v) for sig, v in self.victim_rep.items()}
+        self._extra: dict[int, Room] = {}
         self.share_groups: list[ShareGroup] = []
         self._totals: dict[int, tuple[int, int, int, int]] = {}
         self._build()
@@ -133,19 +117,13 @@ class AggregateModel:
     def _watts(self, pod: Pod, cls: NodeClass) -> int:
         return self.state.watts(pod, cls.nodes[0])
 
-    def _victim_extra(self, cls: NodeClass) -> tuple[int, int, int, int]:
-        """What evicting every victim on one node of the class frees: GPUs, share slots, CPU,
-        memory."""
-        if cls.id in self._extra:
-            return self._extra[cls.id]
-        gpus = slots = cpu = mem = 0
-        for sig, k in self.victims_per_node[cls.id].items():
-            v = self.victim_rep[sig]
-            gpus += k * _gpus_freed(sig, v)
-            slots += k * (1 if _frees_share(sig, v) else 0)
-            cpu += k * v.cpu_milli
-            mem += k * v.memory_mi_b
-        self._extra[cls.id] = (gpus, slots, cpu, mem)
+    def _victim_extra(self, cls: NodeClass) -> Room:
+        """What evicting every victim on one node of the class frees."""
+        if cls.id not in self._extra:
+            self._extra[cls.id] = sum(
+                (self.room_of[sig].times(k) for sig, k in self.victims_per_node[cls.id].items()),
+                Room(),
+            )
         return self._extra[cls.id]
 
     def _headroom(self) -> dict[str, int]:
@@ -169,9 +147,11 @@ class AggregateModel:
     def _cap(self, pc: PodClass, cls: NodeClass) -> int:
         """Pods of the class one node of `cls` takes at most, its spread limit included."""
         rep = pc.rep
-        v_gpus, v_slots, v_cpu, v_mem = self._victim_extra(cls)
-        slots = sum(1 for r in cls.partial if r >= rep.gpu_milli) + v_slots
-        per_node = _fits(rep, cls.free_whole + v_gpus, slots, cls.cpu + v_cpu, cls.mem + v_mem)
+        freed = self._victim_extra(cls)
+        slots = sum(1 for r in cls.partial if r >= rep.gpu_milli) + freed.slots
+        per_node = _fits(
+            rep, cls.free_whole + freed.gpus, slots, cls.cpu + freed.cpu, cls.mem + freed.mem
+        )
         limit = self.state.spread_limit(rep)
         if limit is not None and pc.spread_binds:
             staying = dict(cls.apps).get(rep.app or "", 0) - sum(
@@ -190,10 +170,10 @@ class AggregateModel:
         if grp.id not in self._totals:
             # Every partly used GPU counts as a slot for any share: an upper bound.
             self._totals[grp.id] = (
-                grp.total(lambda c: c.free_whole + self._victim_extra(c)[0]),
-                grp.total(lambda c: len(c.partial) + self._victim_extra(c)[1]),
-                grp.total(lambda c: c.cpu + self._victim_extra(c)[2]),
-                grp.total(lambda c: c.mem + self._victim_extra(c)[3]),
+                grp.total(lambda c: c.free_whole + self._victim_extra(c).gpus),
+                grp.total(lambda c: len(c.partial) + self._victim_extra(c).slots),
+                grp.total(lambda c: c.cpu + self._victim_extra(c).cpu),
+                grp.total(lambda c: c.mem + self._victim_extra(c).mem),
             )
         cap = _fits(pc.rep, *self._totals[grp.id])
         if self.state.spread_limit(pc.rep) is not None and pc.spread_binds:
@@ -284,7 +264,7 @@ class AggregateModel:
         if frac and exact:
             fresh_for_frac = self._exact_gpus(grp, frac)
         elif frac:
-            whole_freed = grp.total(lambda c: self._victim_extra(c)[0])
+            whole_freed = grp.total(lambda c: self._victim_extra(c).gpus)
             f = m.new_int_var(0, free_whole + whole_freed, f"f_{grp.id}")
             fresh_for_frac = f
             self._share_rows(grp, frac, f, vic, free_whole + whole_freed)
@@ -292,20 +272,23 @@ class AggregateModel:
         cpu_cap, mem_cap = grp.total(lambda c: c.cpu), grp.total(lambda c: c.mem)
         # Needed whether or not shares are pending: two evicted shares of one GPU each count it
         # freed in the GPU row, one GPU taken for two whole pods.
-        shares_evicted = any(_frees_share(sig, v) for sig, _, v in vic)
+        shares_evicted = any(self.room_of[sig].slots for sig, _, _ in vic)
         for q in self._thresholds(here, [v.priority for _, _, v in vic]):
 
             def upto(items, q=q):
                 return [(pc, x) for pc, x in items if q is None or pc.rep.priority <= q]
 
-            def freed(fn, q=q):
+            def freed(dimension: str, q=q):
+                """Room freed by evicting victims below priority q, in one dimension."""
                 return _lin(
-                    (fn(sig, v), var) for sig, var, v in vic if q is not None and v.priority < q
+                    (getattr(self.room_of[sig], dimension), var)
+                    for sig, var, v in vic
+                    if q is not None and v.priority < q
                 )
 
             m.add(
                 _lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
-                <= gpu_cap + freed(_gpus_freed)
+                <= gpu_cap + freed("gpus")
             )
             if shares_evicted:
                 # An evicted share may leave its GPU whole: the GPU row counts that GPU freed and
@@ -314,22 +297,16 @@ class AggregateModel:
                 m.add(
                     _lin((1000 * pc.rep.gpus, x) for pc, x in upto(whole))
                     + _lin((pc.rep.gpu_milli, x) for pc, x in upto(frac))
-                    <= 1000 * gpu_cap + partial + freed(_milli_freed)
+                    <= 1000 * gpu_cap + partial + freed("milli")
                 )
-            m.add(
-                _lin((pc.rep.cpu_milli, x) for pc, x in upto(here))
-                <= cpu_cap + freed(lambda _, v: v.cpu_milli)
-            )
-            m.add(
-                _lin((pc.rep.memory_mi_b, x) for pc, x in upto(here))
-                <= mem_cap + freed(lambda _, v: v.memory_mi_b)
-            )
+            m.add(_lin((pc.rep.cpu_milli, x) for pc, x in upto(here)) <= cpu_cap + freed("cpu"))
+            m.add(_lin((pc.rep.memory_mi_b, x) for pc, x in upto(here)) <= mem_cap + freed("mem"))
         self._size_rows(grp, whole)
         self._spread_rows(grp, here, vic)
 
     def _share_rows(self, grp: Group, frac, fresh, vic, fresh_top: int) -> None:
         """GPU shares in a group of many nodes: mass, plus DFF cuts when no share is evicted."""
-        freed = sum(v.gpu_milli * var for sig, var, v in vic if _frees_share(sig, v))
+        freed = sum(self.room_of[sig].milli * var for sig, var, _ in vic if self.room_of[sig].slots)
         self.m.add(
             _lin((pc.rep.gpu_milli, x) for pc, x in frac)
             <= 1000 * fresh + grp.total(lambda c: sum(c.partial)) + freed
@@ -397,9 +374,7 @@ class AggregateModel:
         for size in sorted({pc.rep.gpus for pc, _ in whole if pc.rep.gpus > 1}):
             if all(c.free_whole % size == 0 for c in grp.classes) and not vic:
                 continue  # implied by the GPU row
-            gained = _lin(
-                (-(-_gpus_freed(sig, self.victim_rep[sig]) // size), var) for sig, var in vic
-            )
+            gained = _lin((-(-self.room_of[sig].gpus // size), var) for sig, var in vic)
             self.m.add(
                 _lin((pc.rep.gpus // size, x) for pc, x in whole)
                 <= grp.total(lambda c, size=size: c.free_whole // size) + gained
