@@ -1,8 +1,9 @@
 """Trial changes to a cycle's state that are kept or taken back, as Volcano's and KAI's
 Statement: a gang placed member by member, a preemption tried node by node, a repair that moves
 this cycle's pods. Each change is made at once and recorded; `discard` takes the recorded
-changes back in reverse, to the start or to a checkpoint, and leaves the state exactly as it was
-(the look-up buckets included); `commit` keeps them.
+changes back in reverse, to the start or to a checkpoint, and leaves the state as it was: the
+same capacity, power and look-up buckets (a node taken out and put back goes to the end of its
+buckets, which only breaks later ties differently); `commit` keeps them.
 """
 
 from __future__ import annotations
