@@ -79,9 +79,11 @@ def _model_candidates(
     model_sink: Callable[[str], None] | None,
     reserve: float,
     clock: Callable[[], float],
+    least: float,
 ) -> tuple[list[Candidate], float | None, list[str]]:
     """The model's plans (none if it found no solution in time), its proven bound, notes.
-    `reserve` seconds of the time left are kept for realising the counts."""
+    CP-SAT keeps `reserve` seconds of the time left for realising the counts; the build and the
+    LPs keep `least`."""
     policy = base.policy
     cycle = base.copy()
     groups, group_of_class = group_classes(cycle.state, exact)
@@ -93,9 +95,9 @@ def _model_candidates(
         # memory of their members), which the guided realisation holds to each pod's own.
         coarse = len(groups) * len(demand.classes) > POOL_ABOVE
         demand = classify(cycle.pending, cycle.state, max((g.n for g in groups), default=1), coarse)
-    # Built only while the realisation's reserve is left: a model finished later has no time
-    # to be solved and realised, and the cycle must end at its limit.
-    out_of_time = None if policy.solver.deterministic else (lambda: time_left() <= reserve)
+    # Built only while the least time a realisation needs is left: a model finished later has
+    # no time to be solved and realised, and the cycle must end at its limit.
+    out_of_time = None if policy.solver.deterministic else (lambda: time_left() <= least)
     try:
         model = AggregateModel(cycle, demand, groups, group_of_class, out_of_time)
     except OutOfTime:
@@ -125,6 +127,7 @@ def _model_candidates(
         # Every stage leaves the realisations their time.
         reserve=reserve,
         clock=clock,
+        lp_reserve=least,
     )
     log.info(
         "solved",
@@ -144,7 +147,9 @@ def _model_candidates(
     stop = None if settings.deterministic else (lambda: time_left() <= 0)
     placed, evicted = realise(cycle, demand, counts, groups, group_of_class, stop)
     out = [Candidate("model-guided", counts.status, cycle, placed, evicted)]
-    if not pooled and (settings.deterministic or time_left() > 0):
+    # Only with time for it: the expansion does not stop at the limit (it takes about what the
+    # least a realisation needs).
+    if not pooled and (settings.deterministic or time_left() > least):
         # Floored counts dealt over alike nodes: exact on one-node classes, and sometimes better
         # where the groups are large and alike.
         cycle = base.copy()
@@ -181,6 +186,10 @@ def plan(
     # Realising the model's counts costs about two greedy passes and the repair: CP-SAT leaves
     # them that time, and at least a fifth of the limit (its own stop is not exact).
     reserve = max(3 * floor_seconds, 0.2 * limit) + 0.05
+    # The build and the LPs, which end on their own, leave at least one greedy pass: a
+    # realisation cut at the limit is still weighed against the floor, so a model started late
+    # costs time, and the floor is kept.
+    least = floor_seconds + 0.05
     cycle = floor.cycle
     notes = power_notes(cycle.state)
     gang_notes = _gang_notes(cycle.pending)
@@ -219,9 +228,9 @@ def plan(
     if shortcut and floor.value >= trivial:
         return finish(floor, "OPTIMAL", trivial)
     bound = trivial
-    if time_left() > reserve or policy.solver.deterministic:
+    if time_left() > least or policy.solver.deterministic:
         found, model_bound, model_notes = _model_candidates(
-            base, exact, time_left, best_of(candidates), model_sink, reserve, clock
+            base, exact, time_left, best_of(candidates), model_sink, reserve, clock, least
         )
         candidates += found
         notes += model_notes

@@ -543,16 +543,18 @@ class AggregateModel:
         lp_only: bool = False,
         reserve: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
+        lp_reserve: float | None = None,
     ) -> Counts:
         """LP relaxation first (a bound and a rounded start), then CP-SAT; every stage stops
         `reserve` seconds (what the caller needs after it) before `time_limit`, as `clock`
-        tells; lp_only stops after the LP where it has a solution."""
+        tells, the LPs `lp_reserve` seconds (default: `reserve`); lp_only stops after the LP
+        where it has a solution."""
         start = clock()
 
-        def left() -> float:
+        def left(keep: float = reserve if lp_reserve is None else lp_reserve) -> float:
             if deterministic:
                 return time_limit
-            return time_limit - (clock() - start) - reserve
+            return time_limit - (clock() - start) - keep
 
         lp = solve_lp(self.m, left(), clock) if left() > 0 else None
         lp_bound = math.inf
@@ -579,7 +581,7 @@ class AggregateModel:
 
             if lp_only:
                 return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
-        time_limit_cp = left()
+        time_limit_cp = left(reserve)
         if not deterministic and time_limit_cp < _MIN_CP_SAT_SECONDS:
             if floor_of is not None:
                 return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
