@@ -127,6 +127,7 @@ class ClusterState:
         ]
         self._steps = sorted(set(self._pool_step))
         self._within_pools: set[int] | None = None
+        self._pools_cache: dict[int, tuple[Collection[int], set[int]]] = {}
         self.nfree = [0] * len(snapshot.nodes)
         self._free_milli = [0] * len(snapshot.nodes)  # kept by _index: look-ups read it often
         # Empty nodes (every GPU free) per node type, for _least_stranding.
@@ -350,7 +351,7 @@ class ClusterState:
         while others are free. `within`, if given, limits the search to those node classes."""
         if within is not None:
             self._within = within
-            self._within_pools = {self.pool_of_class[c] for c in within}
+            self._within_pools = self._pools_of(within)
             try:
                 return self.find(pod)
             finally:
@@ -468,6 +469,15 @@ class ClusterState:
                                 return node, self._fresh_gpus(pod, node)
         return None
 
+    def _pools_of(self, within: Collection[int]) -> set[int]:
+        """The pools of a set of classes; a realisation asks for the same few sets thousands of
+        times, so each is worked out once (kept with the set, whose identity keys it)."""
+        seen = self._pools_cache.get(id(within))
+        if seen is None or seen[0] is not within:
+            seen = (within, {self.pool_of_class[c] for c in within})
+            self._pools_cache[id(within)] = seen
+        return seen[1]
+
     def _least_stranding(self, pod: Pod, buckets: Iterable[tuple[int, int]]) -> Placement | None:
         """Among the first _WHOLE_SCAN nodes with room for the pod on fresh GPUs (buckets of
         (pool, free GPUs), fewest free GPUs first), the one that strands the least, then the
@@ -486,6 +496,12 @@ class ClusterState:
         # host_ok's CPU and memory test inlined: this loop weighs tens of nodes per pod.
         cpu, mem, need_cpu, need_mem = self.cpu, self.mem, pod.cpu_milli, pod.memory_mi_b
         app, apps = pod.app, self.apps
+        # A pod that asks at least the workload's CPU and memory per GPU milli never lowers a
+        # node's stranded capacity (see `strands`): a node where it adds none is the best.
+        need = pod.milli_total
+        hungry = (not self.cpu_per_milli or need_cpu >= need * self.cpu_per_milli) and (
+            not self.mem_per_milli or need_mem >= need * self.mem_per_milli
+        )
         for c, k in buckets:
             for node in self.whole[(c, k)]:
                 if within is not None and class_of[node] not in within:
@@ -501,6 +517,10 @@ class ClusterState:
                     k == len(self.res[node]) and self.empty_of[self.type_of[node]] <= _KEEP_EMPTY
                 )
                 key = (strands(node) + 1000 * opens, k)
+                if hungry and key[0] <= 0:
+                    # Nothing further on can be better: the least stranding this pod can cause,
+                    # on the fewest free GPUs so far (buckets come fewest first).
+                    return node, self._fresh_gpus(pod, node)
                 if best is None or key < best[0]:
                     best = (key, node)
                 seen += 1
