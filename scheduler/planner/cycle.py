@@ -155,7 +155,16 @@ def _model_candidates(
         cycle = base.copy()
         placed, evicted = expand(cycle, demand, counts, groups, group_of_class)
         out.append(Candidate("model", counts.status, cycle, placed, evicted))
-    return out, counts.bound, []
+    bound = counts.bound
+    if pooled:
+        # The plan is made; the configuration LP may still tighten its proof with the time left
+        # (a pooled model solves the LP alone, and its counts are realised first).
+        tighter = model.tightened_bound(
+            settings.time_limit_seconds if settings.deterministic else time_left(), clock
+        )
+        if tighter is not None:
+            bound = min(bound, tighter)
+    return out, bound, []
 
 
 def plan(
