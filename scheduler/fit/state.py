@@ -245,12 +245,14 @@ class ClusterState:
 
     def power_ok(self, pod: Pod, node: int) -> bool:
         w = self.watts(pod, node)
-        if not w:
-            return True
+        return not w or self.power_room(node, w)
+
+    def power_room(self, node: int, watts: int) -> bool:
+        """Whether every budgeted domain above the node takes `watts` more (less, if < 0)."""
         power, budget = self.power, self.budget
         for d in self.chain[node]:
             b = budget.get(d)
-            if b is not None and power[d] + w > b:
+            if b is not None and power[d] + watts > b:
                 return False
         return True
 
@@ -361,17 +363,11 @@ class ClusterState:
         if self._over_shared_budget(pod):
             return None
         ok: dict[int, bool] = {}  # pool -> model and power allow the pod there (once a look-up)
-        epoch, refused, rep_of = self._epoch, self._refused, self.pool_rep
 
         def pool_ok(c: int) -> bool:
             v = ok.get(c)
             if v is None:
-                seen = refused.get(c)
-                if seen is not None and seen[0] == epoch and self.watts(pod, rep_of[c]) >= seen[1]:
-                    v = False  # what _pool_ok would answer, without its model and power checks
-                else:
-                    v = self._pool_ok(pod, c)
-                ok[c] = v
+                v = ok[c] = self._pool_ok(pod, c)
             return v
 
         if pod.fractional and not self.weigh_stranding and self._within is None:
@@ -646,9 +642,7 @@ class ClusterState:
             limits += [lim for p in pods if p.app == app and (lim := self.spread_limit(p))]
             if limits and self.apps[node][app] + k > min(limits):
                 return False
-        w = sum(self.watts(p, node) for p in pods)
-        budget = self.budget
-        return all(self.power[d] + w <= budget[d] for d in self.chain[node] if d in budget)
+        return self.power_room(node, sum(self.watts(p, node) for p in pods))
 
     def gpus_for(self, pod: Pod, node: int) -> tuple[int, ...] | None:
         """The GPUs the pod would get on this node now (the fullest GPU for a share), if any."""

@@ -117,9 +117,7 @@ def _could_fit(state: ClusterState, pod: Pod, node: int, cands: list[Pod]) -> bo
         return False
     if not pod.fractional and state.nfree[node] + sum(len(v.gpu_indices) for v in cands) < pod.gpus:
         return False
-    w = state.watts(pod, node) - sum(state.watts(v, node) for v in cands)
-    budget, power = state.budget, state.power
-    return all(power[d] + w <= budget[d] for d in state.chain[node] if d in budget)
+    return state.power_room(node, state.watts(pod, node) - sum(state.watts(v, node) for v in cands))
 
 
 def _fits_back(state: ClusterState, v: Pod, node: int) -> bool:
