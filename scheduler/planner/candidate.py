@@ -44,9 +44,6 @@ class Candidate:
 
 
 def best_of(candidates: list[Candidate]) -> Candidate:
-    """The best candidate; on a tie the earliest."""
-    best = candidates[0]
-    for c in candidates[1:]:
-        if c.rank() > best.rank():
-            best = c
-    return best
+    """The best candidate; on a tie the earliest (max keeps the first). Each rank is worked out
+    once: a value sums every pending pod, ten thousand of them at scale."""
+    return max(candidates, key=Candidate.rank)
