@@ -44,7 +44,7 @@ class Group:
 
 
 def group_classes(
-    state: ClusterState, singleton: bool, pooled: bool = False
+    state: ClusterState, singleton: bool, pooled: bool = False, by_parent: bool = False
 ) -> tuple[list[Group], list[int]]:
     """Groups for the model, and the group id of every node class.
 
@@ -52,6 +52,10 @@ def group_classes(
     capacity: after hours of churn nearly every node is a class of its own, and a model over
     thousands of one-node groups does not solve within a cycle. The group's rows then count
     summed capacity (still a relaxation, a looser one), and the realisation works node by node.
+    by_parent (with pooled) pools every rack under one parent, whatever its own budget and draw:
+    the leaf row counts their summed headroom. Measured on scattered states at 4,096 nodes,
+    pools of a row (40 groups) realised better than pools of alike racks (128 groups, with pod
+    classes coarsened to fit) and solved in half the time.
     """
     live = [c for c in state.classes if c.nodes]
     if singleton:
@@ -68,7 +72,9 @@ def group_classes(
         for leaf, classes in by_leaf.items():
             chain = state.chain[classes[0].nodes[0]]
             above = tuple(d for d in chain[1:] if d in state.budget)
-            if leaf in state.budget:
+            if by_parent and pooled:
+                sig_of[leaf] = (above, None, None, ())
+            elif leaf in state.budget:
                 makeup = tuple(sorted((c.shape(), len(c.nodes)) for c in classes))
                 sig_of[leaf] = (above, state.budget[leaf], state.power[leaf], makeup)
             else:
@@ -97,5 +103,7 @@ def _group(state: ClusterState, gid: int, classes: list[NodeClass]) -> Group:
     room = None
     if leaves[0] in state.budget:
         room = sum(max(0, state.budget[leaf] - state.power[leaf]) for leaf in leaves)
-    key = leaves[0] if len(leaves) == 1 else f"{leaves[0]}+{len(leaves) - 1}"
+    # The row's name: groups of one GPU model each over the same leaves share it (and their
+    # summed headroom); two groups over different leaves never do.
+    key = leaves[0] if len(leaves) == 1 else "+".join(leaves)
     return Group(gid, classes, key, room, chain[1:])
