@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.fit.classes import node_classes
 from scheduler.fit.state import ClusterState
@@ -16,10 +16,15 @@ class Cycle:
     pending: list[Pod]
     victims: list[Pod]  # running pods that preemption may evict
     state: ClusterState
+    # What each pending pod is worth, by key (fit.value.pending_values fills it): shared by the
+    # copies, since every candidate of a cycle sums it over thousands of pods.
+    values: dict[str, int] = field(default_factory=dict, repr=False)
 
     def copy(self) -> Cycle:
         """The same cycle with a state of its own, as it stands (see ClusterState.copy)."""
-        return Cycle(self.snapshot, self.policy, self.pending, self.victims, self.state.copy())
+        return Cycle(
+            self.snapshot, self.policy, self.pending, self.victims, self.state.copy(), self.values
+        )
 
 
 def evictable(snapshot: ClusterSnapshot, policy: PackingPolicy, pending: list[Pod]) -> list[Pod]:

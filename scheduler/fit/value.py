@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 
-from scheduler.fit.cycle import starving
+from scheduler.fit.cycle import Cycle, starving
 from scheduler.model import PackingPolicy, Pod
 
 
@@ -29,3 +29,10 @@ def plan_value(
     """What a cycle adds: the value of the pods it places minus that of the pods it preempts."""
     gained = sum(pod_value(p, policy) for p in pending if p.key in placed)
     return gained - sum(pod_value(v, policy) for v in evicted)
+
+
+def pending_values(cycle: Cycle) -> dict[str, int]:
+    """pod_value of every pending pod of the cycle, by key, worked out once a cycle."""
+    if not cycle.values and cycle.pending:
+        cycle.values.update((p.key, pod_value(p, cycle.policy)) for p in cycle.pending)
+    return cycle.values

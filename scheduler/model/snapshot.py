@@ -135,11 +135,12 @@ class Pod(Wire):
 
     def model_copy(self, *, update=None, deep: bool = False):  # type: ignore[no-untyped-def]
         copy = super().model_copy(update=update, deep=deep)
-        # model_copy copies the instance dict, cached `key` included: the name may have changed.
+        # model_copy copies the instance dict, cached keys included: the names may have changed.
         copy.__dict__.pop("key", None)
+        copy.__dict__.pop("gang_key", None)
         return copy
 
-    @property
+    @cached_property
     def gang_key(self) -> str | None:
         return f"{self.namespace}/{self.gang.name}" if self.gang else None
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.state import Placement
-from scheduler.fit.value import plan_value
+from scheduler.fit.value import pending_values, pod_value
 from scheduler.planner.evictions import Evicted
 
 
@@ -22,11 +22,10 @@ class Candidate:
 
     @property
     def value(self) -> int:
-        return plan_value(
-            self.cycle.pending,
-            self.placed,
-            (v for v, _ in self.evicted.values()),
-            self.cycle.policy,
+        """plan_value of its placements and evictions, from the cycle's values by pod."""
+        values, policy = pending_values(self.cycle), self.cycle.policy
+        return sum(values.get(k, 0) for k in self.placed) - sum(
+            pod_value(v, policy) for v, _ in self.evicted.values()
         )
 
     @property

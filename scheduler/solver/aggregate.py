@@ -408,9 +408,15 @@ class AggregateModel:
         CP-SAT to counts that realised 4 points worse)."""
         s = self.state
         reps = {s.nodes[c.nodes[0]].gpu_model: c.nodes[0] for c in s.classes if c.nodes}
-        most = sum(
-            max((s.watts(p, n) for n in reps.values()), default=0) for p in self.cycle.pending
-        )
+        # Per power signature, not per pod: ten thousand pending pods have a few dozen.
+        most_of: dict[tuple, int] = {}
+        most = 0
+        for p in self.cycle.pending:
+            sig = (p.gpus, p.gpu_milli, p.kind, p.power_watts_per_gpu)
+            w = most_of.get(sig)
+            if w is None:
+                w = most_of[sig] = max((s.watts(p, n) for n in reps.values()), default=0)
+            most += w
         return {d for d, b in s.budget.items() if s.power[d] + most > b}
 
     def _power_rows(self) -> None:
@@ -587,10 +593,6 @@ class AggregateModel:
                 tighter = solve_lp(self._lp_model(), left(), clock)
                 if tighter is not None:
                     lp_bound = min(lp_bound, tighter.bound * (1 + 1e-9) + 1e-6)
-            if not self.hinted:
-                # A greedy hint, where given, is feasible for sure; the rounded LP may not be.
-                for i, val in enumerate(lp.values):
-                    self.m.add_hint(self.m.get_int_var_from_proto_index(i), math.floor(val + 1e-6))
 
             def floor_of(var) -> int:
                 return math.floor(lp.values[var.index] + 1e-6)
@@ -600,6 +602,10 @@ class AggregateModel:
 
             if lp_only:
                 return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
+            if not self.hinted:
+                # A greedy hint, where given, is feasible for sure; the rounded LP may not be.
+                for i, val in enumerate(lp.values):
+                    self.m.add_hint(self.m.get_int_var_from_proto_index(i), math.floor(val + 1e-6))
         time_limit_cp = left(reserve)
         if not deterministic and time_limit_cp < _MIN_CP_SAT_SECONDS:
             if floor_of is not None:
