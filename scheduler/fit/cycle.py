@@ -16,9 +16,9 @@ class Cycle:
     pending: list[Pod]
     victims: list[Pod]  # running pods that preemption may evict
     state: ClusterState
-    # What each pending pod is worth, by key (fit.value.pending_values fills it): shared by the
-    # copies, since every candidate of a cycle sums it over thousands of pods.
-    values: dict[str, int] = field(default_factory=dict, repr=False)
+    # What each pending pod is worth and the GPU milli it takes, by key (fit.value.pending_values
+    # fills it): shared by the copies, since every candidate of a cycle sums it over thousands.
+    values: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def copy(self) -> Cycle:
         """The same cycle with a state of its own, as it stands (see ClusterState.copy)."""

@@ -31,8 +31,10 @@ def plan_value(
     return gained - sum(pod_value(v, policy) for v in evicted)
 
 
-def pending_values(cycle: Cycle) -> dict[str, int]:
-    """pod_value of every pending pod of the cycle, by key, worked out once a cycle."""
+def pending_values(cycle: Cycle) -> dict[str, tuple[int, int]]:
+    """pod_value and GPU milli of every pending pod of the cycle, by key, worked out once."""
     if not cycle.values and cycle.pending:
-        cycle.values.update((p.key, pod_value(p, cycle.policy)) for p in cycle.pending)
+        cycle.values.update(
+            (p.key, (pod_value(p, cycle.policy), p.milli_total)) for p in cycle.pending
+        )
     return cycle.values

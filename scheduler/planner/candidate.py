@@ -24,15 +24,15 @@ class Candidate:
     def value(self) -> int:
         """plan_value of its placements and evictions, from the cycle's values by pod."""
         values, policy = pending_values(self.cycle), self.cycle.policy
-        return sum(values.get(k, 0) for k in self.placed) - sum(
+        return sum(values[k][0] for k in self.placed if k in values) - sum(
             pod_value(v, policy) for v, _ in self.evicted.values()
         )
 
     @property
     def used_milli(self) -> int:
         """GPU milli it adds: the allocation it reaches, less what was there."""
-        by_key = {p.key: p for p in self.cycle.pending}
-        return sum(by_key[k].milli_total for k in self.placed) - sum(
+        values = pending_values(self.cycle)
+        return sum(values[k][1] for k in self.placed) - sum(
             v.milli_total for v, _ in self.evicted.values()
         )
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from scheduler.fit.classes import fit_shape
 from scheduler.fit.cycle import Cycle, starving
@@ -14,6 +15,14 @@ from scheduler.fit.value import pod_value
 from scheduler.model import Pod
 
 Evicted = dict[str, tuple[Pod, str]]
+
+# Nodes where a pod's preemption would work (and pay) weighed before the cheapest of them is
+# taken: as kube-scheduler, which dry-runs a bounded number of candidate nodes. Nodes come
+# cheapest victim first, so these are the likely cheapest; at 16,384 scattered nodes a pod
+# that fits after preemption otherwise weighed 1,100 nodes (0.88 s for 161 pods), and with 8
+# the plan's value was 0.03% higher, not lower (different early choices), in 0.58 s; 4,096
+# and 1,024 nodes gave the same plan value.
+_CANDIDATES = 8
 
 
 def evict_counted(
@@ -47,11 +56,16 @@ def evict_counted(
 
 
 def preempt_for(
-    cycle: Cycle, units: list[list[Pod]], evicted: dict[str, Pod], placed: dict[str, Placement]
+    cycle: Cycle,
+    units: list[list[Pod]],
+    evicted: dict[str, Pod],
+    placed: dict[str, Placement],
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """What kube-scheduler does for one pod: on each node with lower-priority victims, evict the
     cheapest ones until the pod fits, and do it on the node where that costs least, if it costs
-    less than the pod is worth. Catches what the model's counts could not realise."""
+    less than the pod is worth. Catches what the model's counts could not realise. `stop` (a
+    time limit) is asked before each pod."""
     state, policy = cycle.state, cycle.policy
     # Victims never change value: ranked once, cheapest first, not once per pod and node (at
     # 16,384 nodes that ranking was most of a realisation's time).
@@ -64,6 +78,8 @@ def preempt_for(
     nodes = sorted(on_node, key=lambda n: (cost_of[on_node[n][0].key], n))
     hopeless: set[tuple] = set()  # shapes and priorities that found no node worth it
     for unit in unit_order(units, policy):
+        if stop is not None and stop():
+            return
         if len(unit) != 1:
             continue  # a gang needs room on several nodes at once: the model's business
         pod = unit[0]
@@ -72,6 +88,7 @@ def preempt_for(
             continue
         worth = pod_value(pod, policy)
         best: tuple[int, int, list[Pod]] | None = None
+        found = 0
         for node in nodes:
             victims = on_node[node]
             if best is not None and cost_of[victims[0].key] >= best[0]:
@@ -98,8 +115,12 @@ def preempt_for(
                     break
             trial.discard()
             cost = sum(cost_of[v.key] for v in taken)
-            if fits and cost < worth and (best is None or cost < best[0]):
-                best = (cost, node, taken)
+            if fits and cost < worth:
+                found += 1
+                if best is None or cost < best[0]:
+                    best = (cost, node, taken)
+                if found >= _CANDIDATES:
+                    break
         if best is None:
             # Victims only go, so a later pod of this shape and priority finds none either.
             hopeless.add(shape)

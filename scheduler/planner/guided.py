@@ -127,7 +127,7 @@ def realise(
             placed[pod.key] = where
     left = greedy_fill(state, deferred, placed, stop=stop)
     if cycle.victims and not (stop is not None and stop()):
-        preempt_for(cycle, left, evicted, placed)
+        preempt_for(cycle, left, evicted, placed, stop)
     kept, bumped = settle_evictions(state, evicted, cycle.pending, placed)
     greedy_fill(state, bumped, placed, stop=stop)
     greedy_fill(state, cpu_only, placed, stop=stop)
