@@ -106,3 +106,32 @@ def test_budget_below_idle_draw_is_a_note_and_nothing_goes_there():
     result = plan(snap, policy())
     assert [b.node for b in result.bindings] == ["b0"]
     assert any("rack-a" in n and "idle" in n for n in result.summary.notes)
+
+
+def test_pools_per_rack_and_per_row_are_relaxations_and_the_lp_copy_keeps_them():
+    """On a scattered state both pool shapes are modelled; each LP bound is at least what best
+    fit and the planner place, and the LP copied with the kept upper bounds is the LP read back
+    from the model."""
+    from scheduler.fit.cycle import start_cycle
+    from scheduler.planner.cycle import _shapes
+    from scheduler.solver import AggregateModel
+    from scheduler.solver.lp import solve_lp
+
+    snap = live_states.scattered_state(512, 2)
+    pol = policy()
+    base = start_cycle(snap, pol)
+    shapes = _shapes(base, exact=False)
+    assert [s.pooled for s in shapes] == [True, True]
+    by_parent, by_rack = (len(s.groups) for s in shapes)
+    assert by_parent < by_rack  # the first pools whole rows
+    placed = max(best_fit(snap, pol).summary.objective, plan(snap, pol).summary.objective)
+    for s in shapes:
+        keys = [g.leaf_key for g in s.groups]
+        leaves = {g.leaf_key: sorted({c.leaf for c in g.classes}) for g in s.groups}
+        assert all("+".join(leaves[k]) == k or leaves[k] == [k] for k in keys)
+        model = AggregateModel(base.copy(), s.demand, s.groups, s.group_of_class)
+        read_back = solve_lp(model.m, 60)
+        kept = solve_lp(model.m, 60, upper=model.upper)
+        assert read_back is not None and kept is not None
+        assert kept.bound == read_back.bound and kept.values == read_back.values
+        assert model.objective.first(read_back.bound) * model.unit >= placed * (1 - 1e-9)

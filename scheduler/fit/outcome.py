@@ -55,7 +55,10 @@ def assemble(
     seconds: float,
     gang_notes: Mapping[str, str],
     notes: Sequence[str] = (),
+    objective: int | None = None,
 ) -> Plan:
+    """The plan: bindings, evictions, every pod left with its reason, the summary. `objective`,
+    if the caller has it, is plan_value of these placements (summed again otherwise)."""
     policy = state.policy
     # Built from checked data: construct skips re-validating tens of thousands of bindings.
     bindings = [
@@ -78,7 +81,8 @@ def assemble(
         for p in pending
         if p.key not in placed
     ]
-    objective = plan_value(pending, placed, (v for v, _ in evicted.values()), policy)
+    if objective is None:
+        objective = plan_value(pending, placed, (v for v, _ in evicted.values()), policy)
     bound = max(bound, float(objective))
     running = sum(p.milli_total for p in state.snapshot.pods if p.node is not None)
     used = (

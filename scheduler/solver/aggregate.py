@@ -98,6 +98,7 @@ class AggregateModel:
         self.hinted = False
         self.lp_bound = math.inf  # the LP relaxation's optimum, once solved
         self.m = cp_model.CpModel()
+        self.upper: list[int] = []  # every variable's upper bound, by index (all start at 0)
         self.x: dict[tuple[int, int], cp_model.IntVar] = {}
         self.y: dict[tuple[int, int, int], cp_model.IntVar] = {}
         self.v: dict[tuple[tuple, int], cp_model.IntVar] = {}
@@ -115,6 +116,12 @@ class AggregateModel:
         self._build()
 
     # -- helpers ---------------------------------------------------------------------------
+    def _var(self, ub: int, name: str) -> cp_model.IntVar:
+        """A count in [0, ub], its upper bound kept for the LP's copy of the model (reading it
+        back from the model costs more than the rest of the copy at thousands of variables)."""
+        self.upper.append(ub)
+        return self.m.new_int_var(0, ub, name)
+
     def _watts(self, pod: Pod, cls: NodeClass) -> int:
         return self.state.watts(pod, cls.nodes[0])
 
@@ -183,7 +190,6 @@ class AggregateModel:
 
     # -- model -----------------------------------------------------------------------------
     def _build(self) -> None:
-        m = self.m
         headroom = self._headroom()
         self.victims_of = {grp.id: self._group_victims(grp) for grp in self.groups}
         for grp in self.groups:
@@ -203,9 +209,9 @@ class AggregateModel:
                     continue
                 ub = min(len(pc.pods), self._group_cap(pc, grp))
                 if ub > 0:
-                    self.x[(pc.id, grp.id)] = m.new_int_var(0, ub, f"x_{pc.id}_{grp.id}")
+                    self.x[(pc.id, grp.id)] = self._var(ub, f"x_{pc.id}_{grp.id}")
             for sig, k in self.victims_of[grp.id].items():
-                self.v[(sig, grp.id)] = m.new_int_var(0, k, f"v_{grp.id}_{len(self.v)}")
+                self.v[(sig, grp.id)] = self._var(k, f"v_{grp.id}_{len(self.v)}")
         self._demand_rows()
         for grp in self.groups:
             self._check_time()
@@ -227,7 +233,7 @@ class AggregateModel:
                 self.m.add(cp_model.LinearExpr.sum(by_pc[pc.id]) <= len(pc.pods))
         gangs_of: dict[int, list[tuple[int, cp_model.IntVar]]] = defaultdict(list)
         for gc in self.demand.gangs:
-            z = self.m.new_int_var(0, len(gc.gangs), f"z_{gc.id}")
+            z = self._var(len(gc.gangs), f"z_{gc.id}")
             self.z[gc.id] = z
             for j, per_gang in gc.members.items():
                 gangs_of[j].append((per_gang, z))
@@ -266,7 +272,7 @@ class AggregateModel:
             fresh_for_frac = self._exact_gpus(grp, frac)
         elif frac:
             whole_freed = grp.total(lambda c: self._victim_extra(c).gpus)
-            f = m.new_int_var(0, free_whole + whole_freed, f"f_{grp.id}")
+            f = self._var(free_whole + whole_freed, f"f_{grp.id}")
             fresh_for_frac = f
             self._share_rows(grp, frac, f, vic, free_whole + whole_freed)
         gpu_cap = free_whole
@@ -324,17 +330,15 @@ class AggregateModel:
         self.share_groups.append(ShareGroup(fresh, fresh_top, dict(by_size), partial))
         for k in DFF_ORDERS:
             cap = dff_capacity(k)
-            prefilled = grp.total(
-                lambda c, k=k, cap=cap: sum(cap - dff_scaled(k, 1000 - r) for r in c.partial)
-            )
+            # Over the group's residuals, each as often as nodes have it (grp.total, summed once
+            # per residual instead of once per node class).
+            prefilled = sum(n * (cap - dff_scaled(k, 1000 - r)) for r, n in partial.items())
             self.m.add(
                 _lin((dff_scaled(k, pc.rep.gpu_milli), x) for pc, x in frac)
                 <= cap * fresh + prefilled
             )
         for eps in eps_thresholds({pc.rep.gpu_milli for pc, _ in frac}):
-            prefilled = grp.total(
-                lambda c, eps=eps: sum(1000 - eps_scaled(eps, 1000 - r) for r in c.partial)
-            )
+            prefilled = sum(n * (1000 - eps_scaled(eps, 1000 - r)) for r, n in partial.items())
             self.m.add(
                 _lin((eps_scaled(eps, pc.rep.gpu_milli), x) for pc, x in frac)
                 <= 1000 * fresh + prefilled
@@ -350,14 +354,14 @@ class AggregateModel:
         for g, r in enumerate(self.state.res[node]):
             if r == UNUSABLE or r == 0:
                 continue
-            b = m.new_bool_var(f"b_{grp.id}_{g}") if r == 1000 else None
+            b = self._var(1, f"b_{grp.id}_{g}") if r == 1000 else None
             if b is not None:
                 opened.append(b)
             terms = []
             for pc, _ in frac:
                 if pc.rep.gpu_milli > r:
                     continue
-                y = m.new_int_var(0, min(len(pc.pods), r // pc.rep.gpu_milli), f"y_{pc.id}_{g}")
+                y = self._var(min(len(pc.pods), r // pc.rep.gpu_milli), f"y_{pc.id}_{g}")
                 self.y[(pc.id, grp.id, g)] = y
                 per_pc[pc.id].append(y)
                 terms.append(pc.rep.gpu_milli * y)
@@ -578,7 +582,7 @@ class AggregateModel:
                 return time_limit
             return time_limit - (clock() - start) - keep
 
-        lp = solve_lp(self.m, left(), clock) if left() > 0 else None
+        lp = solve_lp(self.m, left(), clock, self.upper) if left() > 0 else None
         lp_bound = math.inf
         floor_of = None
         if lp is not None:

@@ -43,19 +43,29 @@ def _bound(value: int) -> float:
 
 
 def solve_lp(
-    model: cp_model.CpModel, time_limit: float, clock: Callable[[], float] = time.perf_counter
+    model: cp_model.CpModel,
+    time_limit: float,
+    clock: Callable[[], float] = time.perf_counter,
+    upper: list[int] | None = None,
 ) -> LpResult | None:
     """The relaxation's optimum and solution, or None: not linear, not solved to optimality, or
     out of time. `time_limit` covers copying the model as well as solving it (at 40,000
-    variables the copy alone takes seconds)."""
+    variables the copy alone takes seconds). `upper`, if the caller kept them, are the upper
+    bounds of variables that all start at 0, by index: they are not read back from the model."""
     start = clock()
     proto = model.proto
     mp = linear_solver_pb2.MPModelProto()
+    if upper is not None and len(upper) == len(proto.variables):
+        for ub in upper:
+            var = mp.variable.add()
+            var.lower_bound, var.upper_bound = 0.0, float(ub)  # the proto's default is -inf
+    else:
+        for v in proto.variables:
+            # list() first: the wrapper answers [-1] with the first element.
+            domain = list(v.domain)
+            var = mp.variable.add()
+            var.lower_bound, var.upper_bound = float(domain[0]), float(domain[-1])
     # Bulk copies of repeated fields: one Python call a row, not one a term.
-    for v in proto.variables:
-        domain = list(v.domain)  # list() first: the wrapper answers [-1] with the first element
-        var = mp.variable.add()
-        var.lower_bound, var.upper_bound = float(domain[0]), float(domain[-1])
     for ct in proto.constraints:
         if not ct.has_linear() or len(ct.enforcement_literal):
             return None  # only plain linear models are relaxed here
