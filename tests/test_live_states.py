@@ -124,7 +124,11 @@ def test_pools_per_rack_and_per_row_are_relaxations_and_the_lp_copy_keeps_them()
     assert [s.pooled for s in shapes] == [True, True]
     by_parent, by_rack = (len(s.groups) for s in shapes)
     assert by_parent < by_rack  # the first pools whole rows
-    placed = max(best_fit(snap, pol).summary.objective, plan(snap, pol).summary.objective)
+    ours = plan(snap, policy(solver={"timeLimitSeconds": 20}))
+    # A model that solved is no degradation, whatever became of the other one.
+    assert not any(n.startswith("model:") for n in ours.summary.notes)
+    assert ours.summary.status == "LP_ROUNDED"
+    placed = max(best_fit(snap, pol).summary.objective, ours.summary.objective)
     for s in shapes:
         keys = [g.leaf_key for g in s.groups]
         leaves = {g.leaf_key: sorted({c.leaf for c in g.classes}) for g in s.groups}

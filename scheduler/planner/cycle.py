@@ -345,6 +345,8 @@ def _plan(
         return finish(floor, "OPTIMAL", trivial)
     bound = trivial
     if time_left() > least or policy.solver.deterministic:
+        failed: list[str] = []  # what went wrong with each model, if none gave a plan
+        solved = False
         for i, shape in enumerate(_shapes(base, exact)):
             if i and not (policy.solver.deterministic or time_left() > 3 * least):
                 break  # another model needs a build, an LP and a realisation
@@ -360,10 +362,13 @@ def _plan(
                 least,
             )
             candidates += found
-            notes += model_notes
+            failed += model_notes
             if model_bound is not None:
+                solved = True
                 # No plan beats placing every pending pod: a bound the solver may not have proved.
                 bound = min(model_bound, bound)
+        if not solved:
+            notes += failed  # no model gave a plan: the plan is degraded, and says why
     else:
         notes.append(
             f"model: not built, the {limit:g} s time limit was spent on the greedy plans; the "
