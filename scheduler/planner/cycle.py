@@ -82,7 +82,6 @@ class _Shape:
     group_of_class: list[int]
     demand: Demand
     pooled: bool
-    coarse: bool = False  # pod classes by GPU shape, kind and priority alone
 
 
 def _shapes(cycle: Cycle, exact: bool) -> list[_Shape]:
@@ -127,25 +126,18 @@ def _shapes(cycle: Cycle, exact: bool) -> list[_Shape]:
         demand = fine(groups)
         if demand is not None:
             return [_Shape(groups, of_class, demand, False)]
-    out: list[_Shape] = []
-    for by_parent in (True, False):
-        if out and out[0].coarse:
-            break  # rack pools, no fewer than row pools, would need coarse classes too
-        groups, of_class = group_classes(state, False, True, by_parent)
-        demand = fine(groups)
-        if demand is None:
-            if out:
-                break  # row pools are solved already: rack pools would only be coarser
-            # Pod classes by GPU shape, kind and priority alone (least CPU and memory of their
-            # members), which the guided realisation holds to each pod's own.
-            out.append(
-                _Shape(
-                    groups, of_class, classify(pending, state, largest(groups), True), True, True
-                )
-            )
-            continue
-        out.append(_Shape(groups, of_class, demand, True))
-    return out
+    groups, of_class = group_classes(state, False, pooled=True, by_parent=True)
+    demand = fine(groups)
+    if demand is None:
+        # Pod classes by GPU shape, kind and priority alone (least CPU and memory of their
+        # members), which the guided realisation holds to each pod's own. Rack pools, no fewer
+        # than row pools, would need them too: row pools alone.
+        coarse = classify(pending, state, largest(groups), coarse=True)
+        return [_Shape(groups, of_class, coarse, True)]
+    rows = _Shape(groups, of_class, demand, True)
+    groups, of_class = group_classes(state, False, pooled=True)
+    demand = fine(groups)
+    return [rows] if demand is None else [rows, _Shape(groups, of_class, demand, True)]
 
 
 def _model_candidates(
