@@ -22,14 +22,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_plan import _timed
+from bench_plan import _runs, _timed
 from live_states import scattered_state
 
 from scheduler.baselines import best_fit
@@ -75,11 +74,7 @@ def run_case(name: str, snapshot: ClusterSnapshot, policy: PackingPolicy, repeat
     pending = sum(1 for p in snapshot.pods if p.node is None)
     print(f"{name}: {len(snapshot.nodes)} nodes, {gpus} GPUs, {pending} pending pods")
     base_t, base = _timed(best_fit, snapshot, policy, repeats)
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = plan(snapshot, policy)
-        runs.append((time.perf_counter() - start, result))
+    runs = _runs(plan, snapshot, policy, repeats)
     ours_t, ours = statistics.median(t for t, _ in runs), runs[-1][1]
     base_problems = check_plan(snapshot, policy, base)
     problems = check_plan(snapshot, policy, ours)

@@ -39,13 +39,20 @@ def _policy(time_limit: float, workers: int) -> PackingPolicy:
     )
 
 
-def _timed(fn, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int):
-    times, result = [], None
+def _runs(fn, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int):
+    """(wall seconds, plan) of every run."""
+    out = []
     for _ in range(repeats):
         start = time.perf_counter()
         result = fn(snapshot, policy)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        out.append((time.perf_counter() - start, result))
+    return out
+
+
+def _timed(fn, snapshot: ClusterSnapshot, policy: PackingPolicy, repeats: int):
+    """The median wall time, and the last run's plan."""
+    runs = _runs(fn, snapshot, policy, repeats)
+    return statistics.median(t for t, _ in runs), runs[-1][1]
 
 
 def _row(name: str, seconds: float, p: Plan, problems: list[str]) -> str:
