@@ -71,7 +71,12 @@ def test_leader_failover_binds_nothing_twice(cluster: Cluster) -> None:
     # The lease is the only clock: allow its retry period and a poll or two, no more.
     assert took < LEASE_SECONDS + 6
 
-    lines = _bound_lines(a.log.read_text()) + _bound_lines(b.log.read_text())
+    def logged() -> list[str]:
+        return _bound_lines(a.log.read_text()) + _bound_lines(b.log.read_text())
+
+    # A binding shows in the API a moment before its operator's log line is written.
+    wait_until(lambda: len(logged()) >= 16, 10, "every binding logged")
+    lines = logged()
     twice = [p for p, n in Counter(lines).items() if n > 1]
     assert not twice, f"bound twice: {twice}"
     assert sorted(lines) == sorted(f"ml/{p['metadata']['name']}" for p in cluster.pods("ml"))
