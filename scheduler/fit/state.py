@@ -122,6 +122,7 @@ class ClusterState:
                     self.pool_rep.append(i)
                 self.pool_of[i] = pool_ids[key]
         self.pool_of_class = [self.pool_of[c.nodes[0]] if c.nodes else -1 for c in classes]
+        self.pool_model = [self.nodes[i].gpu_model for i in self.pool_rep]
         self._pool_step = [
             round(self.pressure.get(self.nodes[i].gpu_model, 0.0), 1) for i in self.pool_rep
         ]
@@ -453,13 +454,34 @@ class ClusterState:
     def _best_fit_whole(self, pod: Pod, pool_ok: Callable[[int], bool]) -> Placement | None:
         """Best fit's look-up for fresh GPUs, as _least_stranding makes it without the weighing:
         the first node that fits, fewest free GPUs first, walked in place (the hot path of a
-        cycle at thousands of nodes)."""
+        cycle at thousands of nodes). Pools whose power refused as much this epoch are passed
+        over before pool_ok is asked: where racks are at their budgets, most pools are, and
+        asking each cost best fit two thirds of its time at 16,384 nodes."""
         flat = bool(pod.gpu_models) or not self.pressure
         pool_step, host_ok, whole = self._pool_step, self.host_ok, self.whole
+        refused, epoch, pool_rep, pool_model = (
+            self._refused,
+            self._epoch,
+            self.pool_rep,
+            self.pool_model,
+        )
+        models = pod.gpu_models
+        watts: dict[str, int] = {}  # the pod's draw by GPU model
         for step in [0.0] if flat else self._steps:
             for k in range(pod.gpus, len(self.with_free)):
                 for c in self.with_free[k]:
-                    if (flat or pool_step[c] == step) and pool_ok(c):
+                    if not (flat or pool_step[c] == step):
+                        continue
+                    model = pool_model[c]
+                    if models and model not in models:
+                        continue
+                    w = watts.get(model)
+                    if w is None:
+                        w = watts[model] = self.watts(pod, pool_rep[c])
+                    r = refused.get(c)
+                    if r is not None and r[0] == epoch and w >= r[1]:
+                        continue
+                    if pool_ok(c):
                         for node in whole[(c, k)]:
                             if host_ok(pod, node):
                                 return node, self._fresh_gpus(pod, node)
