@@ -42,7 +42,9 @@ def test_over_budget_state_has_racks_over_budget():
 
 
 @pytest.mark.parametrize(
-    ("nodes", "seed", "cut"), [(64, 1, 0), (160, 2, 0), (256, 3, 0), (160, 4, 2)]
+    ("nodes", "seed", "cut"),
+    # 512 nodes: 1,280 pending pods, a pooled model, swaps and repacks after it.
+    [(64, 1, 0), (160, 2, 0), (256, 3, 0), (160, 4, 2), (512, 5, 0)],
 )
 def test_plan_on_scattered_state_is_at_least_best_fit_and_feasible(nodes, seed, cut):
     snap = live_states.scattered_state(nodes, seed, over_budget_racks=cut)

@@ -103,7 +103,7 @@ def node_classes(
             mem -= p.memory_mi_b
             for i in p.gpu_indices:
                 used[i] += p.gpu_milli if p.fractional else 1000
-        takes = [policy.takes_new_work(node.health_of(i)) for i in range(node.gpus)]
+        takes = policy.gpus_taking_work(node)
         usable = [i for i in range(node.gpus) if takes[i]]
         free_whole = sum(1 for i in usable if used[i] == 0)
         partial = tuple(sorted(1000 - used[i] for i in usable if 0 < used[i] < 1000))

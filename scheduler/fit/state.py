@@ -73,7 +73,7 @@ class ClusterState:
             for g in p.gpu_indices:
                 used[i][g] += p.gpu_milli if p.fractional else 1000
         self.usable = [
-            [policy.takes_new_work(n.health_of(g)) and n.schedulable for g in range(n.gpus)]
+            policy.gpus_taking_work(n) if n.schedulable else [False] * n.gpus
             for n in snapshot.nodes
         ]
         self.res = [

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from scheduler.model.base import Wire
 from scheduler.model.health_rules import HealthRules
-from scheduler.model.snapshot import HealthState, Pod, PodKind
+from scheduler.model.snapshot import HealthState, Node, Pod, PodKind
 
 
 class KindWeights(Wire):
@@ -124,3 +124,10 @@ class PackingPolicy(Wire):
         if state in (HealthState.DEGRADED, HealthState.FAILED):
             return False
         return state in self.new_work_on
+
+    def gpus_taking_work(self, node: Node) -> list[bool]:
+        """takes_new_work for each of the node's GPUs by index (its health alone; cordoning
+        is the caller's). Most nodes list no health: their GPUs are answered at once."""
+        if not node.gpu_health:
+            return [self.takes_new_work(HealthState.HEALTHY)] * node.gpus
+        return [self.takes_new_work(node.health_of(g)) for g in range(node.gpus)]
