@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from scheduler.fit.cycle import Cycle, start_cycle
 from scheduler.model import Binding, ClusterSnapshot, Eviction, Move, PackingPolicy, Plan
 
 H100 = {"name": "H100", "tdpWatts": 700, "idleWatts": 100}
@@ -154,3 +155,18 @@ def plan_of(
             "summary": summary,
         }
     )
+
+
+def cycle_with(
+    snap: ClusterSnapshot, placements: dict[str, tuple[str, list[int]]]
+) -> tuple[Cycle, dict[str, tuple[int, tuple[int, ...]]]]:
+    """A cycle of the default test policy in which this cycle already put pods (name ->
+    (node, GPUs)), and its placements by pod key, as a candidate plan holds them."""
+    cycle = start_cycle(snap, policy())
+    state, by_key = cycle.state, {p.key: p for p in cycle.pending}
+    placed = {}
+    for name, (node_name, gpus) in placements.items():
+        where = (state.node_index[node_name], tuple(gpus))
+        state.place(by_key[_key(name)], *where)
+        placed[_key(name)] = where
+    return cycle, placed

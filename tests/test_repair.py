@@ -3,21 +3,9 @@ shares spread over whole GPUs, left pending gets room; a repair never unplaces a
 
 from __future__ import annotations
 
-from builders import node, pod, policy, snapshot
+from builders import cycle_with, node, pod, snapshot
 
-from scheduler.fit.cycle import start_cycle
 from scheduler.planner.repair import repair
-
-
-def _cycle_with(snap, placements):
-    cycle = start_cycle(snap, policy())
-    state, by_key = cycle.state, {p.key: p for p in cycle.pending}
-    placed = {}
-    for key, (name, gpus) in placements.items():
-        where = (state.node_index[name], tuple(gpus))
-        state.place(by_key[f"default/{key}"], *where)
-        placed[f"default/{key}"] = where
-    return cycle, placed
 
 
 def _where(cycle, placed, name):
@@ -32,7 +20,7 @@ def test_a_swap_moves_cpu_to_the_node_that_can_feed_it():
         [node("a", 2, cpu=16_000), node("b", 1, cpu=64_000)],
         [pod("heavy", cpu=14_000), pod("light", cpu=2_000), pod("waiting", cpu=10_000)],
     )
-    cycle, placed = _cycle_with(snap, {"heavy": ("a", [0]), "light": ("b", [0])})
+    cycle, placed = cycle_with(snap, {"heavy": ("a", [0]), "light": ("b", [0])})
     assert cycle.state.find(cycle.pending[2]) is None
     assert repair(cycle, placed) == 1
     assert _where(cycle, placed, "heavy") == ("b", [0])
@@ -46,7 +34,7 @@ def test_shares_leave_a_whole_gpu_to_a_one_gpu_pod():
         [node("a", 2)],
         [pod("s1", "inference", milli=400), pod("s2", "inference", milli=500), pod("whole")],
     )
-    cycle, placed = _cycle_with(snap, {"s1": ("a", [0]), "s2": ("a", [1])})
+    cycle, placed = cycle_with(snap, {"s1": ("a", [0]), "s2": ("a", [1])})
     assert repair(cycle, placed) == 1
     gpu_of_whole = _where(cycle, placed, "whole")[1]
     shares = {_where(cycle, placed, s)[1][0] for s in ("s1", "s2")}
@@ -59,7 +47,7 @@ def test_nothing_to_gain_changes_nothing():
         [node("a", 2, cpu=16_000), node("b", 1, cpu=16_000)],
         [pod("p", cpu=8_000), pod("q", cpu=8_000), pod("huge", cpu=40_000)],
     )
-    cycle, placed = _cycle_with(snap, {"p": ("a", [0]), "q": ("b", [0])})
+    cycle, placed = cycle_with(snap, {"p": ("a", [0]), "q": ("b", [0])})
     before = dict(placed)
     assert repair(cycle, placed) == 0
     assert placed == before

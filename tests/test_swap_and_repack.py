@@ -5,23 +5,12 @@ cycle's state stays what its placements say, and a node where the plan evicts is
 
 from __future__ import annotations
 
-from builders import domain, node, pod, policy, snapshot
+from builders import cycle_with, domain, node, pod, snapshot
 
 from scheduler.fit.cycle import start_cycle
 from scheduler.fit.value import pending_values
 from scheduler.planner.improve import improve
 from scheduler.planner.swap import swap
-
-
-def _cycle_with(snap, placements):
-    cycle = start_cycle(snap, policy())
-    state, by_key = cycle.state, {p.key: p for p in cycle.pending}
-    placed = {}
-    for key, (name, gpus) in placements.items():
-        where = (state.node_index[name], tuple(gpus))
-        state.place(by_key[f"default/{key}"], *where)
-        placed[f"default/{key}"] = where
-    return cycle, placed
 
 
 def _value(cycle, placed):
@@ -65,7 +54,7 @@ def test_a_waiting_share_takes_the_place_of_a_smaller_one():
             pod("waiting", "inference", milli=320),
         ],
     )
-    cycle, placed = _cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0])})
+    cycle, placed = cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0])})
     before = _value(cycle, placed)
     assert swap(cycle, placed) == 1
     assert set(placed) == {"default/big", "default/waiting"}
@@ -83,7 +72,7 @@ def test_the_share_swapped_out_goes_where_it_fits():
             pod("waiting", "inference", milli=320),
         ],
     )
-    cycle, placed = _cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0]), "other": ("b", [0])})
+    cycle, placed = cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0]), "other": ("b", [0])})
     assert swap(cycle, placed) == 1
     assert len(placed) == 4  # small found the 250 left on b
     assert _gpus_of(cycle, placed) == {("a", 0): 970, ("b", 0): 980}
@@ -99,7 +88,7 @@ def test_a_running_share_is_never_swapped_out():
             pod("waiting", "inference", milli=320),
         ],
     )
-    cycle, placed = _cycle_with(snap, {"big": ("a", [0])})
+    cycle, placed = cycle_with(snap, {"big": ("a", [0])})
     assert swap(cycle, placed) == 0
     assert set(placed) == {"default/big"}
 
@@ -114,7 +103,7 @@ def test_no_swap_for_a_pod_worth_less():
             pod("waiting", "inference", milli=320),
         ],
     )
-    cycle, placed = _cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0])})
+    cycle, placed = cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0])})
     assert swap(cycle, placed) == 0
     assert set(placed) == {"default/big", "default/small"}
 
@@ -129,7 +118,7 @@ def test_a_swap_respects_cpu():
             pod("waiting", "inference", milli=320, cpu=8_000),
         ],
     )
-    cycle, placed = _cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0])})
+    cycle, placed = cycle_with(snap, {"big": ("a", [0]), "small": ("a", [0])})
     assert swap(cycle, placed) == 0
 
 
@@ -152,7 +141,7 @@ _SPLIT = {"a1": ("a", [0]), "a2": ("a", [0]), "b1": ("b", [0]), "b2": ("b", [0])
 
 
 def test_a_repack_of_two_nodes_places_what_no_single_move_does():
-    cycle, placed = _cycle_with(_split_pair(), _SPLIT)
+    cycle, placed = cycle_with(_split_pair(), _SPLIT)
     before = _value(cycle, placed)
     assert improve(cycle, placed, seed=0, rounds=4) >= 1
     assert len(placed) == 5
@@ -164,7 +153,7 @@ def test_a_repack_of_two_nodes_places_what_no_single_move_does():
 def test_a_repack_is_reproducible():
     results = []
     for _ in range(2):
-        cycle, placed = _cycle_with(_split_pair(), _SPLIT)
+        cycle, placed = cycle_with(_split_pair(), _SPLIT)
         improve(cycle, placed, seed=3, rounds=4)
         results.append(dict(placed))
     assert results[0] == results[1]
@@ -172,7 +161,7 @@ def test_a_repack_is_reproducible():
 
 def test_a_frozen_node_is_left_alone():
     # With a frozen, only b is repacked: the 600 takes a 300's place there.
-    cycle, placed = _cycle_with(_split_pair(), _SPLIT)
+    cycle, placed = cycle_with(_split_pair(), _SPLIT)
     frozen = {cycle.state.node_index["a"]}
     assert (
         swap(cycle, placed, frozen=frozen) + improve(cycle, placed, seed=0, rounds=4, frozen=frozen)
@@ -185,7 +174,7 @@ def test_a_frozen_node_is_left_alone():
 
 
 def test_nothing_moves_where_every_node_is_frozen():
-    cycle, placed = _cycle_with(_split_pair(), _SPLIT)
+    cycle, placed = cycle_with(_split_pair(), _SPLIT)
     before = dict(placed)
     frozen = set(range(len(cycle.state.nodes)))
     assert swap(cycle, placed, frozen=frozen) == 0
@@ -207,7 +196,7 @@ def test_a_repack_keeps_the_power_budget():
         ],
         domains=[domain("rack", budget=1_300)],
     )
-    cycle, placed = _cycle_with(snap, _SPLIT)
+    cycle, placed = cycle_with(snap, _SPLIT)
     drawn = cycle.state.power["rack"]
     assert drawn <= 1_300
     improve(cycle, placed, seed=0, rounds=8)
