@@ -43,6 +43,8 @@ def improve(
     """Repacks neighbourhoods while `time_left` leaves room for one more (or `rounds` times);
     updates `placed` and the cycle's state, and returns how many repacks were kept. Pods on
     `frozen` nodes stay (where the plan evicts, they are what the eviction was for)."""
+    if time_left is not None and time_left() <= 0:
+        return 0  # past the limit, building the view of the plan would only make it later
     return _Search(cycle, placed, seed, frozen).run(time_left, rounds)
 
 

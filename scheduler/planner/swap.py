@@ -31,6 +31,8 @@ def swap(
     """Swaps until no swap adds value (or `stop`); updates `placed` and the cycle's state, and
     returns how many swaps were made. Pods on `frozen` nodes stay (where the plan evicts, they
     are what the eviction was for)."""
+    if stop is not None and stop():
+        return 0  # past the limit, building the view of the plan would only make it later
     return _Swaps(cycle, placed, frozen).run(stop or (lambda: False))
 
 
