@@ -5,12 +5,15 @@ cycle's state stays what its placements say, and a node where the plan evicts is
 
 from __future__ import annotations
 
-from builders import cycle_with, domain, node, pod, snapshot
+from builders import bind, cycle_with, domain, node, plan_of, pod, policy, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from scheduler.fit.cycle import start_cycle
 from scheduler.fit.value import pending_values
 from scheduler.planner.improve import improve
 from scheduler.planner.swap import swap
+from scheduler.verify import check_plan
 
 
 def _value(cycle, placed):
@@ -202,3 +205,62 @@ def test_a_repack_keeps_the_power_budget():
     improve(cycle, placed, seed=0, rounds=8)
     assert cycle.state.power["rack"] <= 1_300
     _assert_state_matches(cycle, placed)
+
+
+@st.composite
+def crowded(draw):
+    """More shares than GPUs take, of sizes that pair well or badly, on one to three nodes of one
+    or two GPUs (CPU sometimes short, a rack budget sometimes binding, a share sometimes
+    running), placed first fit in a drawn order: room left in pieces while pods wait."""
+    nodes = [
+        node(f"n{i}", draw(st.integers(1, 2)), cpu=draw(st.sampled_from([12_000, 64_000])))
+        for i in range(draw(st.integers(1, 3)))
+    ]
+    sizes = st.sampled_from([200, 250, 300, 400, 500, 600, 700, 1000])
+    pods = []
+    for i in range(draw(st.integers(3, 10))):
+        milli = draw(sizes)
+        pods.append(
+            pod(
+                f"p{i}",
+                draw(st.sampled_from(["training", "inference"])),
+                milli=milli,
+                priority=draw(st.sampled_from([0, 0, 100])),
+                cpu=draw(st.sampled_from([0, 4_000, 8_000])),
+            )
+        )
+    if draw(st.booleans()):
+        pods.append(pod("running", "inference", milli=300, on=("n0", [0])))
+    budget = draw(st.sampled_from([None, None, 1_500]))
+    snap = snapshot(nodes, pods, domains=[domain("rack", budget=budget)])
+    return snap, draw(st.permutations(range(len(pods))))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(crowded())
+def test_swaps_and_repacks_only_add_value_and_stay_feasible(case):
+    """A first-fit plan swapped and repacked is worth at least as much, its state is what its
+    placements say, no running pod moves, and the independent checker passes it."""
+    snap, order = case
+    pol = policy()
+    cycle = start_cycle(snap, pol)
+    state, placed = cycle.state, {}
+    for i in order:
+        p = next((q for q in cycle.pending if q.key == f"default/p{i}"), None)
+        if p is None:
+            continue
+        for n in range(len(state.nodes)):
+            gpus = state.gpus_for(p, n)
+            if gpus is not None and state.host_ok(p, n) and state.power_ok(p, n):
+                state.place(p, n, gpus)
+                placed[p.key] = (n, gpus)
+                break
+    before = _value(cycle, placed)
+    swap(cycle, placed)
+    improve(cycle, placed, seed=0, rounds=6)
+    assert _value(cycle, placed) >= before
+    assert set(placed) <= {p.key for p in cycle.pending}
+    _assert_state_matches(cycle, placed)
+    names = [n.name for n in snap.nodes]
+    bindings = [bind(key, names[n], *gpus) for key, (n, gpus) in placed.items()]
+    assert check_plan(snap, pol, plan_of(bindings)) == []
