@@ -36,6 +36,13 @@ class Candidate:
             v.milli_total for v, _ in self.evicted.values()
         )
 
+    @property
+    def evicted_nodes(self) -> set[int]:
+        """The nodes it evicts from, by index: what it placed there is what the room was freed
+        for, so later improvements leave those nodes alone."""
+        index = self.cycle.state.node_index
+        return {index[v.node] for v, _ in self.evicted.values() if v.node is not None}
+
     def rank(self) -> tuple[int, int, int, bool]:
         """Objective first, then allocation, then fewer evictions; on a tie, any plan that
         weighed stranding over best fit's (it leaves more of the cluster usable later)."""

@@ -391,17 +391,13 @@ def _plan(
             break  # too far behind for a repair to make up
         if stop is not None and stop():
             break
-        index = c.cycle.state.node_index
-        frozen = {index[v.node] for v, _ in c.evicted.values() if v.node is not None}
-        pre = swap(c.cycle, c.placed, stop, frozen)
+        pre = swap(c.cycle, c.placed, stop, c.evicted_nodes)
         moved = repair(c.cycle, c.placed, stop)
         log.info("repaired", candidate=c.name, placed=moved, swaps=pre, value=c.value)
     best = best_of(candidates)
     # What is left free is now often in pieces too small for what waits: swap waiting pods
     # for less valuable ones of this cycle's, then repack a few nodes at a time.
-    # Where the plan evicts, what it placed stays: the room was freed for those pods.
-    index = best.cycle.state.node_index
-    frozen = {index[v.node] for v, _ in best.evicted.values() if v.node is not None}
+    frozen = best.evicted_nodes
     swaps = swap(best.cycle, best.placed, stop, frozen)
     if policy.solver.deterministic:
         rounds = max(1, int(IMPROVE_SHARE * limit / IMPROVE_SECONDS))

@@ -53,15 +53,11 @@ def _shape(p: Pod) -> tuple:
     return (p.gpus, milli, p.cpu_milli, p.memory_mi_b, tuple(p.gpu_models))
 
 
-def _milli(p: Pod) -> int:
-    return p.gpu_milli if p.fractional else 1000 * p.gpus
-
-
 class _Search:
     def __init__(
         self, cycle: Cycle, placed: dict[str, Placement], seed: int, frozen: Collection[int]
     ) -> None:
-        self.cycle, self.state, self.placed = cycle, cycle.state, placed
+        self.state, self.placed = cycle.state, placed
         self.value = {k: v for k, (v, _) in pending_values(cycle).items()}
         self.rng = random.Random(seed)
         self.seed = seed
@@ -93,7 +89,7 @@ class _Search:
             self.on_node[node].add(key)
         else:
             self.on_node[node].discard(key)
-        self.held[node] += sign * _milli(p)
+        self.held[node] += sign * p.milli_total
         self.held_cpu[node] += sign * p.cpu_milli
         self.held_mem[node] += sign * p.memory_mi_b
 
@@ -139,7 +135,7 @@ class _Search:
         return kept
 
     def _neighbourhood(self, pod: Pod) -> list[int]:
-        state, need = self.state, _milli(pod)
+        state, need = self.state, pod.milli_total
         seeds = []
         for model, nodes in self.by_model.items():
             if pod.gpu_models and model not in pod.gpu_models:
