@@ -110,19 +110,20 @@ def test_budget_below_idle_draw_is_a_note_and_nothing_goes_there():
     assert any("rack-a" in n and "idle" in n for n in result.summary.notes)
 
 
-def test_pools_per_rack_and_per_row_are_relaxations_and_the_lp_copy_keeps_them():
+def test_pools_per_rack_and_per_row_are_relaxations_and_the_lp_built_directly_is_the_same():
     """On a scattered state both pool shapes are modelled; each LP bound is at least what best
-    fit and the planner place, and the LP copied with the kept upper bounds is the LP read back
-    from the model."""
+    fit and the planner place; the LP copied out of the CP-SAT model with the kept upper bounds
+    is the LP read back from it, and the model built as an LP for GLOP (as the cycle builds a
+    pooled one) has the same optimum."""
     from scheduler.fit.cycle import start_cycle
     from scheduler.planner.cycle import _shapes
     from scheduler.solver import AggregateModel
-    from scheduler.solver.lp import solve_lp
+    from scheduler.solver.lp import solve_built, solve_lp
 
     snap = live_states.scattered_state(512, 2)
     pol = policy()
     base = start_cycle(snap, pol)
-    shapes = _shapes(base, exact=False)
+    shapes = list(_shapes(base, exact=False))
     assert [s.pooled for s in shapes] == [True, True]
     by_parent, by_rack = (len(s.groups) for s in shapes)
     assert by_parent < by_rack  # the first pools whole rows
@@ -141,3 +142,8 @@ def test_pools_per_rack_and_per_row_are_relaxations_and_the_lp_copy_keeps_them()
         assert read_back is not None and kept is not None
         assert kept.bound == read_back.bound and kept.values == read_back.values
         assert model.objective.first(read_back.bound) * model.unit >= placed * (1 - 1e-9)
+        as_lp = AggregateModel(base.copy(), s.demand, s.groups, s.group_of_class, lp_only=True)
+        direct = solve_built(as_lp.m, 60)
+        assert direct is not None and len(direct.values) == len(kept.values)
+        assert abs(direct.bound - kept.bound) <= 1e-9 * abs(kept.bound)
+        assert as_lp.unit == model.unit and as_lp.objective.weights == model.objective.weights

@@ -52,7 +52,7 @@ def arrival_order(units: list[list[Pod]], policy: PackingPolicy) -> list[list[Po
 def place_in_turn(statement: Statement, unit: list[Pod]) -> list[tuple[Pod, Placement]]:
     """Place members, largest first, until one does not fit; returns those placed."""
     done: list[tuple[Pod, Placement]] = []
-    for pod in sorted(unit, key=lambda p: -p.milli_total):
+    for pod in unit if len(unit) == 1 else sorted(unit, key=lambda p: -p.milli_total):
         where = statement.state.find(pod)
         if where is None:
             break
@@ -87,12 +87,17 @@ def greedy_fill(
     left = []
     # The state only fills up during the pass: a unit that did not fit, a later unit of the
     # same shape will not fit either, so it is not searched for again.
-    failed: set[frozenset] = set()
+    # A lone pod's shape is its own (a tuple), a gang's the multiset of its members' (a
+    # frozenset): the two never compare equal.
+    failed: set[tuple | frozenset] = set()
     for unit in (order or unit_order)(units, state.policy):
         if stop is not None and stop():
             left.append(unit)
             continue
-        shape = frozenset(Counter(fit_shape(p) for p in unit).items())  # a multiset
+        if len(unit) == 1:
+            shape: tuple | frozenset = fit_shape(unit[0])
+        else:
+            shape = frozenset(Counter(fit_shape(p) for p in unit).items())
         if shape in failed or not place_unit(state, unit, placed):
             failed.add(shape)
             left.append(unit)

@@ -128,7 +128,8 @@ class ClusterState:
         ]
         self._steps = sorted(set(self._pool_step))
         self._within_pools: set[int] | None = None
-        self._pools_cache: dict[int, tuple[Collection[int], set[int]]] = {}
+        self._pools_cache: dict[int, tuple[Collection[int], set[int], list[int]]] = {}
+        self._within_sorted: list[int] | None = None  # _within_pools, in order
         self.nfree = [0] * len(snapshot.nodes)
         self._free_milli = [0] * len(snapshot.nodes)  # kept by _index: look-ups read it often
         # Empty nodes (every GPU free) per node type, for _least_stranding.
@@ -354,11 +355,11 @@ class ClusterState:
         while others are free. `within`, if given, limits the search to those node classes."""
         if within is not None:
             self._within = within
-            self._within_pools = self._pools_of(within)
+            self._within_pools, self._within_sorted = self._pools_of(within)
             try:
                 return self.find(pod)
             finally:
-                self._within = self._within_pools = None
+                self._within = self._within_pools = self._within_sorted = None
         if pod.gpus == 0:
             return self._find_cpu_only(pod)
         if self._over_shared_budget(pod):
@@ -487,14 +488,16 @@ class ClusterState:
                                 return node, self._fresh_gpus(pod, node)
         return None
 
-    def _pools_of(self, within: Collection[int]) -> set[int]:
-        """The pools of a set of classes; a realisation asks for the same few sets thousands of
-        times, so each is worked out once (kept with the set, whose identity keys it)."""
+    def _pools_of(self, within: Collection[int]) -> tuple[set[int], list[int]]:
+        """The pools of a set of classes, as a set and in order; a realisation asks for the
+        same few sets thousands of times, so each is worked out once (kept with the set, whose
+        identity keys it)."""
         seen = self._pools_cache.get(id(within))
         if seen is None or seen[0] is not within:
-            seen = (within, {self.pool_of_class[c] for c in within})
+            pools = {self.pool_of_class[c] for c in within}
+            seen = (within, pools, sorted(pools))
             self._pools_cache[id(within)] = seen
-        return seen[1]
+        return seen[1], seen[2]
 
     def _least_stranding(self, pod: Pod, buckets: Iterable[tuple[int, int]]) -> Placement | None:
         """Among the first _WHOLE_SCAN nodes with room for the pod on fresh GPUs (buckets of
@@ -606,7 +609,7 @@ class ClusterState:
         if within is None:
             return list(pools)
         if len(within) < len(pools):
-            return sorted(c for c in within if c in pools)
+            return [c for c in self._within_sorted if c in pools]  # type: ignore[union-attr]
         return [c for c in pools if c in within]
 
     def _pressure_step(self, pod: Pod, c: int) -> float:
@@ -639,14 +642,14 @@ class ClusterState:
         if self._within_pools is not None and c not in self._within_pools:
             return False
         rep = self.pool_rep[c]
-        if pod.gpu_models and self.nodes[rep].gpu_model not in pod.gpu_models:
+        if pod.gpu_models and self.pool_model[c] not in pod.gpu_models:
             return False
         # One leaf domain per pool: power is the same for every node in it.
         w = self.watts(pod, rep)
         refused = self._refused.get(c)
         if refused is not None and refused[0] == self._epoch and w >= refused[1]:
             return False
-        if self.power_ok(pod, rep):
+        if not w or self.power_room(rep, w):  # power_ok, the draw already worked out
             return True
         if refused is None or refused[0] != self._epoch or w < refused[1]:
             self._refused[c] = (self._epoch, w)

@@ -94,12 +94,13 @@ class _Shape:
     pooled: bool
 
 
-def _shapes(cycle: Cycle, exact: bool) -> list[_Shape]:
+def _shapes(cycle: Cycle, exact: bool) -> Iterator[_Shape]:
     """The models worth solving, the cheapest first. Alike nodes grouped where that keeps the
     model small; else pools of one GPU model per rack, and pools per row as well (on scattered
     states at 512 and 1,024 nodes rack pools realised better, on 4,096 nodes and with racks
     over budget row pools did: with time, both are solved and the better plan wins); where
-    rack pools are too large, row pools alone."""
+    rack pools are too large, row pools alone. Each is worked out only when asked for: a
+    cycle short of time solves the first alone."""
     state, pending = cycle.state, cycle.pending
     # At least one class per pod shape but its app, and (below) one group per node shape: where
     # that alone is too large, the finer model is not worked out (0.5 s at 16,384 nodes).
@@ -130,12 +131,14 @@ def _shapes(cycle: Cycle, exact: bool) -> list[_Shape]:
 
     if exact:
         groups, of_class = group_classes(state, True)
-        return [_Shape(groups, of_class, classify(pending, state, largest(groups)), False)]
+        yield _Shape(groups, of_class, classify(pending, state, largest(groups)), False)
+        return
     if len({c.shape() for c in state.classes if c.nodes}) * pod_shapes <= POOL_ABOVE:
         groups, of_class = group_classes(state, False)
         demand = fine(groups)
         if demand is not None:
-            return [_Shape(groups, of_class, demand, False)]
+            yield _Shape(groups, of_class, demand, False)
+            return
     groups, of_class = group_classes(state, False, pooled=True, by_parent=True)
     demand = fine(groups)
     if demand is None:
@@ -143,11 +146,13 @@ def _shapes(cycle: Cycle, exact: bool) -> list[_Shape]:
         # members), which the guided realisation holds to each pod's own. Rack pools, no fewer
         # than row pools, would need them too: row pools alone.
         coarse = classify(pending, state, largest(groups), coarse=True)
-        return [_Shape(groups, of_class, coarse, True)]
-    rows = _Shape(groups, of_class, demand, True)
+        yield _Shape(groups, of_class, coarse, True)
+        return
+    yield _Shape(groups, of_class, demand, True)
     groups, of_class = group_classes(state, False, pooled=True)
     demand = fine(groups)
-    return [rows] if demand is None else [rows, _Shape(groups, of_class, demand, True)]
+    if demand is not None:
+        yield _Shape(groups, of_class, demand, True)
 
 
 def _model_candidates(
@@ -176,7 +181,9 @@ def _model_candidates(
     # no time to be solved and realised, and the cycle must end at its limit.
     out_of_time = None if policy.solver.deterministic else (lambda: time_left() <= least)
     try:
-        model = AggregateModel(cycle, demand, groups, group_of_class, out_of_time)
+        # Pooled groups are realised node by node from the LP's fractions; CP-SAT's integer
+        # counts over pools would only round what the realisation rounds anyway.
+        model = AggregateModel(cycle, demand, groups, group_of_class, out_of_time, lp_only=pooled)
     except OutOfTime:
         note = (
             f"model: not built, out of time ({len(groups)} node groups x "
@@ -198,9 +205,6 @@ def _model_candidates(
         settings.seed,
         settings.relative_gap,
         settings.deterministic,
-        # Pooled groups are realised node by node from the LP's fractions; CP-SAT's integer
-        # counts over pools would only round what the realisation rounds anyway.
-        lp_only=pooled,
         # Every stage leaves the realisations their time.
         reserve=reserve,
         clock=clock,

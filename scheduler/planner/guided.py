@@ -67,7 +67,7 @@ def _place_guided(
 ) -> list[tuple[Pod, Placement]] | None:
     state = cycle.state
     statement = Statement(state)
-    for pod in sorted(unit, key=lambda p: -p.milli_total):
+    for pod in unit if len(unit) == 1 else sorted(unit, key=lambda p: -p.milli_total):
         within = quotas.within(pod)
         where = None if within is None else state.find(pod, within)
         if where is None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import reduce
 
+from ortools.linear_solver.python import model_builder
 from ortools.sat.python import cp_model
 
 from scheduler.fit.classes import NodeClass
@@ -25,7 +26,7 @@ from scheduler.fit.value import pod_value
 from scheduler.model import Pod
 from scheduler.solver.dff import DFF_ORDERS, dff_capacity, dff_scaled, eps_scaled, eps_thresholds
 from scheduler.solver.groups import Group
-from scheduler.solver.lp import solve_lp
+from scheduler.solver.lp import LpResult, solve_built, solve_lp
 from scheduler.solver.objective import Objective, Term
 from scheduler.solver.patterns import ShareGroup, add_pattern_rows
 from scheduler.solver.pod_classes import Demand, PodClass
@@ -35,12 +36,6 @@ _BIG = 1 << 40
 # Below this, CP-SAT's set-up alone uses the time and it cannot improve on the LP's start.
 _MIN_CP_SAT_SECONDS = 0.25
 _MIN_LP_SECONDS = 0.1  # below this, GLOP does not finish a model of thousands of rows
-
-
-def _lin(terms) -> cp_model.LinearExpr:
-    """sum(coeff * var) built in one call: Python-level sums cost ~100 us a term at scale."""
-    terms = [(c, v) for c, v in terms if c]
-    return cp_model.LinearExpr.weighted_sum([v for _, v in terms], [c for c, _ in terms])
 
 
 @dataclass
@@ -87,17 +82,23 @@ class AggregateModel:
         groups: list[Group],
         group_of_class: list[int],
         stop: Callable[[], bool] | None = None,
+        lp_only: bool = False,
     ) -> None:
         """`stop`, asked between node groups, ends the build with OutOfTime: at thousands of
-        nodes the build alone takes seconds."""
+        nodes the build alone takes seconds. An `lp_only` model is only ever solved as an LP
+        (its counts are the LP's): it is built as one, for GLOP, instead of as a CP-SAT model
+        copied out for GLOP afterwards (the copy took as long as GLOP, 0.15 s at 4,096 nodes
+        of scattered work)."""
         self._stop = stop
+        self.lp_only = lp_only
         self.cycle = cycle
         self.state = cycle.state
         self.demand = demand
         self.groups, self.group_of_class = groups, group_of_class
         self.hinted = False
         self.lp_bound = math.inf  # the LP relaxation's optimum, once solved
-        self.m = cp_model.CpModel()
+        self.m = model_builder.Model() if lp_only else cp_model.CpModel()
+        self._expr = model_builder.LinearExpr if lp_only else cp_model.LinearExpr
         self.upper: list[int] = []  # every variable's upper bound, by index (all start at 0)
         self.x: dict[tuple[int, int], cp_model.IntVar] = {}
         self.y: dict[tuple[int, int, int], cp_model.IntVar] = {}
@@ -113,9 +114,15 @@ class AggregateModel:
         self._extra: dict[int, Room] = {}
         self.share_groups: list[ShareGroup] = []
         self._totals: dict[int, tuple[int, int, int, int]] = {}
+        self._draw: dict[tuple[int, int], int] = {}  # (pod class, group) -> watts of one pod
         self._build()
 
     # -- helpers ---------------------------------------------------------------------------
+    def _lin(self, terms) -> cp_model.LinearExprT:
+        """sum(coeff * var) built in one call: Python-level sums cost ~100 us a term at scale."""
+        terms = [(c, v) for c, v in terms if c]
+        return self._expr.weighted_sum([v for _, v in terms], [c for c, _ in terms])
+
     def _var(self, ub: int, name: str) -> cp_model.IntVar:
         """A count in [0, ub], its upper bound kept for the LP's copy of the model (reading it
         back from the model costs more than the rest of the copy at thousands of variables)."""
@@ -210,6 +217,7 @@ class AggregateModel:
                 ub = min(len(pc.pods), self._group_cap(pc, grp))
                 if ub > 0:
                     self.x[(pc.id, grp.id)] = self._var(ub, f"x_{pc.id}_{grp.id}")
+                    self._draw[(pc.id, grp.id)] = w
             for sig, k in self.victims_of[grp.id].items():
                 self.v[(sig, grp.id)] = self._var(k, f"v_{grp.id}_{len(self.v)}")
         self._demand_rows()
@@ -230,7 +238,7 @@ class AggregateModel:
             by_pc[j].append(var)
         for pc in self.demand.classes:
             if not pc.gang_member and by_pc[pc.id]:
-                self.m.add(cp_model.LinearExpr.sum(by_pc[pc.id]) <= len(pc.pods))
+                self.m.add(self._expr.sum(by_pc[pc.id]) <= len(pc.pods))
         gangs_of: dict[int, list[tuple[int, cp_model.IntVar]]] = defaultdict(list)
         for gc in self.demand.gangs:
             z = self._var(len(gc.gangs), f"z_{gc.id}")
@@ -240,7 +248,7 @@ class AggregateModel:
         # Members of every gang with this shape: the places given equal the members of the
         # gangs placed, so only whole gangs are placed.
         for j, parts in gangs_of.items():
-            self.m.add(cp_model.LinearExpr.sum(by_pc[j]) == _lin(parts))
+            self.m.add(self._expr.sum(by_pc[j]) == self._lin(parts))
 
     def _classes_here(self, grp: Group) -> list[tuple[PodClass, cp_model.IntVar]]:
         return [
@@ -287,14 +295,14 @@ class AggregateModel:
 
             def freed(dimension: str, q=q):
                 """Room freed by evicting victims below priority q, in one dimension."""
-                return _lin(
+                return self._lin(
                     (getattr(self.room_of[sig], dimension), var)
                     for sig, var, v in vic
                     if q is not None and v.priority < q
                 )
 
             m.add(
-                _lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
+                self._lin((pc.rep.gpus, x) for pc, x in upto(whole)) + fresh_for_frac
                 <= gpu_cap + freed("gpus")
             )
             if shares_evicted:
@@ -302,12 +310,16 @@ class AggregateModel:
                 # the share row counts the share's milli beside the GPU's residual, the same room
                 # twice. Counted in milli, whole pods and shares together, it is counted once.
                 m.add(
-                    _lin((1000 * pc.rep.gpus, x) for pc, x in upto(whole))
-                    + _lin((pc.rep.gpu_milli, x) for pc, x in upto(frac))
+                    self._lin((1000 * pc.rep.gpus, x) for pc, x in upto(whole))
+                    + self._lin((pc.rep.gpu_milli, x) for pc, x in upto(frac))
                     <= 1000 * gpu_cap + partial + freed("milli")
                 )
-            m.add(_lin((pc.rep.cpu_milli, x) for pc, x in upto(here)) <= cpu_cap + freed("cpu"))
-            m.add(_lin((pc.rep.memory_mi_b, x) for pc, x in upto(here)) <= mem_cap + freed("mem"))
+            m.add(
+                self._lin((pc.rep.cpu_milli, x) for pc, x in upto(here)) <= cpu_cap + freed("cpu")
+            )
+            m.add(
+                self._lin((pc.rep.memory_mi_b, x) for pc, x in upto(here)) <= mem_cap + freed("mem")
+            )
         self._size_rows(grp, whole)
         self._spread_rows(grp, here, vic)
 
@@ -315,7 +327,7 @@ class AggregateModel:
         """GPU shares in a group of many nodes: mass, plus DFF cuts when no share is evicted."""
         freed = sum(self.room_of[sig].milli * var for sig, var, _ in vic if self.room_of[sig].slots)
         self.m.add(
-            _lin((pc.rep.gpu_milli, x) for pc, x in frac)
+            self._lin((pc.rep.gpu_milli, x) for pc, x in frac)
             <= 1000 * fresh + grp.total(lambda c: sum(c.partial)) + freed
         )
         if any(v.fractional for _, _, v in vic):
@@ -334,13 +346,13 @@ class AggregateModel:
             # per residual instead of once per node class).
             prefilled = sum(n * (cap - dff_scaled(k, 1000 - r)) for r, n in partial.items())
             self.m.add(
-                _lin((dff_scaled(k, pc.rep.gpu_milli), x) for pc, x in frac)
+                self._lin((dff_scaled(k, pc.rep.gpu_milli), x) for pc, x in frac)
                 <= cap * fresh + prefilled
             )
         for eps in eps_thresholds({pc.rep.gpu_milli for pc, _ in frac}):
             prefilled = sum(n * (1000 - eps_scaled(eps, 1000 - r)) for r, n in partial.items())
             self.m.add(
-                _lin((eps_scaled(eps, pc.rep.gpu_milli), x) for pc, x in frac)
+                self._lin((eps_scaled(eps, pc.rep.gpu_milli), x) for pc, x in frac)
                 <= 1000 * fresh + prefilled
             )
 
@@ -379,9 +391,9 @@ class AggregateModel:
         for size in sorted({pc.rep.gpus for pc, _ in whole if pc.rep.gpus > 1}):
             if all(c.free_whole % size == 0 for c in grp.classes) and not vic:
                 continue  # implied by the GPU row
-            gained = _lin((-(-self.room_of[sig].gpus // size), var) for sig, var in vic)
+            gained = self._lin((-(-self.room_of[sig].gpus // size), var) for sig, var in vic)
             self.m.add(
-                _lin((pc.rep.gpus // size, x) for pc, x in whole)
+                self._lin((pc.rep.gpus // size, x) for pc, x in whole)
                 <= grp.total(lambda c, size=size: c.free_whole // size) + gained
             )
 
@@ -400,9 +412,8 @@ class AggregateModel:
             freed = [(v.priority, var) for _, var, v in vic if v.app == app]
             for q in sorted({p for p, _ in members}) if freed else [None]:
                 self.m.add(
-                    cp_model.LinearExpr.sum([x for p, x in members if q is None or p <= q])
-                    <= room
-                    + cp_model.LinearExpr.sum([v for p, v in freed if q is not None and p < q])
+                    self._expr.sum([x for p, x in members if q is None or p <= q])
+                    <= room + self._expr.sum([v for p, v in freed if q is not None and p < q])
                 )
 
     def _binding(self) -> set[str]:
@@ -438,21 +449,25 @@ class AggregateModel:
             rows_of[grp.id] = rows
         terms: dict[str, list[tuple[int, int, cp_model.IntVar]]] = defaultdict(list)
         freed: dict[str, list[tuple[int, int, cp_model.IntVar]]] = defaultdict(list)
-        pcs = {pc.id: pc for pc in self.demand.classes}
+        prio = {pc.id: pc.rep.priority for pc in self.demand.classes}
         for (j, gid), x in self.x.items():
-            w = self._watts(pcs[j].rep, self.groups[gid].rep)
+            w = self._draw[(j, gid)]
             for d in rows_of[gid] if w else ():
-                terms[d].append((pcs[j].rep.priority, w, x))
+                terms[d].append((prio[j], w, x))
         for (sig, gid), var in self.v.items():
             victim = self.victim_rep[sig]
             w = self._watts(victim, self.groups[gid].rep)
             for d in rows_of[gid] if w else ():
                 freed[d].append((victim.priority, w, var))
+        weighted_sum = self._expr.weighted_sum
         for d, items in terms.items():
             levels = sorted({p for p, _, _ in items}) if freed[d] else [None]
             for q in levels:
-                use = _lin((w, x) for p, w, x in items if q is None or p <= q)
-                gain = _lin((w, v) for p, w, v in freed[d] if q is not None and p < q)
+                # Every draw is non-zero: no filtering through _lin (a domain row of the
+                # facility holds every (class, group) count, at each priority level).
+                upto = items if q is None or q == levels[-1] else [t for t in items if t[0] <= q]
+                use = weighted_sum([x for _, _, x in upto], [w for _, w, _ in upto])
+                gain = self._lin((w, v) for p, w, v in freed[d] if q is not None and p < q)
                 self.m.add(use <= rooms[d] + gain)
 
     def _objective(self) -> None:
@@ -466,12 +481,12 @@ class AggregateModel:
             pod_value(v, policy) for v in self.victim_rep.values()
         ]
         self.unit = reduce(math.gcd, values, 0) or 1
-        value = _lin((pcs[j].value // self.unit, x) for (j, _), x in self.x.items())
-        value -= _lin(
+        value = self._lin((pcs[j].value // self.unit, x) for (j, _), x in self.x.items())
+        value -= self._lin(
             (pod_value(self.victim_rep[sig], policy) // self.unit, var)
             for (sig, _), var in self.v.items()
         )
-        cpu_only = _lin((1, x) for (j, _), x in self.x.items() if not pcs[j].value)
+        cpu_only = self._lin((1, x) for (j, _), x in self.x.items() if not pcs[j].value)
         victims = len(self.cycle.victims)
         self.objective = Objective(
             [
@@ -487,7 +502,7 @@ class AggregateModel:
                 ),
                 Term(
                     "evictions avoided",
-                    victims - cp_model.LinearExpr.sum(list(self.v.values())),
+                    victims - self._expr.sum(list(self.v.values())),
                     victims,
                 ),
             ]
@@ -495,7 +510,10 @@ class AggregateModel:
         self.m.maximize(self.objective.expr())
 
     def text(self) -> str:
-        """The model in protobuf text format, as CP-SAT's own tools read it."""
+        """The model in protobuf text format, as CP-SAT's own tools read it (an LP-only model in
+        LP format)."""
+        if self.lp_only:
+            return self.m.export_to_lp_string(obfuscate=False)
         return str(self.m.proto)
 
     def hint(self, placed: dict[str, tuple[int, tuple[int, ...]]], class_of: list[int]) -> None:
@@ -520,15 +538,25 @@ class AggregateModel:
             self.m.add_hint(self.z[gc.id], done)
 
     # -- solve -----------------------------------------------------------------------------
-    def _lp_model(self) -> cp_model.CpModel:
+    def _lp_model(self) -> cp_model.CpModel | model_builder.Model:
         """This model plus the share patterns' columns (patterns.py), for the bound's LP: they
         tighten it but would swamp CP-SAT."""
         if not self.share_groups:
             return self.m
-        lp = cp_model.CpModel()
-        lp.proto.copy_from(self.m.proto)
+        if self.lp_only:
+            lp = self.m.clone()
+        else:
+            lp = cp_model.CpModel()
+            lp.proto.copy_from(self.m.proto)
         add_pattern_rows(lp, self.share_groups)
         return lp
+
+    def _solve_lp(
+        self, model, time_limit: float, clock: Callable[[], float], upper: list[int] | None = None
+    ) -> LpResult | None:
+        if self.lp_only:
+            return solve_built(model, time_limit)
+        return solve_lp(model, time_limit, clock, upper)
 
     def tightened_bound(
         self, time_limit: float, clock: Callable[[], float] = time.perf_counter
@@ -537,7 +565,7 @@ class AggregateModel:
         `time_limit` and beats the LP's; None otherwise (or with no shares to pattern)."""
         if not self.share_groups or self.lp_bound == math.inf or time_limit <= _MIN_LP_SECONDS:
             return None
-        tighter = solve_lp(self._lp_model(), time_limit, clock)
+        tighter = self._solve_lp(self._lp_model(), time_limit, clock)
         if tighter is None:
             return None
         bound = tighter.bound * (1 + 1e-9) + 1e-6
@@ -566,15 +594,14 @@ class AggregateModel:
         seed: int,
         relative_gap: float,
         deterministic: bool = False,
-        lp_only: bool = False,
         reserve: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
         lp_reserve: float | None = None,
     ) -> Counts:
         """LP relaxation first (a bound and a rounded start), then CP-SAT; every stage stops
         `reserve` seconds (what the caller needs after it) before `time_limit`, as `clock`
-        tells, the LPs `lp_reserve` seconds (default: `reserve`); lp_only stops after the LP
-        where it has a solution."""
+        tells, the LPs `lp_reserve` seconds (default: `reserve`). An LP-only model stops after
+        the LP: it has no CP-SAT model to go on with."""
         start = clock()
 
         def left(keep: float = reserve if lp_reserve is None else lp_reserve) -> float:
@@ -582,7 +609,7 @@ class AggregateModel:
                 return time_limit
             return time_limit - (clock() - start) - keep
 
-        lp = solve_lp(self.m, left(), clock, self.upper) if left() > 0 else None
+        lp = self._solve_lp(self.m, left(), clock, self.upper) if left() > 0 else None
         lp_bound = math.inf
         floor_of = None
         if lp is not None:
@@ -593,7 +620,7 @@ class AggregateModel:
             # (2.2% gap against 0.9% on the scattered 4,096-node state, the same bound). Where
             # the LP's counts are the plan (lp_only), it waits until they are realised
             # (tightened_bound): the plan first, the proof after, time allowing.
-            if self.share_groups and not lp_only and left() > _MIN_LP_SECONDS:
+            if self.share_groups and not self.lp_only and left() > _MIN_LP_SECONDS:
                 tighter = solve_lp(self._lp_model(), left(), clock)
                 if tighter is not None:
                     lp_bound = min(lp_bound, tighter.bound * (1 + 1e-9) + 1e-6)
@@ -604,12 +631,14 @@ class AggregateModel:
             def lp_value(var) -> float:
                 return lp.values[var.index]
 
-            if lp_only:
+            if self.lp_only:
                 return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
             if not self.hinted:
                 # A greedy hint, where given, is feasible for sure; the rounded LP may not be.
                 for i, val in enumerate(lp.values):
                     self.m.add_hint(self.m.get_int_var_from_proto_index(i), math.floor(val + 1e-6))
+        if self.lp_only:
+            return Counts(status="UNKNOWN", bound=math.inf)
         time_limit_cp = left(reserve)
         if not deterministic and time_limit_cp < _MIN_CP_SAT_SECONDS:
             if floor_of is not None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ortools.linear_solver import linear_solver_pb2, pywraplp
+from ortools.linear_solver.python import model_builder
 from ortools.sat.python import cp_model
 
 
@@ -92,3 +93,16 @@ def solve_lp(
     scale = proto.objective.scaling_factor or 1.0
     best = (lp.Objective().Value() + proto.objective.offset) * scale
     return LpResult([x.solution_value() for x in lp.variables()], best, lp.wall_time() / 1000)
+
+
+def solve_built(model: model_builder.Model, time_limit: float) -> LpResult | None:
+    """The optimum and solution of a model built as an LP (maximising), or None: not solved to
+    optimality within `time_limit` seconds."""
+    if time_limit <= 0:
+        return None
+    solver = model_builder.Solver("glop")
+    solver.set_time_limit_in_seconds(time_limit)
+    if solver.solve(model) != model_builder.SolveStatus.OPTIMAL:
+        return None
+    values = [solver.value(model.var_from_index(i)) for i in range(model.num_variables)]
+    return LpResult(values, solver.objective_value, solver.wall_time)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ortools.linear_solver.python import model_builder
 from ortools.sat.python import cp_model
 
 # Above this many pattern columns in all, the pattern rows are left out (the bound stays the
@@ -56,9 +57,12 @@ class ShareGroup:
     partial: Counter[int] = field(default_factory=Counter)  # residual milli -> GPUs with it
 
 
-def add_pattern_rows(model: cp_model.CpModel, groups: list[ShareGroup]) -> int:
-    """Adds the pattern columns and covering rows to `model` (a copy made for the LP); returns
-    the number of columns added (0: too many, none added)."""
+def add_pattern_rows(
+    model: cp_model.CpModel | model_builder.Model, groups: list[ShareGroup]
+) -> int:
+    """Adds the pattern columns and covering rows to `model` (a copy made for the LP, of a
+    CP-SAT model or of one built as an LP); returns the number of columns added (0: too many,
+    none added)."""
     plans = []
     total = 0
     for g in groups:
@@ -78,25 +82,24 @@ def add_pattern_rows(model: cp_model.CpModel, groups: list[ShareGroup]) -> int:
     if total > MAX_COLUMNS:
         return 0
 
-    def own(var: cp_model.IntVar) -> cp_model.IntVar:
-        return model.get_int_var_from_proto_index(var.index)
+    if isinstance(model, model_builder.Model):
+        expr, own = model_builder.LinearExpr, lambda var: model.var_from_index(var.index)
+    else:
+        expr, own = cp_model.LinearExpr, lambda var: model.get_int_var_from_proto_index(var.index)
 
     for g, sizes, per_room in plans:
         cover: dict[int, list[tuple[int, cp_model.IntVar]]] = {s: [] for s in sizes}
         for fits, pats, var, top in per_room:
             cols = [model.new_int_var(0, top, "") for _ in pats]
-            used = cp_model.LinearExpr.sum(cols)
+            used = expr.sum(cols)
             model.add(used <= own(var) if var is not None else used <= top)
             for col, pat in zip(cols, pats, strict=True):
                 for s, k in zip(fits, pat, strict=True):
                     if k:
                         cover[s].append((k, col))
         for s in sizes:
-            placed = cp_model.LinearExpr.sum([own(x) for x in g.by_size[s]])
+            placed = expr.sum([own(x) for x in g.by_size[s]])
             model.add(
-                placed
-                <= cp_model.LinearExpr.weighted_sum(
-                    [c for _, c in cover[s]], [k for k, _ in cover[s]]
-                )
+                placed <= expr.weighted_sum([c for _, c in cover[s]], [k for k, _ in cover[s]])
             )
     return total
