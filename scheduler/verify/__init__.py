@@ -7,10 +7,12 @@ from scheduler.verify.feasibility import (
     final_placement,
     gpu_allocation,
 )
+from scheduler.verify.phases import check_steps
 
 __all__ = [
     "Placement",
     "check_plan",
+    "check_steps",
     "explanation_problems",
     "final_placement",
     "gpu_allocation",
