@@ -15,8 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler.baselines.online import NodeArrays
+from scheduler.execute import Execution, plan_steps
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.simulate.carry_out import LedgerTarget
 from scheduler.simulate.failures import GpuFailure
 from scheduler.simulate.ledger import Ledger, PowerBound, Running, SimulationBug
 from scheduler.simulate.meter import Meter, percentiles
@@ -107,7 +109,7 @@ class _Replay:
         self.last_cycle = -float("inf")
         self.cycle_seconds: list[float] = []
         self.finished = self.evictions = self.unplaceable = 0
-        self.failed_gpus = self.killed = 0
+        self.failed_gpus = self.killed = self.moves = 0
         self.lost_gpu_seconds = 0.0
         # A pod that fits on no node of the empty cluster is not waiting work: it never runs.
         empty = NodeArrays(inventory.model_copy(update={"pods": []}), policy)
@@ -166,6 +168,23 @@ class _Replay:
         if isinstance(self.runner, OnlineRunner):
             self.runner.release(r.pod, r.node, r.gpus)
         return r, r.pod.model_copy(update={"node": None, "gpu_indices": []})
+
+    def evict(self, key: str, now: float) -> None:
+        """Preempted: the pod goes back to the queue, and its work so far is lost unless
+        evicted pods resume (resume_evicted)."""
+        r, again = self.take_back(key)
+        self.evictions += 1
+        duration = self.given.get(key)
+        if self.settings.resume_evicted and duration is not None:
+            self.left[key] = max(0.0, duration - (now - r.started))
+        else:
+            self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
+        self.enqueue(self.job_of[key], (again,), now)
+
+    def moved(self, pod: Pod, cost: float) -> None:
+        """A running pod moved: it keeps its finish time; the move's cost is lost work."""
+        self.moves += 1
+        self.lost_gpu_seconds += cost
 
     def fail(self, node_name: str, gpu: int, now: float) -> bool:
         """A GPU fails: the jobs on it are killed (a gang whole) and queued again from the
@@ -232,21 +251,15 @@ class _Replay:
             for q in todo
             for p in q.pods
         ]
-        plan = runner.plan(self.ledger.snapshot(waits))
-        for ev in plan.evictions:
-            r, again = self.take_back(ev.pod)
-            self.evictions += 1
-            duration = self.given.get(ev.pod)
-            if self.settings.resume_evicted and duration is not None:
-                self.left[ev.pod] = max(0.0, duration - (now - r.started))
-            else:
-                self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
-            self.enqueue(self.job_of[ev.pod], (again,), now)
-        bound = set()
-        for b in plan.bindings:
-            pod = pending[b.pod]
-            self.start(pod, self.ledger.node_index[b.node], tuple(b.gpu_indices), now)
-            bound.add(b.pod)
+        seen = self.ledger.snapshot(waits)
+        plan = runner.plan(seen)
+        # The same steps, in the same phases, as the operator carries out (scheduler.execute).
+        target = LedgerTarget(self, now, pending, {m.pod: m.cost for m in plan.moves})
+        run = Execution(plan_steps(plan, seen))
+        run.advance(target)
+        if not run.complete:
+            raise SimulationBug(f"{len(run.steps) - len(run.finished)} steps of a plan not done")
+        bound = target.bound
         for q in todo:
             done = sum(p.key in bound for p in q.pods)
             if done == len(q.pods):
@@ -360,6 +373,7 @@ class _Replay:
             started=len(self.first_start),
             finished=self.finished,
             evictions=self.evictions,
+            moves=self.moves,
             cycles=len(self.cycle_seconds),
             span_seconds=m.span,
             allocation=m.share(m.alloc_s, m.span),

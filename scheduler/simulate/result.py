@@ -70,12 +70,17 @@ class RunResult(Wire):
     )
     gpu_seconds_lost: float = Field(
         default=0.0,
-        description="GPU-seconds of work the killed and evicted pods had done (no checkpoints: "
-        "each restarts from the beginning).",
+        description="GPU-seconds of work lost: what the killed and evicted pods had done (no "
+        "checkpoints: each restarts from the beginning), plus the planned cost of each move.",
     )
     started: int = Field(description="Pods that started.")
     finished: int = Field(description="Pods that ran to the end of their duration.")
     evictions: int = Field(description="Pods evicted by preemption (each re-queued).")
+    moves: int = Field(
+        default=0,
+        description="Running pods moved (migration, defragmentation); each move's planned "
+        "cost counts in gpuSecondsLost.",
+    )
     cycles: int = Field(description="Scheduling cycles (wattpack) or passes (baselines).")
     span_seconds: float = Field(description="Simulated time from first arrival to last event.")
     allocation: float = Field(description="Time-weighted allocation over the span.")
