@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from scheduler.baselines import best_fit
 from scheduler.model import Binding, ClusterSnapshot, Eviction, PackingPolicy, Plan, Pod, PodKind
 from scheduler.planner import plan
+from scheduler.planner.moves import plan_moves
 from scheduler.power import budgets, domain_chain, domain_power, idle_watts_by_domain, pod_watts
 from scheduler.verify import check_plan, explanation_problems, final_placement, gpu_allocation
 
@@ -223,7 +224,8 @@ def assert_sound(snap: ClusterSnapshot, pol: PackingPolicy, result: Plan) -> Non
 def test_allocation_counts_pods_on_gpus_that_take_no_new_work():
     # The doc: capacity in use (every placed pod) over the capacity that can take work.
     snap = snapshot([node("n", 2, health={0: "degraded"})], [pod("old", on=("n", [0])), pod("new")])
-    pol = policy()
+    # Migration off (it would move `old` to GPU 1): the pod stays on the degraded GPU.
+    pol = policy(moves={"migrateOn": []})
     result = plan(snap, pol)
     assert [b.gpu_indices for b in result.bindings] == [[1]]
     assert result.summary.gpu_allocation == pytest.approx(2 / 1)
@@ -432,11 +434,18 @@ class _Search:
 
 
 def assert_optimal(snap: ClusterSnapshot, pol: PackingPolicy) -> None:
-    optimum, witness = brute_force(snap, pol)
-    # The search itself must be sound, or a "missed optimum" would prove nothing.
-    assert check_plan(snap, pol, witness) == []
     result = plan(snap, pol)
     assert check_plan(snap, pol, result) == []
+    # Work on failing GPUs moves first (scheduler.planner.moves), by policy rather than by
+    # value: the search places pending pods on the cluster as it stands after those moves.
+    _, after_moves, _ = plan_moves(snap, pol)
+    assert len(result.moves) == sum(
+        p.node != q.node or p.gpu_indices != q.gpu_indices
+        for p, q in zip(snap.pods, after_moves.pods, strict=True)
+    )
+    optimum, witness = brute_force(after_moves, pol)
+    # The search itself must be sound, or a "missed optimum" would prove nothing.
+    assert check_plan(after_moves, pol, witness) == []
     pods = {p.key: p for p in snap.pods}
     achieved = sum(value(pods[b.pod], pol) for b in result.bindings) - sum(
         value(pods[e.pod], pol) for e in result.evictions

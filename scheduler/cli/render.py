@@ -66,9 +66,16 @@ def plan_tables(
         _rows(
             console,
             "Moves",
-            ["pod", "from", "to", "GPUs", "reason"],
+            ["pod", "from", "to", "GPUs", "cost (GPU-s)", "reason"],
             plan.moves,
-            lambda m: [m.pod, m.from_node, m.to_node, _indices(m.gpu_indices), m.reason],
+            lambda m: [
+                m.pod,
+                m.from_node,
+                m.to_node,
+                _indices(m.gpu_indices),
+                f"{m.cost:g}",
+                m.reason,
+            ],
             max_rows,
         )
     _rows(

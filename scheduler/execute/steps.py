@@ -9,7 +9,8 @@ started before their old copy stops, which the plan counted both ways when it pl
 
 How a pod moves depends on what it is:
 - an inference pod (not in a gang) moves by surge: its replacement starts first, and the old
-  copy stops once the replacement runs, so serving never drops;
+  copy stops once the replacement runs, so serving never drops; an app's replicas move one at
+  a time;
 - a training or fine-tuning pod, or any gang member, restarts: it checkpoints and stops, then
   starts from the checkpoint on its new GPUs; a gang's members all stop before any starts.
 
@@ -100,18 +101,25 @@ def plan_steps(plan: Plan, snapshot: ClusterSnapshot) -> list[Step]:
     members = Counter(p.gang_key for _, p in moving if p is not None and p.gang_key is not None)
     gang_stops: dict[str, list[int]] = defaultdict(list)
     gang_moves: dict[str, list[Move]] = defaultdict(list)
+    last_of_app: dict[str, int] = {}  # an app's replicas move one at a time
     for m, pod in moving:
         if pod is not None and surges(pod):
+            previous = last_of_app.get(pod.app) if pod.app is not None else None
             start = add(
                 StepKind.START,
                 m.pod,
                 m.to_node,
                 gpus=tuple(m.gpu_indices),
-                after=waits_for(m.to_node),
+                after=tuple(
+                    sorted({*waits_for(m.to_node), *([previous] if previous is not None else [])})
+                ),
                 surge=True,
                 reason=m.reason,
             )
-            took_off(add(StepKind.STOP, m.pod, m.from_node, after=(start.id,), reason=m.reason))
+            stop = add(StepKind.STOP, m.pod, m.from_node, after=(start.id,), reason=m.reason)
+            took_off(stop)
+            if pod.app is not None:
+                last_of_app[pod.app] = stop.id
             continue
         stop = add(StepKind.STOP, m.pod, m.from_node, reason=m.reason)
         took_off(stop)

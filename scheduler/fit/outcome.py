@@ -9,7 +9,7 @@ from scheduler.fit.reasons import Explainer
 from scheduler.fit.state import UNUSABLE, ClusterState, Placement
 from scheduler.fit.statement import Statement
 from scheduler.fit.value import plan_value
-from scheduler.model import Binding, Eviction, Plan, PlanSummary, Pod
+from scheduler.model import Binding, Eviction, Move, Plan, PlanSummary, Pod
 
 
 def usable_capacity(state: ClusterState) -> int:
@@ -56,6 +56,7 @@ def assemble(
     gang_notes: Mapping[str, str],
     notes: Sequence[str] = (),
     objective: int | None = None,
+    moves: Sequence[Move] = (),
 ) -> Plan:
     """The plan: bindings, evictions, every pod left with its reason, the summary. `objective`,
     if the caller has it, is plan_value of these placements (summed again otherwise)."""
@@ -105,4 +106,10 @@ def assemble(
         degraded=bool(notes),
         notes=list(notes),
     )
-    return Plan(bindings=bindings, evictions=evictions, unplaced=unplaced, summary=summary)
+    return Plan(
+        bindings=bindings,
+        evictions=evictions,
+        moves=list(moves),
+        unplaced=unplaced,
+        summary=summary,
+    )

@@ -29,7 +29,10 @@ class Move(Wire):
     to_node: str = Field(description="Node it moves to.")
     gpu_indices: list[int] = Field(description="GPUs it gets on to_node.")
     cost: float = Field(ge=0, description="Cost of the move (e.g. GPU-seconds of lost work).")
-    reason: str = Field(description="Why it moves.")
+    reason: str = Field(
+        description="Why it moves: 'failure: GPU node/i failed', or 'migration: GPU node/i "
+        "degraded (risk R > cost C GPU-seconds)'."
+    )
 
 
 class Shortfall(Wire):
@@ -83,7 +86,11 @@ class PlanSummary(Wire):
 class Plan(Wire):
     bindings: list[Binding] = Field(default_factory=list, description="New placements.")
     evictions: list[Eviction] = Field(default_factory=list, description="Preempted pods.")
-    moves: list[Move] = Field(default_factory=list, description="Running pods relocated.")
+    moves: list[Move] = Field(
+        default_factory=list,
+        description="Running pods relocated, in the order they are carried out: a later move "
+        "may use room an earlier one left (scheduler.execute).",
+    )
     unplaced: list[Unplaced] = Field(
         default_factory=list, description="Pods left pending, with why."
     )

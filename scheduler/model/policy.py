@@ -9,6 +9,7 @@ from pydantic import Field
 
 from scheduler.model.base import Wire
 from scheduler.model.health_rules import HealthRules
+from scheduler.model.move_rules import MoveRules
 from scheduler.model.snapshot import HealthState, Node, Pod, PodKind
 
 
@@ -106,6 +107,10 @@ class PackingPolicy(Wire):
     )
     health: HealthRules = Field(
         default_factory=HealthRules, description="GPU health rules: signals to states."
+    )
+    moves: MoveRules = Field(
+        default_factory=MoveRules,
+        description="Moving running pods: off failing GPUs, how many a cycle, at what cost.",
     )
     solver: SolverSettings = Field(
         default_factory=SolverSettings, description="CP-SAT effort and reproducibility."

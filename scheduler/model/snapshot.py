@@ -121,6 +121,12 @@ class Pod(Wire):
     )
     node: str | None = Field(default=None, description="Current node; null = pending.")
     gpu_indices: list[int] = Field(default_factory=list, description="GPUs the pod holds now.")
+    seconds_since_checkpoint: float | None = Field(
+        default=None,
+        ge=0,
+        description="A running pod's work since its last checkpoint, in seconds: what a failure "
+        "of its GPU would lose; null = the policy's moves.sinceCheckpointSeconds.",
+    )
     waiting_seconds: float | None = Field(
         default=None,
         ge=0,

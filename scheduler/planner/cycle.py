@@ -33,6 +33,7 @@ from scheduler.planner.expand import expand
 from scheduler.planner.guided import realise
 from scheduler.planner.improve import REPACK_SECONDS as IMPROVE_SECONDS
 from scheduler.planner.improve import improve
+from scheduler.planner.moves import plan_moves
 from scheduler.planner.notes import power_notes
 from scheduler.planner.repair import repair
 from scheduler.planner.swap import swap
@@ -287,6 +288,9 @@ def _plan(
 ) -> Plan:
     start = clock()
     limit = policy.solver.time_limit_seconds
+    # Running work on failing GPUs moves first; the cycle then plans the cluster as it stands
+    # after the moves.
+    moves, snapshot, move_notes = plan_moves(snapshot, policy)
     exact = len(snapshot.nodes) <= EXACT_NODES
     # Built once; every candidate plans on a copy of its state.
     base = start_cycle(snapshot, policy, singleton_classes=exact)
@@ -314,7 +318,7 @@ def _plan(
     # costs time, and the floor is kept.
     least = floor_seconds + 0.05
     cycle = floor.cycle
-    notes = power_notes(cycle.state)
+    notes = power_notes(cycle.state) + move_notes
     gang_notes = _gang_notes(cycle.pending)
     trivial = float(sum(v for v, _ in pending_values(base).values()))
 
@@ -332,6 +336,7 @@ def _plan(
             gang_notes=gang_notes,
             notes=notes,
             objective=best.value,
+            moves=moves,
         )
         # The whole cycle, writing the plan out included.
         summary = out.summary.model_copy(update={"solve_seconds": round(clock() - start, 4)})

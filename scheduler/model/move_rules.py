@@ -1,0 +1,82 @@
+"""When running work moves, as data: which GPU states send pods elsewhere, how many moves a
+cycle may make, and what a move and a failure cost. Part of the PackingPolicy (`moves`).
+
+A move is made only where it pays: the GPU-seconds a failure would cost (its chance in the GPU's
+state times the work since the pod's last checkpoint and its restart) must exceed the move's own
+cost (the restart, or an inference replica's warm-up beside its old copy). Pods on a failed GPU
+always move: their work is lost already, and they run nowhere until they do.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from scheduler.model.base import Wire
+from scheduler.model.snapshot import HealthState, PodKind
+
+
+class KindSeconds(Wire):
+    training: float = Field(default=300.0, ge=0, description="Seconds, for training pods.")
+    fine_tuning: float = Field(
+        default=120.0, ge=0, alias="fine-tuning", description="Seconds, for fine-tuning pods."
+    )
+    inference: float = Field(default=60.0, ge=0, description="Seconds, for inference pods.")
+
+    def of(self, kind: PodKind) -> float:
+        return {
+            PodKind.TRAINING: self.training,
+            PodKind.FINE_TUNING: self.fine_tuning,
+            PodKind.INFERENCE: self.inference,
+        }[kind]
+
+
+class FailChances(Wire):
+    suspect: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Chance that a suspect GPU fails while its pods still run (warnings are "
+        "often false alarms: docs/power-and-health.md).",
+    )
+    degraded: float = Field(
+        default=0.6, ge=0, le=1, description="Chance that a degraded GPU fails while they run."
+    )
+
+    def of(self, state: HealthState) -> float:
+        if state == HealthState.FAILED:
+            return 1.0
+        if state == HealthState.DEGRADED:
+            return self.degraded
+        if state == HealthState.SUSPECT:
+            return self.suspect
+        return 0.0
+
+
+class MoveRules(Wire):
+    migrate_on: list[HealthState] = Field(
+        default_factory=lambda: [HealthState.DEGRADED],
+        description="GPU states whose pods are moved to healthy GPUs where that pays (pods on "
+        "a failed GPU always move).",
+    )
+    per_cycle: int = Field(
+        default=16, ge=0, description="Most pods one plan moves (a gang counts each member)."
+    )
+    restart_seconds: KindSeconds = Field(
+        default_factory=KindSeconds,
+        description="Per kind, the seconds a moved pod's GPUs do no work: checkpoint and "
+        "restart, or an inference replica's warm-up beside its old copy.",
+    )
+    since_checkpoint_seconds: float = Field(
+        default=1800.0,
+        ge=0,
+        description="Work since the last checkpoint, for a pod that does not say "
+        "(secondsSinceCheckpoint): what a failure of its GPU loses.",
+    )
+    fail_chance: FailChances = Field(
+        default_factory=FailChances, description="Chance of failure by GPU state."
+    )
+    replace_gang_member: bool = Field(
+        default=False,
+        description="Move only a gang's member on the bad GPU (the job tolerates a replaced "
+        "member); false: the whole gang restarts, each member on healthy GPUs.",
+    )

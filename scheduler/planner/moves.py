@@ -1,0 +1,165 @@
+"""Moving running pods off failing GPUs, before a cycle places pending work.
+
+Pods on a failed GPU move at once; pods on a GPU in a state the policy names (moves.migrateOn)
+move where the failure they risk costs more than the move (MoveRules). The most at risk go
+first, within the cycle's move budget. A gang moves whole (every member restarts on healthy
+GPUs), or where the policy allows only the member on the bad GPU is replaced. An inference pod
+moves by surge: its replacement is placed while its old copy still counts, so the two can run
+side by side. A pod that is not preemptible never moves, and a move with nowhere to go is not
+made (the plan says so). The moved pods then run where they moved to for the rest of the cycle:
+nothing else in it evicts or moves them again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from scheduler.execute.steps import surges
+from scheduler.fit.cycle import start_cycle
+from scheduler.fit.statement import Statement
+from scheduler.model import ClusterSnapshot, HealthState, Move, PackingPolicy, Pod
+
+_RANK = {HealthState.FAILED: 3, HealthState.DEGRADED: 2, HealthState.SUSPECT: 1}
+
+
+@dataclass
+class _Unit:
+    pods: list[Pod]  # moved together: one pod, or a gang's running members
+    why: str  # the bad GPU, for the reason line
+    state: HealthState
+    risk: float  # GPU-seconds a failure would cost
+    cost: float  # GPU-seconds the move costs
+
+
+def _worst_gpu(pod: Pod, snapshot_nodes) -> tuple[HealthState, int] | None:
+    node = snapshot_nodes[pod.node]
+    bad = [(node.health_of(g), g) for g in pod.gpu_indices]
+    bad = [(s, g) for s, g in bad if s in _RANK]
+    return max(bad, key=lambda sg: _RANK[sg[0]]) if bad else None
+
+
+def _units(snapshot: ClusterSnapshot, policy: PackingPolicy) -> list[_Unit]:
+    rules = policy.moves
+    nodes = {n.name: n for n in snapshot.nodes}
+    running = [p for p in snapshot.pods if p.node is not None and p.node in nodes]
+    members: dict[str, list[Pod]] = defaultdict(list)
+    for p in running:
+        if p.gang_key is not None:
+            members[p.gang_key].append(p)
+    units: dict[str, _Unit] = {}
+    for p in running:
+        worst = _worst_gpu(p, nodes)
+        if worst is None:
+            continue
+        state, gpu = worst
+        if state != HealthState.FAILED and state not in rules.migrate_on:
+            continue
+        whole_gang = p.gang_key is not None and not rules.replace_gang_member
+        key = p.gang_key if whole_gang else p.key
+        pods = members[p.gang_key] if whole_gang else [p]  # type: ignore[index]
+        unit = units.get(key)  # type: ignore[arg-type]
+        if unit is not None and _RANK[unit.state] >= _RANK[state]:
+            continue
+        risk = cost = 0.0
+        for q in pods:
+            share, restart = q.milli_total / 1000, rules.restart_seconds.of(q.kind)
+            since = q.seconds_since_checkpoint
+            lost = rules.since_checkpoint_seconds if since is None else since
+            risk += rules.fail_chance.of(state) * share * (lost + restart)
+            cost += share * restart
+        units[key] = _Unit(pods, f"GPU {p.node}/{gpu} {state}", state, risk, cost)  # type: ignore[index]
+    return sorted(
+        units.values(), key=lambda u: (-_RANK[u.state], -(u.risk - u.cost), u.pods[0].key)
+    )
+
+
+def plan_moves(
+    snapshot: ClusterSnapshot, policy: PackingPolicy
+) -> tuple[list[Move], ClusterSnapshot, list[str]]:
+    """The moves, the snapshot as it stands after them (moved pods where they go, and not
+    preemptible for the rest of the cycle), and a note per pod that should move but cannot."""
+    rules = policy.moves
+    if not any(h.state in _RANK for n in snapshot.nodes for h in n.gpu_health):
+        return [], snapshot, []  # the common case: every GPU healthy
+    units = [
+        u for u in _units(snapshot, policy) if u.state == HealthState.FAILED or u.risk > u.cost
+    ]
+    if not units or rules.per_cycle == 0:
+        return [], snapshot, []
+    running = [p for p in snapshot.pods if p.node is not None]
+    state = start_cycle(snapshot.model_copy(update={"pods": running}), policy).state
+    moves: list[Move] = []
+    notes: list[str] = []
+    after: dict[str, tuple[str, tuple[int, ...]]] = {}
+    left = rules.per_cycle
+    for unit in units:
+        what = unit.pods[0].gang_key if len(unit.pods) > 1 else unit.pods[0].key
+        if any(not p.preemptible for p in unit.pods):
+            notes.append(f"moves: {what} on {unit.why} is not preemptible and does not move")
+            continue
+        if len(unit.pods) > left:
+            notes.append(
+                f"moves: {what} on {unit.why} waits: the cycle's move budget "
+                f"(moves.perCycle {rules.per_cycle}) is spent"
+            )
+            continue
+        placed = _place(state, unit.pods)
+        if placed is None:
+            notes.append(f"moves: {what} on {unit.why} has nowhere to go")
+            continue
+        left -= len(unit.pods)
+        reason = "failure" if unit.state == HealthState.FAILED else "migration"
+        for p, (node, gpus) in zip(unit.pods, placed, strict=True):
+            name = state.nodes[node].name
+            after[p.key] = (name, gpus)
+            share = p.milli_total / 1000
+            moves.append(
+                Move(
+                    pod=p.key,
+                    from_node=p.node,  # type: ignore[arg-type]
+                    to_node=name,
+                    gpu_indices=list(gpus),
+                    cost=round(share * rules.restart_seconds.of(p.kind), 3),
+                    reason=f"{reason}: {unit.why} (risk {unit.risk:.0f} > cost "
+                    f"{unit.cost:.0f} GPU-seconds)"
+                    if reason == "migration"
+                    else f"{reason}: {unit.why}",
+                )
+            )
+    pods = [
+        p.model_copy(
+            update={
+                "node": after[p.key][0],
+                "gpu_indices": list(after[p.key][1]),
+                "preemptible": False,
+            }
+        )
+        if p.key in after
+        else p
+        for p in snapshot.pods
+    ]
+    return moves, snapshot.model_copy(update={"pods": pods}), notes
+
+
+def _place(state, pods: list[Pod]) -> list[tuple[int, tuple[int, ...]]] | None:
+    """New places for the pods, all or none, made in the state: a surge finds its place with
+    the old copy still counted, a restart after the old copies are gone."""
+    statement = Statement(state)
+    old = [(p, state.node_index[p.node], tuple(p.gpu_indices)) for p in pods]
+    surge = len(pods) == 1 and surges(pods[0])
+    if not surge:
+        for p, node, gpus in old:
+            statement.remove(p, node, gpus)
+    placed = []
+    for p in pods:
+        where = state.find(p)
+        if where is None:
+            statement.discard()
+            return None
+        statement.place(p, *where)
+        placed.append(where)
+    if surge:
+        statement.remove(*old[0])
+    statement.commit()
+    return placed
