@@ -16,11 +16,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.baselines import best_fit
+from scheduler.execute import plan_steps
 from scheduler.model import Binding, ClusterSnapshot, Eviction, PackingPolicy, Plan, Pod, PodKind
 from scheduler.planner import plan
 from scheduler.planner.moves import plan_moves
 from scheduler.power import budgets, domain_chain, domain_power, idle_watts_by_domain, pod_watts
-from scheduler.verify import check_plan, explanation_problems, final_placement, gpu_allocation
+from scheduler.verify import (
+    check_plan,
+    check_steps,
+    explanation_problems,
+    final_placement,
+    gpu_allocation,
+)
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -53,6 +60,13 @@ def policies(draw, *, preemption: bool) -> PackingPolicy:
     fields["priorityBase"] = draw(st.sampled_from([1, 1000]))
     if draw(st.booleans()):
         fields["kindWeights"] = {"inference": draw(st.sampled_from([5, 30]))}
+    # Running pods on bad GPUs move (scheduler.planner.moves): off suspect GPUs too, gangs by
+    # a member, or within a tight budget, sometimes.
+    fields["moves"] = {
+        "migrateOn": draw(st.sampled_from([["degraded"], ["suspect", "degraded"], []])),
+        "replaceGangMember": draw(st.booleans()),
+        "perCycle": draw(st.sampled_from([16, 1])),
+    }
     return policy(**fields)
 
 
@@ -206,8 +220,14 @@ def instances(
 def assert_sound(snap: ClusterSnapshot, pol: PackingPolicy, result: Plan) -> None:
     assert check_plan(snap, pol, result) == []
     assert explanation_problems(snap, result) == []
+    # Every intermediate state of carrying the plan out, moves included, is feasible too.
+    assert check_steps(snap, pol, result, plan_steps(result, snap)) == []
     pods = {p.key: p for p in snap.pods}
     final = final_placement(snap, result)
+    # No pod is lost: a running pod runs on (where it was, or where it moved) unless evicted.
+    evicted = {e.pod for e in result.evictions}
+    assert all(p.key in final or p.key in evicted for p in snap.pods if p.node is not None)
+    assert all(final[m.pod] == (m.to_node, tuple(m.gpu_indices)) for m in result.moves)
     s = result.summary
     assert s.placed_pods == len(result.bindings)
     assert s.pending_pods == sum(p.node is None for p in snap.pods)
