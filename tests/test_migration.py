@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from builders import domain, node, pod, policy, snapshot
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from scheduler.execute import Execution, Recording, StepKind, plan_steps
@@ -174,7 +174,8 @@ def _crowded_with_bad_gpus(draw):
             if n == f"n{i}" and draw(st.booleans()):
                 health[g] = draw(st.sampled_from(["suspect", "degraded", "failed"]))
         nodes.append(node(f"n{i}", gpus[i], health=health))
-    pending = [pod(f"p{k}", gpus=draw(st.integers(1, 2))) for k in range(draw(st.integers(0, 3)))]
+    # Waiting work, some of it as large as a whole node: room for it may take moves.
+    pending = [pod(f"p{k}", gpus=draw(st.integers(1, 4))) for k in range(draw(st.integers(0, 3)))]
     idle = 100 * sum(gpus)
     budget = draw(st.sampled_from([None, idle + 600 * len(pods), idle + 300 * len(pods)]))
     pol = policy(
@@ -187,10 +188,12 @@ def _crowded_with_bad_gpus(draw):
     return snapshot(nodes, pods + pending, domains=[domain("rack", budget)]), pol
 
 
-@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@seed(20261201)
 @given(_crowded_with_bad_gpus())
 def test_every_phase_of_every_plan_with_moves_is_feasible_and_no_pod_is_lost(case):
-    """Pinned draws in CI (derandomize); the wide search runs with --hypothesis-seed."""
+    """Draws pinned by the seed in CI; the wide search: pytest -p no:randomly --hypothesis-seed=N
+    after removing @seed, or the scripts in the closing note of issue 12."""
     snap, pol = case
     result = plan(snap, pol)
     assert check_plan(snap, pol, result) == []

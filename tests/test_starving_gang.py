@@ -76,8 +76,13 @@ def test_a_lone_pod_never_starves():
             + [Pod.model_validate({**lone, "waitingSeconds": 99_999})]
         }
     )
-    result = plan(snap, policy(**STARVING))
+    # Starving or not, it evicts nothing; moves off (defragmentation would move one lone pod
+    # to the other node's free GPU to make room), it stays pending.
+    result = plan(snap, policy(**STARVING, moves={"perCycle": 0}))
     assert result.evictions == [] and result.bindings == []
+    moved = plan(snap, policy(**STARVING))
+    assert moved.evictions == [] and len(moved.moves) == 1
+    assert [b.pod for b in moved.bindings] == ["default/wide"]
 
 
 def test_replay_a_starving_gang_preempts_and_the_power_bound_is_reached():

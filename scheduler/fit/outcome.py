@@ -57,6 +57,7 @@ def assemble(
     notes: Sequence[str] = (),
     objective: int | None = None,
     moves: Sequence[Move] = (),
+    reasons: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan: bindings, evictions, every pod left with its reason, the summary. `objective`,
     if the caller has it, is plan_value of these placements (summed again otherwise)."""
@@ -82,6 +83,13 @@ def assemble(
         for p in pending
         if p.key not in placed
     ]
+    if reasons:
+        # What the planner knows better than the final state shows (a pod that would fit
+        # after moves the budget did not allow).
+        unplaced = [
+            u.model_copy(update={"reason": reasons[u.pod]}) if u.pod in reasons else u
+            for u in unplaced
+        ]
     if objective is None:
         objective = plan_value(pending, placed, (v for v, _ in evicted.values()), policy)
     bound = max(bound, float(objective))

@@ -75,6 +75,12 @@ class MoveRules(Wire):
     fail_chance: FailChances = Field(
         default_factory=FailChances, description="Chance of failure by GPU state."
     )
+    worth_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Defragmentation: what placing a waiting pod now is worth, in seconds of "
+        "its GPUs (the wait it saves); moves are made for it only while they cost less.",
+    )
     replace_gang_member: bool = Field(
         default=False,
         description="Move only a gang's member on the bad GPU (the job tolerates a replaced "

@@ -29,6 +29,7 @@ from scheduler.fit.state import Placement
 from scheduler.fit.value import pending_values
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
 from scheduler.planner.candidate import Candidate, best_of
+from scheduler.planner.defrag import defragment
 from scheduler.planner.expand import expand
 from scheduler.planner.guided import realise
 from scheduler.planner.improve import REPACK_SECONDS as IMPROVE_SECONDS
@@ -322,6 +323,8 @@ def _plan(
     gang_notes = _gang_notes(cycle.pending)
     trivial = float(sum(v for v, _ in pending_values(base).values()))
 
+    why: dict[str, str] = {}  # waiting pods that would fit after moves the budget did not allow
+
     def finish(best: Candidate, status: str, bound: float) -> Plan:
         for line in notes:
             log.warning("plan degraded", note=line)
@@ -337,6 +340,7 @@ def _plan(
             notes=notes,
             objective=best.value,
             moves=moves,
+            reasons=why,
         )
         # The whole cycle, writing the plan out included.
         summary = out.summary.model_copy(update={"solve_seconds": round(clock() - start, 4)})
@@ -419,6 +423,14 @@ def _plan(
     else:
         kept = improve(best.cycle, best.placed, policy.solver.seed, time_left, frozen=frozen)
     log.info("improved", candidate=best.name, swaps=swaps, repacks=kept, value=best.value)
+    # Last, with what budget the moves off failing GPUs left: a few running pods move where
+    # that lets waiting work fit.
+    budget = policy.moves.per_cycle - len(moves)
+    if budget > 0 and not (stop is not None and stop()):
+        off_limits = set(best.evicted)
+        defrag, why = defragment(best.cycle, best.placed, off_limits, budget, stop)
+        moves = moves + defrag
+        log.info("defragmented", moves=len(defrag), value=best.value)
     log.info("chosen", candidate=best.name, seconds=round(clock() - start, 3))
     if best.status == "GREEDY":
         status = "GREEDY"

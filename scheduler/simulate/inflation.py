@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
+from scheduler.simulate.carry_out import LedgerTarget, carry_out
 from scheduler.simulate.ledger import Ledger, SimulationBug
 from scheduler.simulate.meter import percentiles
 from scheduler.simulate.result import InflationCurve, RunTimings
@@ -79,6 +80,7 @@ def _one_seed(
     tick: Callable[[], None],
     clock: Callable[[], float],
     cycle_seconds: list[float],
+    moves: list[float],
 ) -> tuple[list[float], list[float], float]:
     workload = [p for j in jobs for p in j.pods]
     runner = make_runner(scheduler, inventory, workload, policy)
@@ -107,11 +109,24 @@ def _one_seed(
                 queue.update((p.key, p) for p in job.pods)
         if isinstance(runner, CycleRunner) and queue:
             t0 = clock()
-            plan = runner.plan(ledger.snapshot(list(queue.values())))
+            seen = ledger.snapshot(list(queue.values()))
+            plan = runner.plan(seen)
             if plan.evictions:
                 raise SimulationBug("evictions in the FGD protocol: every pod has priority 0")
-            for b in plan.bindings:
-                ledger.start(queue.pop(b.pod), ledger.node_index[b.node], tuple(b.gpu_indices), 0)
+            # Through the execution contract, as every plan is carried out: moves included.
+            carry_out(
+                plan,
+                seen,
+                LedgerTarget(
+                    ledger,
+                    0.0,
+                    queue,
+                    evicted=lambda key: None,
+                    bound=lambda pod, node, gpus: ledger.start(queue.pop(pod.key), node, gpus, 0),
+                    moved=lambda pod, cost: moves.append(cost),
+                    costs={m.pod: m.cost for m in plan.moves},
+                ),
+            )
             cycle_seconds.append(clock() - t0)
         milli.append(ledger.allocation)
         whole.append(ledger.busy_share)
@@ -142,8 +157,11 @@ def inflate(
             progress(done, total)
 
     cycle_seconds: list[float] = []
+    moves: list[float] = []  # the cost of each move made, over every seed
     per_seed = [
-        _one_seed(inventory, jobs, scheduler, policy, settings, s, tick, clock, cycle_seconds)
+        _one_seed(
+            inventory, jobs, scheduler, policy, settings, s, tick, clock, cycle_seconds, moves
+        )
         for s in settings.seeds
     ]
     return InflationCurve(
@@ -153,5 +171,7 @@ def inflate(
         milli=[m for m, _, _ in per_seed],
         whole=[w for _, w, _ in per_seed],
         unallocated_gpus=[u for _, _, u in per_seed],
+        moves=len(moves),
+        move_gpu_seconds=round(sum(moves), 3),
         timings=RunTimings(cycle_seconds=percentiles(cycle_seconds), total_seconds=clock() - t0),
     )

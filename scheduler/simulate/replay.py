@@ -15,10 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler.baselines.online import NodeArrays
-from scheduler.execute import Execution, plan_steps
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
-from scheduler.simulate.carry_out import LedgerTarget
+from scheduler.simulate.carry_out import LedgerTarget, carry_out
 from scheduler.simulate.failures import GpuFailure
 from scheduler.simulate.ledger import Ledger, PowerBound, Running, SimulationBug
 from scheduler.simulate.meter import Meter, percentiles
@@ -254,11 +253,16 @@ class _Replay:
         seen = self.ledger.snapshot(waits)
         plan = runner.plan(seen)
         # The same steps, in the same phases, as the operator carries out (scheduler.execute).
-        target = LedgerTarget(self, now, pending, {m.pod: m.cost for m in plan.moves})
-        run = Execution(plan_steps(plan, seen))
-        run.advance(target)
-        if not run.complete:
-            raise SimulationBug(f"{len(run.steps) - len(run.finished)} steps of a plan not done")
+        target = LedgerTarget(
+            self.ledger,
+            now,
+            pending,
+            evicted=lambda key: self.evict(key, now),
+            bound=lambda pod, node, gpus: self.start(pod, node, gpus, now),
+            moved=self.moved,
+            costs={m.pod: m.cost for m in plan.moves},
+        )
+        carry_out(plan, seen, target)
         bound = target.bound
         for q in todo:
             done = sum(p.key in bound for p in q.pods)

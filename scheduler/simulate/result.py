@@ -127,6 +127,10 @@ class InflationCurve(Wire):
     unallocated_gpus: list[float] = Field(
         description="Per seed, unallocated GPU capacity in GPUs at the last level."
     )
+    moves: int = Field(default=0, description="Running pods moved, over every seed.")
+    move_gpu_seconds: float = Field(
+        default=0.0, description="The planned cost of those moves, in GPU-seconds."
+    )
     timings: RunTimings = Field(description="Wall-clock figures; the only non-reproducible part.")
 
 
