@@ -76,7 +76,7 @@ def test_inference_surges_training_restarts_and_a_gang_stops_whole_before_it_sta
     )
     steps = plan_steps(plan, snap)
     s_start, s_stop = _by(steps, "start", "serve"), _by(steps, "stop", "serve")
-    assert s_start.surge and s_stop.after == (s_start.id,)  # the replica runs first
+    assert s_start.surge and s_stop.surge and s_stop.after == (s_start.id,)  # replica first
     t_stop, t_start = _by(steps, "stop", "train"), _by(steps, "start", "train")
     assert t_stop.id in t_start.after and not t_start.surge
     stops = {_by(steps, "stop", f"g-{i}").id for i in range(2)}

@@ -135,3 +135,27 @@ def test_an_unrecognised_header_asks_for_the_format(tmp_path: Path) -> None:
     trace.write_text("a,b,c\n1,2,3\n")
     r = wattpack("simulate", "--trace", str(trace), "--cluster", str(CLUSTER))
     assert r.returncode == 2 and "--trace-format" in r.stderr
+
+
+def test_simulate_with_failures_in_each_migration_mode(tmp_path: Path) -> None:
+    """The example trace with failures at a high rate: every mode runs, alarms are raised only
+    where they are acted on, and bad degradation settings are one line, exit 2."""
+    lost = {}
+    for mode in ("none", "reactive", "proactive"):
+        r = wattpack(
+            "simulate", "--trace", str(TRACE), "--cluster", str(CLUSTER), "--output", "json",
+            "--gpu-failures", "20000", "--checkpoint-seconds", "600", "--migration", mode,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        (run,) = report["runs"]
+        assert report["settings"]["migration"] == mode and run["gpuFailures"] > 0
+        assert run["budgetViolations"] == 0
+        assert (run["gpuAlarms"] > 0) == (mode == "proactive")
+        lost[mode] = run["gpuSecondsLost"]
+    assert lost["none"] >= lost["reactive"]
+    r = wattpack(
+        "simulate", "--trace", str(TRACE), "--cluster", str(CLUSTER), "--gpu-failures", "1",
+        "--warned-share", "2",
+    )  # fmt: skip
+    assert r.returncode == 2 and "warned-share" in r.stderr

@@ -41,6 +41,12 @@ class Protocol(StrEnum):
     FGD = "fgd"
 
 
+class MigrationMode(StrEnum):
+    NONE = "none"
+    REACTIVE = "reactive"
+    PROACTIVE = "proactive"
+
+
 def detect_format(path: str) -> str:
     """The trace kind from the header line: openb, ITP or the generic CSV."""
     try:
@@ -180,6 +186,41 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             ),
         ] = 0.0,
         failure_seed: Annotated[int, typer.Option(min=0, help="replay: failure seed.")] = 0,
+        migration: Annotated[
+            MigrationMode,
+            typer.Option(
+                help="replay: what a GPU failure meets. none: it goes unnoticed until the job "
+                "hangs --hang-seconds past it; reactive: the job is queued again at once; "
+                "proactive: as reactive, and alarms before failures (--warned-share, "
+                "--lead-hours, --false-alarms) turn GPUs degraded, so wattpack migrates first."
+            ),
+        ] = MigrationMode.REACTIVE,
+        checkpoint_seconds: Annotated[
+            float | None,
+            typer.Option(
+                metavar="S",
+                min=0,
+                help="replay: jobs checkpoint this often; a killed pod loses only the work "
+                "since its last checkpoint (default: it restarts from the beginning).",
+            ),
+        ] = None,
+        hang_seconds: Annotated[
+            float, typer.Option(metavar="S", min=0, help="replay, --migration none: see there.")
+        ] = 1800.0,
+        warned_share: Annotated[
+            float,
+            typer.Option(min=0, max=1, help="replay: share of failures that raise an alarm first."),
+        ] = 0.7,
+        lead_hours: Annotated[
+            float,
+            typer.Option(min=0, help="replay: mean hours from an alarm to its failure."),
+        ] = 6.0,
+        false_alarms: Annotated[
+            float,
+            typer.Option(
+                min=0, help="replay: GPUs that raise an alarm and never fail, per failure."
+            ),
+        ] = 0.5,
         node_step: Annotated[
             int,
             typer.Option(min=1, help="Keep every N-th node of the cluster (a smaller replica)."),
@@ -221,7 +262,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             simulate,
             with_budgets,
         )
-        from scheduler.simulate.failures import random_failures
+        from scheduler.simulate.failures import Degradation, alarms_for, random_failures
         from scheduler.traces import read_trace, require_times
 
         names = _scheduler_names(scheduler or ["wattpack"], SCHEDULERS)
@@ -254,11 +295,14 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
-        failures = ()
+        failures: tuple = ()
+        alarms: tuple = ()
         if gpu_failures:
             first = min(j.submit for j in jobs) / arrival_scale
             last = horizon if horizon is not None else max(j.submit for j in jobs) / arrival_scale
             failures = random_failures(inventory, gpu_failures, first, last, failure_seed)
+            model = Degradation(warned_share, lead_hours * 3600, false_alarms, failure_seed)
+            alarms = alarms_for(inventory, failures, model, first, last)
         described = f"{trace} ({kind})"
         if arrival_scale != 1:
             described += f", arrivals x{arrival_scale:g} denser"
@@ -273,7 +317,17 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 trace=described,
                 protocol=protocol.value,
                 replay_settings=ReplaySettings(
-                    cycle_seconds, arrival_scale, horizon, failures, resume_evicted, times, sink
+                    cycle_seconds,
+                    arrival_scale,
+                    horizon,
+                    failures,
+                    resume_evicted,
+                    times,
+                    sink,
+                    alarms,
+                    migration.value,
+                    checkpoint_seconds,
+                    hang_seconds,
                 ),
                 inflation_settings=InflationSettings(
                     tuple(range(first_seed, first_seed + seeds)), target, step

@@ -47,7 +47,7 @@ class Step:
     gpus: tuple[int, ...] = ()
     after: tuple[int, ...] = ()  # steps that must be done before this one starts
     group: str | None = None  # a gang's bindings: carried out together or not at all
-    surge: bool = False  # a replacement that runs beside its old copy for a while
+    surge: bool = False  # a surge move's steps: the replacement runs beside its old copy
     reason: str = ""
 
     @property
@@ -116,7 +116,9 @@ def plan_steps(plan: Plan, snapshot: ClusterSnapshot) -> list[Step]:
                 surge=True,
                 reason=m.reason,
             )
-            stop = add(StepKind.STOP, m.pod, m.from_node, after=(start.id,), reason=m.reason)
+            stop = add(
+                StepKind.STOP, m.pod, m.from_node, after=(start.id,), surge=True, reason=m.reason
+            )
             took_off(stop)
             if pod.app is not None:
                 last_of_app[pod.app] = stop.id

@@ -105,6 +105,19 @@ class Ledger:
         """Keys of the pods running on one GPU."""
         return [k for k, r in self.running.items() if r.node == node and gpu in r.gpus]
 
+    def degrade_gpu(self, node: int, gpu: int) -> None:
+        """An alarm: the GPU turns degraded in what schedulers see (no new work there; a
+        migrating scheduler moves its pods off). It keeps its work and stays in the capacity
+        until it fails."""
+        n = self.nodes[node]
+        if n.health_of(gpu) != HealthState.HEALTHY:
+            return
+        health = [h for h in n.gpu_health if h.index != gpu]
+        health.append(GpuHealth(index=gpu, state=HealthState.DEGRADED, reasons=["alarm"]))
+        changed = n.model_copy(update={"gpu_health": sorted(health, key=lambda h: h.index)})
+        self.nodes = [*self.nodes[:node], changed, *self.nodes[node + 1 :]]
+        self.inventory = self.inventory.model_copy(update={"nodes": self.nodes})
+
     def fail_gpu(self, node: int, gpu: int) -> None:
         """Mark a GPU failed: it takes no work and leaves the capacity. Stop its pods first."""
         if self.on_gpu(node, gpu):

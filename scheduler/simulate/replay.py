@@ -15,10 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from scheduler.baselines.online import NodeArrays
+from scheduler.errors import UserError
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
 from scheduler.simulate.carry_out import LedgerTarget, carry_out
-from scheduler.simulate.failures import GpuFailure
+from scheduler.simulate.failures import GpuAlarm, GpuFailure
 from scheduler.simulate.ledger import Ledger, PowerBound, Running, SimulationBug
 from scheduler.simulate.meter import Meter, percentiles
 from scheduler.simulate.result import RunResult, RunTimings
@@ -28,7 +29,8 @@ from scheduler.traces.workload import TraceJob
 
 Progress = Callable[[int, int], None]  # (jobs arrived, jobs in all)
 
-_FINISH, _FAIL, _ARRIVE, _CYCLE = 0, 1, 2, 3
+_FINISH, _FAIL, _ARRIVE, _CYCLE, _ALARM, _KILL = 0, 1, 2, 3, 4, 5
+MIGRATION_MODES = ("none", "reactive", "proactive")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,16 @@ class ReplaySettings:
     # ClusterSnapshot, after every event at that time; times past the end are not taken.
     snapshot_at: tuple[float, ...] = ()
     on_snapshot: SnapshotSink | None = None
+    # GPUs that turn degraded (failures.alarms_for): seen by the schedulers in proactive mode.
+    alarms: tuple[GpuAlarm, ...] = ()
+    # What a failure does: none: nobody notices until the job hangs past hang_seconds, then it
+    # goes back to the queue; reactive: it goes back at once; proactive: as reactive, and
+    # alarms turn GPUs degraded, so a migrating scheduler moves work off first.
+    migration: str = "reactive"
+    # Jobs checkpoint this often: a killed pod loses only the work since its last checkpoint,
+    # and resumes from it. None: it restarts from the beginning.
+    checkpoint_seconds: float | None = None
+    hang_seconds: float = 1800.0  # none: until the job's collective times out (NCCL watchdog)
 
 
 @dataclass
@@ -108,7 +120,14 @@ class _Replay:
         self.last_cycle = -float("inf")
         self.cycle_seconds: list[float] = []
         self.finished = self.evictions = self.unplaceable = 0
-        self.failed_gpus = self.killed = self.moves = 0
+        self.failed_gpus = self.killed = self.moves = self.alarms = 0
+        self.hung_since: dict[str, float] = {}  # pods on a failed GPU nobody noticed yet
+        self.alarmed_work = False  # work sits on a GPU that turned degraded since the last cycle
+        if settings.migration not in MIGRATION_MODES:
+            raise UserError(
+                f"migration mode {settings.migration!r} is unknown",
+                f"give one of {', '.join(MIGRATION_MODES)}",
+            )
         self.lost_gpu_seconds = 0.0
         # A pod that fits on no node of the empty cluster is not waiting work: it never runs.
         empty = NodeArrays(inventory.model_copy(update={"pods": []}), policy)
@@ -180,30 +199,67 @@ class _Replay:
             self.lost_gpu_seconds += (now - r.started) * r.pod.milli_total / 1000
         self.enqueue(self.job_of[key], (again,), now)
 
-    def moved(self, pod: Pod, cost: float) -> None:
-        """A running pod moved: it keeps its finish time; the move's cost is lost work."""
+    def moved(self, pod: Pod, cost: float, now: float) -> None:
+        """A running pod moved: it keeps its finish time; the move's cost is lost work. One that
+        hung on a GPU that failed unnoticed starts its run over where it moved to."""
         self.moves += 1
         self.lost_gpu_seconds += cost
+        if self.hung_since.pop(pod.key, None) is not None:
+            self.generation[pod.key] += 1
+            duration = self.given.get(pod.key)
+            if duration is not None:
+                self.push(now + duration, _FINISH, (pod.key, self.generation[pod.key]))
 
-    def fail(self, node_name: str, gpu: int, now: float) -> bool:
-        """A GPU fails: the jobs on it are killed (a gang whole) and queued again from the
-        start. Returns whether any work was killed."""
+    def alarm(self, node_name: str, gpu: int) -> bool:
+        """A GPU turns degraded (proactive mode): whether a cycle should look."""
         node = self.ledger.node_index.get(node_name)
         if node is None or gpu >= self.ledger.nodes[node].gpus or not self.ledger.usable[node][gpu]:
             return False
+        self.alarms += 1
+        self.ledger.degrade_gpu(node, gpu)
+        return bool(self.ledger.on_gpu(node, gpu))
+
+    def fail(self, node_name: str, gpu: int, now: float) -> bool:
+        """A GPU fails: the jobs on it are killed (a gang whole) and queued again, from their
+        last checkpoint where jobs checkpoint. Without migration nobody notices at once: the
+        jobs hang, holding their GPUs, for hang_seconds first. Returns whether work was
+        killed now."""
+        node = self.ledger.node_index.get(node_name)
+        if node is None or gpu >= self.ledger.nodes[node].gpus or not self.ledger.usable[node][gpu]:
+            return False
+        self.failed_gpus += 1
+        if self.settings.migration == "none" and self.ledger.on_gpu(node, gpu):
+            for key in self.ledger.on_gpu(node, gpu):
+                for p in self.job_of[key].pods:
+                    if p.key in self.ledger.running:
+                        self.generation[p.key] += 1  # no progress while it hangs
+                        self.hung_since.setdefault(p.key, now)
+            self.push(now + self.settings.hang_seconds, _KILL, (node, gpu))
+            return False
+        return self.kill(node, gpu, now)
+
+    def kill(self, node: int, gpu: int, now: float) -> bool:
         on_it = self.ledger.on_gpu(node, gpu)
         for job in {self.job_of[k].name: self.job_of[k] for k in on_it}.values():
             again = []
             for p in job.pods:
                 if p.key not in self.ledger.running:
                     continue
+                # Work after the failure was no work (the job hung); work up to the last
+                # checkpoint before it is kept.
+                failed_at = self.hung_since.pop(p.key, now)
                 r, pending = self.take_back(p.key)
                 self.killed += 1
-                self.lost_gpu_seconds += (now - r.started) * p.milli_total / 1000
+                kept = 0.0
+                every = self.settings.checkpoint_seconds
+                duration = self.given.get(p.key)
+                if every and duration is not None:
+                    kept = (max(0.0, failed_at - r.started) // every) * every
+                    self.left[p.key] = max(0.0, duration - kept)
+                self.lost_gpu_seconds += (now - r.started - kept) * p.milli_total / 1000
                 again.append(pending)
             self.enqueue(job, tuple(again), now)
         self.ledger.fail_gpu(node, gpu)
-        self.failed_gpus += 1
         self.bound.lose_gpu(self.ledger.chain[node])
         if isinstance(self.runner, OnlineRunner):
             self.runner.arrays.fail_gpu(node, gpu)
@@ -259,7 +315,7 @@ class _Replay:
             pending,
             evicted=lambda key: self.evict(key, now),
             bound=lambda pod, node, gpus: self.start(pod, node, gpus, now),
-            moved=self.moved,
+            moved=lambda pod, cost: self.moved(pod, cost, now),
             costs={m.pod: m.cost for m in plan.moves},
         )
         carry_out(plan, seen, target)
@@ -301,6 +357,9 @@ class _Replay:
             self.push(job.submit, _ARRIVE, job)
         for f in self.settings.failures:
             self.push(f.time, _FAIL, f)
+        if self.settings.migration == "proactive":
+            for a in self.settings.alarms:
+                self.push(a.time, _ALARM, a)
         arrived = 0
         horizon = self.settings.horizon
         if horizon is None and self.jobs:
@@ -312,7 +371,7 @@ class _Replay:
             self.snapshots_until(now)
             self.meter.advance(now)
             new: list[int] = []
-            freed = cycle_due = False
+            freed = cycle_due = alarmed = False
             while self.events and self.events[0][0] == now:
                 _, kind, _, payload = heapq.heappop(self.events)
                 if kind == _FINISH:
@@ -323,6 +382,12 @@ class _Replay:
                 elif kind == _FAIL:
                     f: GpuFailure = payload  # type: ignore[assignment]
                     freed = self.fail(f.node, f.gpu, now) or freed
+                elif kind == _KILL:
+                    node, gpu = payload  # type: ignore[misc]
+                    freed = self.kill(node, gpu, now) or freed
+                elif kind == _ALARM:
+                    a: GpuAlarm = payload  # type: ignore[assignment]
+                    alarmed = self.alarm(a.node, a.gpu) or alarmed
                 elif kind == _ARRIVE:
                     job: TraceJob = payload  # type: ignore[assignment]
                     arrived += 1
@@ -341,14 +406,22 @@ class _Replay:
                 if new or freed:
                     self.online_pass(now, new, freed)
             else:
+                # Work on a GPU that turned degraded may move: a cycle looks, queue or not.
                 if cycle_due:
                     self.cycle_at = None
-                    if self.queue:
+                    if self.queue or self.alarmed_work:
+                        self.alarmed_work = False
                         self.cycle(now)
-                if self.queue and (new or freed) and self.cycle_at is None:
+                self.alarmed_work = self.alarmed_work or alarmed
+                if (
+                    (self.queue or self.alarmed_work)
+                    and (new or freed or alarmed)
+                    and self.cycle_at is None
+                ):
                     self.cycle_at = max(now, self.last_cycle + self.settings.cycle_seconds)
                     if self.cycle_at == now:
                         self.cycle_at = None
+                        self.alarmed_work = False
                         self.cycle(now)
                     else:
                         self.push(self.cycle_at, _CYCLE, None)
@@ -378,6 +451,7 @@ class _Replay:
             finished=self.finished,
             evictions=self.evictions,
             moves=self.moves,
+            gpu_alarms=self.alarms,
             cycles=len(self.cycle_seconds),
             span_seconds=m.span,
             allocation=m.share(m.alloc_s, m.span),

@@ -65,6 +65,9 @@ class RunResult(Wire):
         "not counted as waiting work.",
     )
     gpu_failures: int = Field(default=0, description="GPUs that failed (injected).")
+    gpu_alarms: int = Field(
+        default=0, description="GPUs that turned degraded before failing or as false alarms."
+    )
     pods_killed: int = Field(
         default=0, description="Pods killed by a GPU failure (a gang whole) and queued again."
     )

@@ -41,10 +41,11 @@ def check_trace(jobs: Sequence[TraceJob], inventory: ClusterSnapshot, trace: str
 
 
 def _settings(settings: ReplaySettings | InflationSettings) -> dict[str, str]:
-    skip = ("failures", "snapshot_at", "on_snapshot")  # snapshots are output, not settings
+    skip = ("failures", "alarms", "snapshot_at", "on_snapshot")  # counted, or output
     out = {k: str(v) for k, v in asdict(settings).items() if k not in skip}
     if isinstance(settings, ReplaySettings):
         out["gpuFailures"] = str(len(settings.failures))
+        out["gpuAlarms"] = str(len(settings.alarms))
     return out
 
 
