@@ -108,3 +108,10 @@ def test_defragmenting_plans_are_feasible_in_every_phase_and_lose_no_pod(case):
     assert len(result.moves) <= pol.moves.per_cycle
     pods = {p.key: p for p in snap.pods}
     assert all(pods[m.pod].preemptible and pods[m.pod].gang is None for m in result.moves)
+
+
+def test_a_move_budget_as_a_share_of_the_running_pods():
+    snap = _scattered()  # four pods run: half of them may move, a quarter may not do
+    assert len(plan(snap, policy(moves={"perCycleShare": 0.5})).moves) == 2
+    short = plan(snap, policy(moves={"perCycleShare": 0.25}))
+    assert short.moves == [] and "perCycleShare 0.25) has 1 left" in short.unplaced[0].reason

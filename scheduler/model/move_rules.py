@@ -61,6 +61,13 @@ class MoveRules(Wire):
     per_cycle: int = Field(
         default=16, ge=0, description="Most pods one plan moves (a gang counts each member)."
     )
+    per_cycle_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="If set, a plan also moves at most this share of the running pods "
+        "(rounded down): a budget that grows with the cluster.",
+    )
     restart_seconds: KindSeconds = Field(
         default_factory=KindSeconds,
         description="Per kind, the seconds a moved pod's GPUs do no work: checkpoint and "
@@ -86,3 +93,9 @@ class MoveRules(Wire):
         description="Move only a gang's member on the bad GPU (the job tolerates a replaced "
         "member); false: the whole gang restarts, each member on healthy GPUs.",
     )
+
+    def budget(self, running: int) -> int:
+        """Most pods one plan may move, with this many pods running."""
+        if self.per_cycle_share is None:
+            return self.per_cycle
+        return min(self.per_cycle, int(self.per_cycle_share * running))

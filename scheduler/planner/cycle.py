@@ -425,7 +425,8 @@ def _plan(
     log.info("improved", candidate=best.name, swaps=swaps, repacks=kept, value=best.value)
     # Last, with what budget the moves off failing GPUs left: a few running pods move where
     # that lets waiting work fit.
-    budget = policy.moves.per_cycle - len(moves)
+    running = sum(1 for p in snapshot.pods if p.node is not None)
+    budget = policy.moves.budget(running) - len(moves)
     if budget > 0 and not (stop is not None and stop()):
         off_limits = set(best.evicted)
         defrag, why = defragment(best.cycle, best.placed, off_limits, budget, stop)

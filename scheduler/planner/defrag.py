@@ -88,7 +88,13 @@ def defragment(
                 why[p.key] = (
                     f"defragmentation: would fit on {target} after moving {len(relocations)} "
                     f"running pods ({cost:g} GPU-seconds), but the cycle's move budget "
-                    f"(moves.perCycle {rules.per_cycle}) has {budget - len(moves)} left"
+                    f"(moves.perCycle {rules.per_cycle}"
+                    + (
+                        f", perCycleShare {rules.per_cycle_share:g}"
+                        if rules.per_cycle_share
+                        else ""
+                    )
+                    + f") has {budget - len(moves)} left"
                 )
             continue
         statement.commit()

@@ -85,14 +85,14 @@ def plan_moves(
     units = [
         u for u in _units(snapshot, policy) if u.state == HealthState.FAILED or u.risk > u.cost
     ]
-    if not units or rules.per_cycle == 0:
-        return [], snapshot, []
     running = [p for p in snapshot.pods if p.node is not None]
+    if not units or rules.budget(len(running)) == 0:
+        return [], snapshot, []
     state = start_cycle(snapshot.model_copy(update={"pods": running}), policy).state
     moves: list[Move] = []
     notes: list[str] = []
     after: dict[str, tuple[str, tuple[int, ...]]] = {}
-    left = rules.per_cycle
+    left = rules.budget(len(running))
     for unit in units:
         what = unit.pods[0].gang_key if len(unit.pods) > 1 else unit.pods[0].key
         if any(not p.preemptible for p in unit.pods):
@@ -101,7 +101,7 @@ def plan_moves(
         if len(unit.pods) > left:
             notes.append(
                 f"moves: {what} on {unit.why} waits: the cycle's move budget "
-                f"(moves.perCycle {rules.per_cycle}) is spent"
+                f"({rules.budget(len(running))}, moves.perCycle and perCycleShare) is spent"
             )
             continue
         placed = _place(state, unit.pods)
