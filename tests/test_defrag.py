@@ -115,3 +115,12 @@ def test_a_move_budget_as_a_share_of_the_running_pods():
     assert len(plan(snap, policy(moves={"perCycleShare": 0.5})).moves) == 2
     short = plan(snap, policy(moves={"perCycleShare": 0.25}))
     assert short.moves == [] and "perCycleShare 0.25) has 1 left" in short.unplaced[0].reason
+
+
+def test_a_move_budget_per_hour_counts_the_moves_the_snapshot_says_were_made():
+    snap = _scattered()
+    pol = policy(moves={"perHour": 2})
+    assert len(plan(snap, pol).moves) == 2
+    meta = snap.metadata.model_copy(update={"moves_last_hour": 1})
+    busy = plan(snap.model_copy(update={"metadata": meta}), pol)
+    assert busy.moves == [] and "perHour 2) has 1 left" in busy.unplaced[0].reason

@@ -69,3 +69,30 @@ def test_an_inference_pod_surges_in_the_ledger_and_its_replica_becomes_it():
     run = _run("proactive", PodKind.INFERENCE)
     assert run.moves == 1 and run.pods_killed == 0 and run.finished == 1
     assert run.gpu_seconds_lost == pytest.approx(60)  # an inference replica's warm-up
+
+
+def test_the_simulator_counts_moves_against_the_hourly_budget():
+    """Two alarms an hour apart on two GPUs with work, one move an hour allowed: both move;
+    two alarms at once: one moves, the other is killed at its failure. Two nodes are free."""
+    cluster = make_cluster(nodes=4, gpus_per_node=2)
+    jobs = [
+        TraceJob(f"t{i}", 0.0, 10_000.0, (Pod(name=f"t{i}", kind=PodKind.TRAINING, gpus=2),))
+        for i in range(2)
+    ]
+    policy = simulation_policy(PackingPolicy.model_validate({"moves": {"perHour": 1}}))
+    names = [n.name for n in cluster.nodes]
+
+    def run(second_alarm: float):
+        settings = ReplaySettings(
+            cycle_seconds=0,
+            horizon=20_000,
+            failures=tuple(GpuFailure(9_000.0, n, 0) for n in names[:2]),
+            alarms=(GpuAlarm(1_000.0, names[0], 0), GpuAlarm(second_alarm, names[1], 0)),
+            migration="proactive",
+            checkpoint_seconds=1_000.0,
+        )
+        return replay(cluster, jobs, "wattpack", policy, settings)
+
+    spaced, together = run(5_000.0), run(1_000.0)
+    assert spaced.moves == 2 and spaced.pods_killed == 0
+    assert together.moves == 1 and together.pods_killed == 1

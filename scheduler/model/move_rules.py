@@ -61,6 +61,12 @@ class MoveRules(Wire):
     per_cycle: int = Field(
         default=16, ge=0, description="Most pods one plan moves (a gang counts each member)."
     )
+    per_hour: int | None = Field(
+        default=None,
+        ge=0,
+        description="If set, at most this many moves in any hour: a plan moves no more than "
+        "what the snapshot's metadata.movesLastHour leaves.",
+    )
     per_cycle_share: float | None = Field(
         default=None,
         ge=0,
@@ -94,8 +100,12 @@ class MoveRules(Wire):
         "member); false: the whole gang restarts, each member on healthy GPUs.",
     )
 
-    def budget(self, running: int) -> int:
-        """Most pods one plan may move, with this many pods running."""
-        if self.per_cycle_share is None:
-            return self.per_cycle
-        return min(self.per_cycle, int(self.per_cycle_share * running))
+    def budget(self, running: int, moved_last_hour: int = 0) -> int:
+        """Most pods one plan may move, with this many pods running and this many moved in
+        the hour before."""
+        most = self.per_cycle
+        if self.per_cycle_share is not None:
+            most = min(most, int(self.per_cycle_share * running))
+        if self.per_hour is not None:
+            most = min(most, max(0, self.per_hour - moved_last_hour))
+        return most

@@ -163,6 +163,12 @@ class Pod(Wire):
 class SnapshotMeta(Wire):
     name: str = Field(default="snapshot", description="Cluster or snapshot name.")
     exported_at: str | None = Field(default=None, description="When it was exported (RFC 3339).")
+    moves_last_hour: int = Field(
+        default=0,
+        ge=0,
+        description="Running pods the scheduler moved in the hour before the snapshot: they "
+        "count against the policy's moves.perHour.",
+    )
 
 
 class ClusterSnapshot(Wire):

@@ -426,7 +426,7 @@ def _plan(
     # Last, with what budget the moves off failing GPUs left: a few running pods move where
     # that lets waiting work fit.
     running = sum(1 for p in snapshot.pods if p.node is not None)
-    budget = policy.moves.budget(running) - len(moves)
+    budget = policy.moves.budget(running, snapshot.metadata.moves_last_hour) - len(moves)
     if budget > 0 and not (stop is not None and stop()):
         off_limits = set(best.evicted)
         defrag, why = defragment(best.cycle, best.placed, off_limits, budget, stop)

@@ -88,13 +88,7 @@ def defragment(
                 why[p.key] = (
                     f"defragmentation: would fit on {target} after moving {len(relocations)} "
                     f"running pods ({cost:g} GPU-seconds), but the cycle's move budget "
-                    f"(moves.perCycle {rules.per_cycle}"
-                    + (
-                        f", perCycleShare {rules.per_cycle_share:g}"
-                        if rules.per_cycle_share
-                        else ""
-                    )
-                    + f") has {budget - len(moves)} left"
+                    f"({_limits(rules)}) has {budget - len(moves)} left"
                 )
             continue
         statement.commit()
@@ -197,6 +191,16 @@ def _fits(state: ClusterState, pod: Pod, node: int) -> bool:
         and state.power_ok(pod, node)
         and state.model_ok(pod, node)
     )
+
+
+def _limits(rules) -> str:
+    """The move limits the policy sets, as the reason line names them."""
+    out = [f"moves.perCycle {rules.per_cycle}"]
+    if rules.per_cycle_share is not None:
+        out.append(f"perCycleShare {rules.per_cycle_share:g}")
+    if rules.per_hour is not None:
+        out.append(f"perHour {rules.per_hour}")
+    return ", ".join(out)
 
 
 def _cost(pod: Pod, rules) -> float:

@@ -86,13 +86,14 @@ def plan_moves(
         u for u in _units(snapshot, policy) if u.state == HealthState.FAILED or u.risk > u.cost
     ]
     running = [p for p in snapshot.pods if p.node is not None]
-    if not units or rules.budget(len(running)) == 0:
+    recent = snapshot.metadata.moves_last_hour
+    if not units or rules.budget(len(running), recent) == 0:
         return [], snapshot, []
     state = start_cycle(snapshot.model_copy(update={"pods": running}), policy).state
     moves: list[Move] = []
     notes: list[str] = []
     after: dict[str, tuple[str, tuple[int, ...]]] = {}
-    left = rules.budget(len(running))
+    left = rules.budget(len(running), recent)
     for unit in units:
         what = unit.pods[0].gang_key if len(unit.pods) > 1 else unit.pods[0].key
         if any(not p.preemptible for p in unit.pods):
@@ -101,7 +102,8 @@ def plan_moves(
         if len(unit.pods) > left:
             notes.append(
                 f"moves: {what} on {unit.why} waits: the cycle's move budget "
-                f"({rules.budget(len(running))}, moves.perCycle and perCycleShare) is spent"
+                f"({rules.budget(len(running), recent)}: moves.perCycle, perCycleShare, "
+                "perHour) is spent"
             )
             continue
         placed = _place(state, unit.pods)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -123,6 +123,7 @@ class _Replay:
         self.failed_gpus = self.killed = self.moves = self.alarms = 0
         self.hung_since: dict[str, float] = {}  # pods on a failed GPU nobody noticed yet
         self.alarmed_work = False  # work sits on a GPU that turned degraded since the last cycle
+        self.move_times: deque[float] = deque()  # when each move was made: moves.perHour
         if settings.migration not in MIGRATION_MODES:
             raise UserError(
                 f"migration mode {settings.migration!r} is unknown",
@@ -203,6 +204,7 @@ class _Replay:
         """A running pod moved: it keeps its finish time; the move's cost is lost work. One that
         hung on a GPU that failed unnoticed starts its run over where it moved to."""
         self.moves += 1
+        self.move_times.append(now)
         self.lost_gpu_seconds += cost
         if self.hung_since.pop(pod.key, None) is not None:
             self.generation[pod.key] += 1
@@ -307,6 +309,11 @@ class _Replay:
             for p in q.pods
         ]
         seen = self.ledger.snapshot(waits)
+        if runner.policy.moves.per_hour is not None:
+            while self.move_times and self.move_times[0] <= now - 3600:
+                self.move_times.popleft()
+            meta = seen.metadata.model_copy(update={"moves_last_hour": len(self.move_times)})
+            seen = seen.model_copy(update={"metadata": meta})
         plan = runner.plan(seen)
         # The same steps, in the same phases, as the operator carries out (scheduler.execute).
         target = LedgerTarget(
