@@ -124,3 +124,32 @@ def test_a_move_budget_per_hour_counts_the_moves_the_snapshot_says_were_made():
     meta = snap.metadata.model_copy(update={"moves_last_hour": 1})
     busy = plan(snap.model_copy(update={"metadata": meta}), pol)
     assert busy.moves == [] and "perHour 2) has 1 left" in busy.unplaced[0].reason
+
+
+def test_a_full_cluster_is_defragmented_by_a_repack_where_no_single_move_finds_room():
+    """Four GPUs hold 600, 600, 500 and 500 milli of inference shares; a whole-GPU pod waits.
+    No share fits anywhere off its node, but two 500s fit on one GPU: the repack moves one,
+    by restart (a repack counts each pod once), and the waiting pod takes the GPU it frees."""
+    snap = snapshot(
+        [node("a", 2), node("b", 2)],
+        [
+            pod("s0", "inference", milli=600, on=("a", [0])),
+            pod("s1", "inference", milli=600, on=("a", [1])),
+            pod("s2", "inference", milli=500, on=("b", [0])),
+            pod("s3", "inference", milli=500, on=("b", [1])),
+            pod("whole", "training"),
+        ],
+    )
+    pol = policy()
+    result = plan(snap, pol)
+    [m] = result.moves
+    assert m.pod in ("default/s2", "default/s3") and m.from_node == m.to_node == "b"
+    assert m.reason == "defragmentation: repacked with waiting pods" and m.restart
+    [b] = result.bindings
+    assert b.pod == "default/whole" and b.node == "b" and b.gpu_indices != m.gpu_indices
+    assert check_plan(snap, pol, result) == []
+    steps = plan_steps(result, snap)
+    assert check_steps(snap, pol, result, steps) == []
+    stop = next(s for s in steps if s.kind == StepKind.STOP)
+    assert not stop.surge and stop.id in next(s for s in steps if s.kind == StepKind.START).after
+    assert plan(snap, policy(moves={"perCycle": 0})).bindings == []

@@ -14,14 +14,16 @@ How a pod moves depends on what it is:
 - a training or fine-tuning pod, or any gang member, restarts: it checkpoints and stops, then
   starts from the checkpoint on its new GPUs; a gang's members all stop before any starts.
 
-Moves are carried out in the order the plan lists them: a later move may use room an earlier
-one left, never the other way round, so the steps never wait on each other in a circle.
+Moves are carried out in the order the plan lists them: a surge may use room an earlier move
+left, never a later one's; a restart may use room any restart's stop frees (moves that trade
+places stop before either starts). Stops of restarts wait for nothing, so the steps never wait
+on each other in a circle.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from scheduler.model import ClusterSnapshot, Move, Plan, Pod, PodKind
@@ -103,7 +105,7 @@ def plan_steps(plan: Plan, snapshot: ClusterSnapshot) -> list[Step]:
     gang_moves: dict[str, list[Move]] = defaultdict(list)
     last_of_app: dict[str, int] = {}  # an app's replicas move one at a time
     for m, pod in moving:
-        if pod is not None and surges(pod):
+        if pod is not None and surges(pod) and not m.restart:
             previous = last_of_app.get(pod.app) if pod.app is not None else None
             start = add(
                 StepKind.START,
@@ -150,6 +152,20 @@ def plan_steps(plan: Plan, snapshot: ClusterSnapshot) -> list[Step]:
                 group=gang,
                 reason=gm.reason,
             )
+    # A restart waits for every restart's stop on its node or budgeted domains, not only the
+    # earlier ones: moves that trade places (one repack's) then all stop before any starts.
+    # Restart stops wait for nothing, so this makes no circle.
+    restart_stops = [t for t in steps if t.kind == StepKind.STOP and not t.surge]
+    for i, t in enumerate(steps):
+        if t.kind == StepKind.START and not t.surge:
+            mine = set(scopes(t.node))
+            extra = {
+                o.id
+                for o in restart_stops
+                if o.pod != t.pod and (o.node == t.node or mine & set(scopes(o.node)))
+            }
+            if not extra <= set(t.after):
+                steps[i] = replace(t, after=tuple(sorted(set(t.after) | extra)))
     for b in plan.bindings:
         pod = pods.get(b.pod)
         add(

@@ -29,6 +29,12 @@ class Move(Wire):
     to_node: str = Field(description="Node it moves to.")
     gpu_indices: list[int] = Field(description="GPUs it gets on to_node.")
     cost: float = Field(ge=0, description="Cost of the move (e.g. GPU-seconds of lost work).")
+    restart: bool = Field(
+        default=False,
+        description="The pod stops before it starts again on to_node, whatever its kind (a "
+        "repack that trades places); false: an inference pod surges (its replica first), any "
+        "other restarts.",
+    )
     reason: str = Field(
         description="Why it moves: 'failure: GPU node/i failed', or 'migration: GPU node/i "
         "degraded (risk R > cost C GPU-seconds)'."

@@ -29,7 +29,7 @@ from scheduler.fit.state import Placement
 from scheduler.fit.value import pending_values
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
 from scheduler.planner.candidate import Candidate, best_of
-from scheduler.planner.defrag import defragment
+from scheduler.planner.defrag import defragment, defragment_by_repacks
 from scheduler.planner.expand import expand
 from scheduler.planner.guided import realise
 from scheduler.planner.improve import REPACK_SECONDS as IMPROVE_SECONDS
@@ -431,7 +431,24 @@ def _plan(
         off_limits = set(best.evicted)
         defrag, why = defragment(best.cycle, best.placed, off_limits, budget, stop)
         moves = moves + defrag
-        log.info("defragmented", moves=len(defrag), value=best.value)
+        left = budget - len(defrag)
+        if left > 0 and not (stop is not None and stop()):
+            # Then several at once, where one at a time finds no room: exact repacks with
+            # running pods movable at their cost.
+            off_limits |= {m.pod for m in moves}
+            if policy.solver.deterministic:
+                repacked = defragment_by_repacks(
+                    best.cycle, best.placed, off_limits, left, policy.solver.seed,
+                    rounds=max(1, int(IMPROVE_SHARE * limit / IMPROVE_SECONDS)), frozen=frozen,
+                )  # fmt: skip
+            else:
+                repacked = defragment_by_repacks(
+                    best.cycle, best.placed, off_limits, left, policy.solver.seed,
+                    time_left=time_left, frozen=frozen,
+                )  # fmt: skip
+            moves = moves + repacked
+            why = {k: line for k, line in why.items() if k not in best.placed}
+        log.info("defragmented", moves=len(moves), value=best.value)
     log.info("chosen", candidate=best.name, seconds=round(clock() - start, 3))
     if best.status == "GREEDY":
         status = "GREEDY"

@@ -15,14 +15,16 @@ them all; one that would fit but for the budget is explained as such.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.greedy import unit_order, units_of
 from scheduler.fit.state import ClusterState, Placement
 from scheduler.fit.statement import Statement
+from scheduler.fit.value import pod_value
 from scheduler.model import Move, Pod
+from scheduler.planner.improve import repack_running
 
 _CANDIDATES = 8  # nodes weighed per waiting pod, as kube-scheduler bounds its dry runs
 _UNITS = 32  # waiting units tried per cycle
@@ -205,3 +207,54 @@ def _limits(rules) -> str:
 
 def _cost(pod: Pod, rules) -> float:
     return pod.milli_total / 1000 * rules.restart_seconds.of(pod.kind)
+
+
+def defragment_by_repacks(
+    cycle: Cycle,
+    placed: dict[str, Placement],
+    off_limits: set[str],
+    budget: int,
+    seed: int,
+    time_left: Callable[[], float] | None = None,
+    rounds: int | None = None,
+    frozen: Collection[int] = (),
+) -> list[Move]:
+    """Where a full cluster leaves a moved pod nowhere to go alone: exact repacks of two nodes
+    at a time (planner.improve) with running pods movable too, each at its cost: its own value
+    times its restart over moves.worthSeconds, so a move pays only where the waiting pods it
+    lets in are worth more. Pods not in a gang and without a spread limit. Returns the moves,
+    with the pods they let in placed in `placed` and the state."""
+    # Inference pods move here by restart (Move.restart), not by surge: a repack counts each
+    # pod once, so a replica beside its old copy could find its GPUs taken. An app's other
+    # replicas serve meanwhile; one without a spread limit has no others this knows of.
+    state, policy = cycle.state, cycle.policy
+    rules = policy.moves
+    running = {
+        p.key: (p, (state.node_index[p.node], tuple(p.gpu_indices)))
+        for p in cycle.snapshot.pods
+        if p.node is not None
+        and p.node in state.node_index
+        and p.preemptible
+        and p.gang is None
+        and state.spread_limit(p) is None
+        and p.key not in off_limits
+        and p.gpus
+    }
+    worth = max(rules.worth_seconds, 1e-9)
+    costs = {
+        k: round(pod_value(p, policy) * rules.restart_seconds.of(p.kind) / worth)
+        for k, (p, _) in running.items()
+    }
+    moved = repack_running(cycle, placed, seed, running, costs, budget, time_left, rounds, frozen)
+    return [
+        Move(
+            pod=key,
+            from_node=state.nodes[old[0]].name,
+            to_node=state.nodes[new[0]].name,
+            gpu_indices=list(new[1]),
+            cost=round(_cost(running[key][0], rules), 3),
+            reason="defragmentation: repacked with waiting pods",
+            restart=True,
+        )
+        for key, (old, new) in sorted(moved.items())
+    ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.state import Placement
@@ -48,6 +48,31 @@ def improve(
     return _Search(cycle, placed, seed, frozen).run(time_left, rounds)
 
 
+def repack_running(
+    cycle: Cycle,
+    placed: dict[str, Placement],
+    seed: int,
+    running: Mapping[str, tuple[Pod, Placement]],
+    costs: Mapping[str, int],
+    budget: int,
+    time_left: Callable[[], float] | None = None,
+    rounds: int | None = None,
+    frozen: Collection[int] = (),
+) -> dict[str, tuple[Placement, Placement]]:
+    """The same repacks with `running` pods movable too, each at its cost (in the objective's
+    units), at most `budget` of them moved in all: defragmentation where moving one pod at a
+    time finds no room (a full cluster). Returns the running pods moved: (from, to)."""
+    if budget <= 0 or not running or (time_left is not None and time_left() <= 0):
+        return {}
+    search = _Search(cycle, placed, seed, frozen, running, costs, budget)
+    search.run(time_left, rounds)
+    return {
+        k: (search.origin[k], search.at[k])
+        for k in search.origin
+        if search.origin[k] != search.at[k]
+    }
+
+
 def _shape(p: Pod) -> tuple:
     milli = p.gpu_milli if p.fractional else 0
     return (p.gpus, milli, p.cpu_milli, p.memory_mi_b, tuple(p.gpu_models))
@@ -55,7 +80,14 @@ def _shape(p: Pod) -> tuple:
 
 class _Search:
     def __init__(
-        self, cycle: Cycle, placed: dict[str, Placement], seed: int, frozen: Collection[int]
+        self,
+        cycle: Cycle,
+        placed: dict[str, Placement],
+        seed: int,
+        frozen: Collection[int],
+        running: Mapping[str, tuple[Pod, Placement]] | None = None,
+        costs: Mapping[str, int] | None = None,
+        budget: int = 0,
     ) -> None:
         self.state, self.placed = cycle.state, placed
         self.value = {k: v for k, (v, _) in pending_values(cycle).items()}
@@ -69,15 +101,27 @@ class _Search:
             for p in cycle.pending
             if p.gpus and not p.gang_key and state.spread_limit(p) is None
         }
+        # Running pods that may move too, where they are now and where they first were.
+        self.running = set(running or ())
+        self.costs = costs or {}
+        self.budget = budget
+        self.at: dict[str, Placement] = {}
+        self.origin: dict[str, Placement] = {}
+        for key, (p, where) in (running or {}).items():
+            if where[0] not in frozen:
+                self.movable[key] = p
+                self.at[key] = self.origin[key] = where
         self.on_node: dict[int, set[str]] = defaultdict(set)
         self.held = Counter[int]()  # GPU milli of movable pods, by node
         self.held_cpu = Counter[int]()
         self.held_mem = Counter[int]()
-        for key, (node, _) in placed.items():
-            if node in frozen:
+        for key, where in placed.items():
+            if where[0] in frozen:
                 self.movable.pop(key, None)
             elif key in self.movable:
-                self._hold(key, node, 1)
+                self.at[key] = where
+        for key, (node, _) in self.at.items():
+            self._hold(key, node, 1)
         self.by_model: dict[str, list[int]] = defaultdict(list)
         for i, n in enumerate(state.nodes):
             if state.class_of[i] >= 0 and i not in frozen:
@@ -106,9 +150,7 @@ class _Search:
                 if left <= 1.5 * longest or left <= 0:
                     break
             waiting = [
-                p
-                for k, p in self.movable.items()
-                if k not in self.placed and fails[_shape(p)] < _FAILS
+                p for k, p in self.movable.items() if k not in self.at and fails[_shape(p)] < _FAILS
             ]
             if not waiting:
                 break
@@ -181,37 +223,62 @@ class _Search:
         index = {n: r for r, n in enumerate(nodes)}
         trial = Statement(state)
         for p in movers:
-            trial.remove(p, *self.placed[p.key])
+            trial.remove(p, *self.at[p.key])
         rooms = [
             Room(tuple(max(0, g) for g in state.res[n]), state.cpu[n], state.mem[n]) for n in nodes
         ]
         spec = []
         for p in pieces:
             fit = [n for n in nodes if state.model_ok(p, n)]
-            at = self.placed.get(p.key)
+            at = self.at.get(p.key)
             spot: Spot | None = (index[at[0]], at[1]) if at is not None else None
+            # A running pod back where it first was costs nothing; elsewhere, its move's cost.
+            first = self.origin.get(p.key)
+            home: Spot | None = (
+                (index[first[0]], first[1]) if first is not None and first[0] in index else None
+            )
             spec.append(
                 Piece(
                     gpus=p.gpus,
                     milli=p.gpu_milli if p.fractional else 0,
                     cpu=p.cpu_milli,
                     mem=p.memory_mi_b,
-                    value=self.value[p.key],
+                    value=self.value.get(p.key, 0),
                     rooms=tuple(index[n] for n in fit),
                     watts=tuple(state.watts(p, n) for n in fit),
-                    at=spot,
+                    at=home if p.key in self.running else spot,
+                    must=p.key in self.running,
+                    cost=self.costs.get(p.key, 0),
                 )
             )
-        answer = repack(rooms, spec, self._watts_room(nodes), REPACK_SECONDS, self.seed)
+        # Running pods already away from where they were, outside what this repack decides:
+        # they count against the budget whatever it does.
+        decided = {
+            p.key for p in movers if p.key in self.running and self.origin[p.key][0] in index
+        }
+        moved_elsewhere = sum(
+            1 for k in self.origin if self.at.get(k) != self.origin[k] and k not in decided
+        )
+        answer = repack(
+            rooms,
+            spec,
+            self._watts_room(nodes),
+            REPACK_SECONDS,
+            self.seed,
+            max_moved=self.budget - moved_elsewhere if self.running else None,
+        )
         if answer is None or not self._apply(trial, nodes, pieces, answer):
             trial.discard()
             return False
         trial.commit()
         for p in movers:
-            self._hold(p.key, self.placed.pop(p.key)[0], -1)
+            self._hold(p.key, self.at.pop(p.key)[0], -1)
+            self.placed.pop(p.key, None)
         for p, spot in zip(pieces, answer, strict=True):
             if spot is not None:
-                self.placed[p.key] = (nodes[spot[0]], spot[1])
+                self.at[p.key] = (nodes[spot[0]], spot[1])
+                if p.key not in self.running:
+                    self.placed[p.key] = self.at[p.key]
                 self._hold(p.key, nodes[spot[0]], 1)
         return True
 

@@ -37,6 +37,10 @@ class Piece:
     rooms: tuple[int, ...]  # the rooms it may go to (GPU model, spread: the planner's say)
     watts: tuple[int, ...]  # its draw in each room, aligned with `rooms`
     at: Spot | None  # where it is now; None for a waiting pod
+    # A running pod: it stays placed, here or elsewhere in the neighbourhood, and leaving its
+    # spot costs this much (in the objective's units).
+    must: bool = False
+    cost: int = 0
 
 
 def repack(
@@ -45,10 +49,13 @@ def repack(
     watts: int | None,
     seconds: float,
     seed: int,
+    max_moved: int | None = None,
 ) -> list[Spot | None] | None:
-    """Where each piece goes (None: left out), if that is worth more than where they are now;
-    None when nothing better was found in `seconds` (deterministic seconds: the same answer on
-    any machine). `watts` caps what the pieces may draw together (None: no budget binds)."""
+    """Where each piece goes (None: left out), if that is worth more than where they are now,
+    net of what moving running pieces costs; None when nothing better was found in `seconds`
+    (deterministic seconds: the same answer on any machine). `watts` caps what the pieces may
+    draw together (None: no budget binds); at most `max_moved` running pieces leave their
+    spot."""
     m = cp_model.CpModel()
     # x[i][(r, g)]: piece i takes GPU g of room r (a share: its milli; whole GPUs: all of it).
     x: list[dict[tuple[int, int], cp_model.IntVar]] = []
@@ -72,7 +79,11 @@ def repack(
                 xi[(r, g)] = v
             on_room.setdefault(r, []).append((p, w, y))
             taken.append(y)
-        if taken:
+        if p.must:
+            if not taken:
+                return None  # a running pod with nowhere to be: not this neighbourhood
+            m.add_exactly_one(taken)
+        elif taken:
             m.add_at_most_one(taken)
             value_terms.append(p.value * sum(taken))
         x.append(xi)
@@ -87,11 +98,25 @@ def repack(
         m.add(sum(draws) <= watts)
     if not value_terms:
         return None
+    moved = []
+    for p, xi in zip(pieces, x, strict=True):
+        if p.must and p.at is not None:
+            r, gs = p.at
+            stays = m.new_bool_var("")
+            for g in gs:
+                if (r, g) in xi:
+                    m.add_implication(stays, xi[(r, g)])
+                else:
+                    m.add(stays == 0)
+            moved.append(stays.Not())
+            value_terms.append(-p.cost * stays.Not())
+    if max_moved is not None and moved:
+        m.add(sum(moved) <= max_moved)
     m.maximize(sum(value_terms))
     now = 0
     for p, xi in zip(pieces, x, strict=True):
         if p.at is not None:
-            now += p.value
+            now += 0 if p.must else p.value
             r, gs = p.at
             for (rr, g), v in xi.items():
                 m.add_hint(v, rr == r and g in gs)
