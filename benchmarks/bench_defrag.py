@@ -3,6 +3,7 @@ wattpack with running pods allowed to move (at most 2% of the running pods per s
 
     python3 benchmarks/bench_defrag.py                 # 10 seeds, about 5 minutes
     python3 benchmarks/bench_defrag.py --seeds 3
+    python3 benchmarks/bench_defrag.py --replays       # the power replays too (15 minutes)
 
 Each step is one planning cycle (the FGD protocol, as bench_simulate.py's fgd-openb case); the
 moves and their planned cost (restart GPU-seconds) are counted. Figures are simulated and
@@ -35,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--pods", default="openb_pod_list_default.csv")
+    parser.add_argument("--replays", action="store_true", help="the power replays as well")
     args = parser.parse_args()
     configure(LogLevel("warning"), LogFormat("console"))
     inventory = read_openb(OPENB / "openb_node_list_gpu_node.csv", "", pending=False)
@@ -66,6 +68,35 @@ def main() -> None:
             f"wall {c.timings.total_seconds:.0f} s"
         )
         sys.stdout.flush()
+    if args.replays:
+        replays()
+
+
+def replays() -> None:
+    """bench_simulate.py's power replays (facility at 80%), wattpack with moves on and off."""
+    from bench_migration import _setup
+
+    from scheduler.simulate import ReplaySettings
+
+    for case in ("itp", "openb"):
+        inventory, jobs, scale, cycle = _setup(case)
+        for name, moves in POLICIES.items():
+            policy = PackingPolicy.model_validate(
+                {"solver": {"timeLimitSeconds": TIME_LIMIT}, "moves": moves}
+            )
+            report = simulate(
+                inventory, jobs, ["wattpack"], policy, trace=case,
+                replay_settings=ReplaySettings(cycle, scale),
+            )  # fmt: skip
+            r = report.runs[0]
+            print(
+                f"  power replay {case:<6} {name:<40} alloc {r.allocation:.2%}, while waiting "
+                f"{r.allocation_while_waiting:.2%} (>=90% {r.share_at_90_while_waiting:.2%} of "
+                f"that time, {r.of_bound_while_waiting:.2%} of the bound), moves {r.moves}, "
+                f"lost {r.gpu_seconds_lost / 3600:.1f} GPU-h, never started "
+                f"{sum(w.never_started for w in r.waits)}"
+            )
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":
