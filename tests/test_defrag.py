@@ -5,10 +5,11 @@ from __future__ import annotations
 from builders import domain, gang, node, pod, policy, snapshot
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
+from soundness import assert_carried_out_safely
 
 from scheduler.execute import StepKind, plan_steps
 from scheduler.planner import plan
-from scheduler.verify import check_plan, check_steps, final_placement
+from scheduler.verify import check_plan, check_steps
 
 
 def _scattered():
@@ -96,15 +97,11 @@ def _fragmented(draw):
 @seed(20261201)
 @given(_fragmented())
 def test_defragmenting_plans_are_feasible_in_every_phase_and_lose_no_pod(case):
-    """Draws pinned by the seed in CI; the wide search: pytest -p no:randomly --hypothesis-seed=N
-    after removing @seed, or the scripts in the closing note of issue 12."""
+    """Draws pinned by the seed in CI; for a wider search, change the seed or drop it and raise
+    max_examples."""
     snap, pol = case
     result = plan(snap, pol)
-    assert check_plan(snap, pol, result) == []
-    assert check_steps(snap, pol, result, plan_steps(result, snap)) == []
-    final = final_placement(snap, result)
-    evicted = {e.pod for e in result.evictions}
-    assert all(p.key in final or p.key in evicted for p in snap.pods if p.node is not None)
+    assert_carried_out_safely(snap, pol, result)
     assert len(result.moves) <= pol.moves.per_cycle
     pods = {p.key: p for p in snap.pods}
     assert all(pods[m.pod].preemptible and pods[m.pod].gang is None for m in result.moves)

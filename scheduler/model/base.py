@@ -13,3 +13,10 @@ class Wire(BaseModel):
         frozen=True,
         extra="forbid",
     )
+
+
+class ByKind(Wire):
+    """One value per pod kind, as fields named training, fine_tuning and inference."""
+
+    def of(self, kind: str):  # type: ignore[no-untyped-def]
+        return getattr(self, str(kind).replace("-", "_"))

@@ -11,23 +11,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from scheduler.model.base import Wire
-from scheduler.model.snapshot import HealthState, PodKind
+from scheduler.model.base import ByKind, Wire
+from scheduler.model.snapshot import HealthState
 
 
-class KindSeconds(Wire):
+class KindSeconds(ByKind):
     training: float = Field(default=300.0, ge=0, description="Seconds, for training pods.")
     fine_tuning: float = Field(
         default=120.0, ge=0, alias="fine-tuning", description="Seconds, for fine-tuning pods."
     )
     inference: float = Field(default=60.0, ge=0, description="Seconds, for inference pods.")
-
-    def of(self, kind: PodKind) -> float:
-        return {
-            PodKind.TRAINING: self.training,
-            PodKind.FINE_TUNING: self.fine_tuning,
-            PodKind.INFERENCE: self.inference,
-        }[kind]
 
 
 class FailChances(Wire):

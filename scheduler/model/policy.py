@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from scheduler.model.base import Wire
+from scheduler.model.base import ByKind, Wire
 from scheduler.model.health_rules import HealthRules
 from scheduler.model.move_rules import MoveRules
 from scheduler.model.snapshot import HealthState, Node, Pod, PodKind
 
 
-class KindWeights(Wire):
+class KindWeights(ByKind):
     training: int = Field(
         default=10, ge=0, description="Objective weight per milli-GPU of training."
     )
@@ -22,27 +22,13 @@ class KindWeights(Wire):
     )
     inference: int = Field(default=10, ge=0, description="Weight per milli-GPU of inference.")
 
-    def of(self, kind: PodKind) -> int:
-        return {
-            PodKind.TRAINING: self.training,
-            PodKind.FINE_TUNING: self.fine_tuning,
-            PodKind.INFERENCE: self.inference,
-        }[kind]
 
-
-class KindPowerFactors(Wire):
+class KindPowerFactors(ByKind):
     training: float = Field(default=1.0, ge=0, le=1, description="Share of (TDP - idle) drawn.")
     fine_tuning: float = Field(
         default=0.85, ge=0, le=1, alias="fine-tuning", description="Share of (TDP - idle) drawn."
     )
     inference: float = Field(default=0.6, ge=0, le=1, description="Share of (TDP - idle) drawn.")
-
-    def of(self, kind: PodKind) -> float:
-        return {
-            PodKind.TRAINING: self.training,
-            PodKind.FINE_TUNING: self.fine_tuning,
-            PodKind.INFERENCE: self.inference,
-        }[kind]
 
 
 class SolverSettings(Wire):
