@@ -4,8 +4,9 @@ and the plan carried out.
 One cycle: the cached objects (plus pods this process bound that the cache has not shown yet)
 become a snapshot through the same conversion `wattpack export` uses, the core plans it, and the
 Applier binds, evicts and explains. A plan with evictions only evicts: its bindings wait for the
-next cycle, when the victims are gone, so no GPU is ever promised twice. Moves are planned but
-not yet carried out by the operator: bindings that wait for one (scheduler.execute) are left.
+next cycle, when the victims are gone, so no GPU is ever promised twice. The operator plans
+without moves until it carries them out (issue 13); a binding that waits for one
+(scheduler.execute) would be left for a later cycle all the same.
 """
 
 from __future__ import annotations
@@ -120,6 +121,11 @@ class Operator:
         if config is None:
             return None
         policy, models = config
+        # The operator does not carry moves out yet (issue 13): it plans without them, so no
+        # binding waits for a move it would never make.
+        policy = policy.model_copy(
+            update={"moves": policy.moves.model_copy(update={"per_cycle": 0})}
+        )
         conv = snapshot_of(items, models, self.settings.cluster_name)
         if conv.notes != self._notes:  # what is left out is said when it changes, not every cycle
             for note in conv.notes:
