@@ -91,24 +91,25 @@ def plan_moves(
         return [], snapshot, []
     state = start_cycle(snapshot.model_copy(update={"pods": running}), policy).state
     moves: list[Move] = []
-    notes: list[str] = []
+    # Work that should move and cannot, by why: one note each (at thousands of nodes, dozens
+    # of pods may wait on the budget at once).
+    stuck: dict[str, list[str]] = defaultdict(list)
     after: dict[str, tuple[str, tuple[int, ...]]] = {}
     left = rules.budget(len(running), recent)
     for unit in units:
         what = unit.pods[0].gang_key if len(unit.pods) > 1 else unit.pods[0].key
         if any(not p.preemptible for p in unit.pods):
-            notes.append(f"moves: {what} on {unit.why} is not preemptible and does not move")
+            stuck["is not preemptible and does not move"].append(f"{what} on {unit.why}")
             continue
         if len(unit.pods) > left:
-            notes.append(
-                f"moves: {what} on {unit.why} waits: the cycle's move budget "
-                f"({rules.budget(len(running), recent)}: moves.perCycle, perCycleShare, "
-                "perHour) is spent"
-            )
+            stuck[
+                f"waits: the cycle's move budget ({rules.budget(len(running), recent)}: "
+                "moves.perCycle, perCycleShare, perHour) is spent"
+            ].append(f"{what} on {unit.why}")
             continue
         placed = _place(state, unit.pods)
         if placed is None:
-            notes.append(f"moves: {what} on {unit.why} has nowhere to go")
+            stuck["has nowhere to go"].append(f"{what} on {unit.why}")
             continue
         left -= len(unit.pods)
         reason = "failure" if unit.state == HealthState.FAILED else "migration"
@@ -140,6 +141,10 @@ def plan_moves(
         if p.key in after
         else p
         for p in snapshot.pods
+    ]
+    notes = [
+        f"moves: {items[0]}" + (f" and {len(items) - 1} more" if len(items) > 1 else "") + f" {why}"
+        for why, items in stuck.items()
     ]
     return moves, snapshot.model_copy(update={"pods": pods}), notes
 
