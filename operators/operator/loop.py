@@ -5,8 +5,7 @@ One cycle: the cached objects (plus pods this process bound that the cache has n
 become a snapshot through the same conversion `wattpack export` uses, the core plans it, and the
 Applier binds, evicts and explains. A plan with evictions only evicts: its bindings wait for the
 next cycle, when the victims are gone, so no GPU is ever promised twice. The operator plans
-without moves until it carries them out (issue 13); a binding that waits for one
-(scheduler.execute) would be left for a later cycle all the same.
+without moves until it carries them out (issue 13), so no binding waits for one.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from operators.kube.convert import GPU_INDICES, Conversion, pod_key
 from operators.kube.source import config_of, listers, snapshot_of
 from operators.operator.metrics import OperatorMetrics
 from scheduler.errors import UserError
-from scheduler.execute import StepKind, plan_steps
 from scheduler.model import Binding, GpuModel, PackingPolicy, Plan
 
 log = structlog.get_logger(__name__)
@@ -189,22 +187,8 @@ class Operator:
         else:
             gangs: dict[str, list[Binding]] = defaultdict(list)
             pods = {p.key: p for p in conv.snapshot.pods}
-            # Moves are not carried out here yet: a binding that waits for one (room a move
-            # would free) is left for a later cycle, so no GPU is ever given twice.
-            waits = {
-                s.pod
-                for s in plan_steps(plan, conv.snapshot)
-                if s.kind == StepKind.BIND and s.after
-            }
-            if plan.moves:
-                log.warning(
-                    "moves_not_carried_out", moves=len(plan.moves), bindings_waiting=len(waits)
-                )
             for b in plan.bindings:
                 gangs[pods[b.pod].gang_key or b.pod].append(b)
-            gangs = {
-                k: group for k, group in gangs.items() if not any(b.pod in waits for b in group)
-            }
             now = time.monotonic()
             for group in gangs.values():
                 outcome = self.applier.bind_group(group, uids)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from scheduler.model.base import ByKind, Wire
-from scheduler.model.snapshot import HealthState
+from scheduler.model.snapshot import HealthState, Pod
 
 
 class KindSeconds(ByKind):
@@ -92,6 +92,10 @@ class MoveRules(Wire):
         description="Move only a gang's member on the bad GPU (the job tolerates a replaced "
         "member); false: the whole gang restarts, each member on healthy GPUs.",
     )
+
+    def restart_cost(self, pod: Pod) -> float:
+        """GPU-seconds moving the pod costs: its GPUs idle for its kind's restart."""
+        return pod.milli_total / 1000 * self.restart_seconds.of(pod.kind)
 
     def budget(self, running: int, moved_last_hour: int = 0) -> int:
         """Most pods one plan may move, with this many pods running and this many moved in

@@ -49,15 +49,7 @@ def defragment(
     for each waiting pod that would fit after moves the budget did not allow."""
     state, policy = cycle.state, cycle.policy
     rules = policy.moves
-    running: dict[str, tuple[Pod, Placement]] = {
-        p.key: (p, (state.node_index[p.node], tuple(p.gpu_indices)))
-        for p in cycle.snapshot.pods
-        if p.node is not None
-        and p.preemptible
-        and p.gang is None
-        and p.key not in off_limits
-        and p.node in state.node_index
-    }
+    running = _movable(cycle, off_limits)
     on_node: dict[int, list[str]] = defaultdict(list)
     for key, (_, (node, _)) in running.items():
         on_node[node].append(key)
@@ -109,6 +101,21 @@ def defragment(
             )
             del running[r.pod.key]
     return moves, why
+
+
+def _movable(cycle: Cycle, off_limits: set[str]) -> dict[str, tuple[Pod, Placement]]:
+    """Running pods a defragmentation may move, with where they run: preemptible, not in a
+    gang (a gang moves whole), not evicted or moved by this plan already."""
+    index = cycle.state.node_index
+    return {
+        p.key: (p, (index[p.node], tuple(p.gpu_indices)))
+        for p in cycle.snapshot.pods
+        if p.node is not None
+        and p.node in index
+        and p.preemptible
+        and p.gang is None
+        and p.key not in off_limits
+    }
 
 
 def _make_room(
@@ -172,7 +179,7 @@ def _closest(state: ClusterState, pod: Pod, running, on_node, taken: set[str]) -
 
 def _relocate_until_fits(state, pod, node, running, on_node, statement, out, rules, taken) -> bool:
     keys = [k for k in on_node[node] if k in running and k not in taken]
-    keys.sort(key=lambda k: (_cost(running[k][0], rules), k))
+    keys.sort(key=lambda k: (rules.restart_cost(running[k][0]), k))
     for key in keys:
         if _fits(state, pod, node):
             return True
@@ -182,7 +189,7 @@ def _relocate_until_fits(state, pod, node, running, on_node, statement, out, rul
             continue  # nowhere else to go, or only back onto this node
         statement.place(p, *new)  # the new copy, counted beside the old one
         statement.remove(p, *old)
-        out.append(_Relocation(p, old, new, _cost(p, rules)))
+        out.append(_Relocation(p, old, new, rules.restart_cost(p)))
     return _fits(state, pod, node)
 
 
@@ -203,10 +210,6 @@ def _limits(rules) -> str:
     if rules.per_hour is not None:
         out.append(f"perHour {rules.per_hour}")
     return ", ".join(out)
-
-
-def _cost(pod: Pod, rules) -> float:
-    return pod.milli_total / 1000 * rules.restart_seconds.of(pod.kind)
 
 
 def defragment_by_repacks(
@@ -230,15 +233,9 @@ def defragment_by_repacks(
     state, policy = cycle.state, cycle.policy
     rules = policy.moves
     running = {
-        p.key: (p, (state.node_index[p.node], tuple(p.gpu_indices)))
-        for p in cycle.snapshot.pods
-        if p.node is not None
-        and p.node in state.node_index
-        and p.preemptible
-        and p.gang is None
-        and state.spread_limit(p) is None
-        and p.key not in off_limits
-        and p.gpus
+        k: (p, where)
+        for k, (p, where) in _movable(cycle, off_limits).items()
+        if p.gpus and state.spread_limit(p) is None
     }
     worth = max(rules.worth_seconds, 1e-9)
     costs = {
@@ -252,7 +249,7 @@ def defragment_by_repacks(
             from_node=state.nodes[old[0]].name,
             to_node=state.nodes[new[0]].name,
             gpu_indices=list(new[1]),
-            cost=round(_cost(running[key][0], rules), 3),
+            cost=round(rules.restart_cost(running[key][0]), 3),
             reason="defragmentation: repacked with waiting pods",
             restart=True,
         )

@@ -63,11 +63,11 @@ def _units(snapshot: ClusterSnapshot, policy: PackingPolicy) -> list[_Unit]:
             continue
         risk = cost = 0.0
         for q in pods:
-            share, restart = q.milli_total / 1000, rules.restart_seconds.of(q.kind)
             since = q.seconds_since_checkpoint
             lost = rules.since_checkpoint_seconds if since is None else since
-            risk += rules.fail_chance.of(state) * share * (lost + restart)
-            cost += share * restart
+            restart = rules.restart_cost(q)
+            risk += rules.fail_chance.of(state) * (q.milli_total / 1000 * lost + restart)
+            cost += restart
         units[key] = _Unit(pods, f"GPU {p.node}/{gpu} {state}", state, risk, cost)  # type: ignore[index]
     return sorted(
         units.values(), key=lambda u: (-_RANK[u.state], -(u.risk - u.cost), u.pods[0].key)
@@ -116,14 +116,13 @@ def plan_moves(
         for p, (node, gpus) in zip(unit.pods, placed, strict=True):
             name = state.nodes[node].name
             after[p.key] = (name, gpus)
-            share = p.milli_total / 1000
             moves.append(
                 Move(
                     pod=p.key,
                     from_node=p.node,  # type: ignore[arg-type]
                     to_node=name,
                     gpu_indices=list(gpus),
-                    cost=round(share * rules.restart_seconds.of(p.kind), 3),
+                    cost=round(rules.restart_cost(p), 3),
                     reason=f"{reason}: {unit.why} (risk {unit.risk:.0f} > cost "
                     f"{unit.cost:.0f} GPU-seconds)"
                     if reason == "migration"

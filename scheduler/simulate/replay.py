@@ -212,10 +212,17 @@ class _Replay:
             if duration is not None:
                 self.push(now + duration, _FINISH, (pod.key, self.generation[pod.key]))
 
-    def alarm(self, node_name: str, gpu: int) -> bool:
-        """A GPU turns degraded (proactive mode): whether a cycle should look."""
+    def _usable_gpu(self, node_name: str, gpu: int) -> int | None:
+        """The node's index, if it has this GPU and the GPU has not failed."""
         node = self.ledger.node_index.get(node_name)
         if node is None or gpu >= self.ledger.nodes[node].gpus or not self.ledger.usable[node][gpu]:
+            return None
+        return node
+
+    def alarm(self, node_name: str, gpu: int) -> bool:
+        """A GPU turns degraded (proactive mode): whether a cycle should look."""
+        node = self._usable_gpu(node_name, gpu)
+        if node is None:
             return False
         self.alarms += 1
         self.ledger.degrade_gpu(node, gpu)
@@ -226,12 +233,13 @@ class _Replay:
         last checkpoint where jobs checkpoint. Without migration nobody notices at once: the
         jobs hang, holding their GPUs, for hang_seconds first. Returns whether work was
         killed now."""
-        node = self.ledger.node_index.get(node_name)
-        if node is None or gpu >= self.ledger.nodes[node].gpus or not self.ledger.usable[node][gpu]:
+        node = self._usable_gpu(node_name, gpu)
+        if node is None:
             return False
         self.failed_gpus += 1
-        if self.settings.migration == "none" and self.ledger.on_gpu(node, gpu):
-            for key in self.ledger.on_gpu(node, gpu):
+        on_it = self.ledger.on_gpu(node, gpu)
+        if self.settings.migration == "none" and on_it:
+            for key in on_it:
                 for p in self.job_of[key].pods:
                     if p.key in self.ledger.running:
                         self.generation[p.key] += 1  # no progress while it hangs
