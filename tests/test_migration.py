@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 from soundness import assert_carried_out_safely
 
 from scheduler.execute import Execution, Recording, StepKind, plan_steps
+from scheduler.fit.cycle import start_cycle
 from scheduler.planner import plan
+from scheduler.planner.moves import plan_moves
 from scheduler.verify import check_plan, check_steps
 
 
@@ -199,3 +201,24 @@ def test_every_phase_of_every_plan_with_moves_is_feasible_and_no_pod_is_lost(cas
     assert_carried_out_safely(snap, pol, result)
     moved = {m.pod for m in result.moves}
     assert len(moved) == len(result.moves) <= pol.moves.per_cycle
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@seed(20261201)
+@given(_crowded_with_bad_gpus())
+def test_the_cycle_plans_on_the_state_the_moves_leave_as_a_fresh_read_of_it_would(case):
+    """The cycle does not read the cluster in again after the moves (one read at 16,384 nodes
+    is half a second): the state the moves were made in must hold what reading the snapshot
+    after them would."""
+    snap, pol = case
+    moved = plan_moves(snap, pol)
+    if moved.state is None:
+        assert not moved.moves
+        return
+    kept = start_cycle(moved.snapshot, pol, state=moved.state).state
+    fresh = start_cycle(moved.snapshot, pol).state
+    for field in ("cpu", "mem", "res", "power", "apps", "nfree", "_free_milli", "pool_of"):
+        assert getattr(kept, field) == getattr(fresh, field), field
+    assert kept.class_of == fresh.class_of
+    assert [c.nodes for c in kept.classes] == [c.nodes for c in fresh.classes]
+    assert {k: v for k, v in kept.whole.items() if v} == {k: v for k, v in fresh.whole.items() if v}

@@ -452,7 +452,7 @@ def assert_optimal(snap: ClusterSnapshot, pol: PackingPolicy) -> None:
     assert check_plan(snap, pol, result) == []
     # Work on failing GPUs moves first (scheduler.planner.moves), by policy rather than by
     # value: the search places pending pods on the cluster as it stands after those moves.
-    _, after_moves, _ = plan_moves(snap, pol)
+    after_moves = plan_moves(snap, pol).snapshot
     assert len(result.moves) == sum(
         p.node != q.node or p.gpu_indices != q.gpu_indices
         for p, q in zip(snap.pods, after_moves.pods, strict=True)

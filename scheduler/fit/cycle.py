@@ -80,8 +80,15 @@ def _gang_waits(pending: list[Pod]) -> list[Pod]:
 
 
 def start_cycle(
-    snapshot: ClusterSnapshot, policy: PackingPolicy, *, singleton_classes: bool = False
+    snapshot: ClusterSnapshot,
+    policy: PackingPolicy,
+    *,
+    singleton_classes: bool = False,
+    state: ClusterState | None = None,
 ) -> Cycle:
+    """state: the cluster as this snapshot has it, already read in by the cycle (the moves'
+    ClusterState.unclassed, with the moves placed): it gets the snapshot's classes instead of
+    a second read."""
     # A starving gang ranks one above its priority for this cycle: preemption then lets it
     # evict lone pods of its own priority (fit.value: where it places more than they held).
     pending = [p for p in snapshot.pods if p.node is None]
@@ -94,5 +101,8 @@ def start_cycle(
     classes, class_of = node_classes(
         snapshot, policy, {v.key for v in victims}, singleton=singleton_classes
     )
-    state = ClusterState(snapshot, policy, classes, class_of)
+    if state is None:
+        state = ClusterState(snapshot, policy, classes, class_of)
+    else:
+        state = state.reclassed(snapshot, classes, class_of)
     return Cycle(snapshot, policy, pending, victims, state)

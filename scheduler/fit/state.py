@@ -138,6 +138,27 @@ class ClusterState:
         for i in range(len(snapshot.nodes)):
             self._index(i)
 
+    @classmethod
+    def unclassed(cls, snapshot: ClusterSnapshot, policy: PackingPolicy) -> ClusterState:
+        """The cluster read in without node classes, for look-ups over the whole cluster
+        (find without `within`), which never ask for a class; `reclassed` gives it classes."""
+        return cls(snapshot, policy, [], [0 if n.schedulable else -1 for n in snapshot.nodes])
+
+    def reclassed(
+        self, snapshot: ClusterSnapshot, classes: list[NodeClass], class_of: list[int]
+    ) -> ClusterState:
+        """This state, read from a snapshot of the same nodes that holds the pods this state
+        placed and removed since it was read (the moves of the cycle), with that snapshot's
+        classes. Buckets are per pool, which classes do not change, so only the classes are
+        swapped: reading 16,384 nodes in again cost the cycle 0.5 s."""
+        if [c >= 0 for c in class_of] != [c >= 0 for c in self.class_of]:
+            raise ValueError("reclassed: the snapshot's schedulable nodes differ from the state's")
+        self.snapshot = snapshot
+        self.classes, self.class_of = classes, class_of
+        self.pool_of_class = [self.pool_of[c.nodes[0]] if c.nodes else -1 for c in classes]
+        self._pools_cache = {}
+        return self
+
     def copy(self) -> ClusterState:
         """An independent state as it stands, for another candidate plan of the same cycle: at
         thousands of nodes a tenth of the time building one from the snapshot takes. What a

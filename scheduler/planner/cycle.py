@@ -293,28 +293,26 @@ def _plan(
     start = clock()
     limit = policy.solver.time_limit_seconds
     # Running work on failing GPUs moves first; the cycle then plans the cluster as it stands
-    # after the moves.
-    moves, snapshot, move_notes = plan_moves(snapshot, policy)
+    # after the moves, on the state the moves were found in (one read of the cluster).
+    moves, snapshot, move_notes, moved = plan_moves(snapshot, policy)
     exact = len(snapshot.nodes) <= EXACT_NODES
     # Built once; every candidate plans on a copy of its state.
-    reading = clock()
-    base = start_cycle(snapshot, policy, singleton_classes=exact)
+    base = start_cycle(snapshot, policy, singleton_classes=exact, state=moved)
     # Choosing among the candidates, writing the plan out (assemble, which explains every pod
     # left) and letting go of the candidates' states cost up to 1.4 times what reading the
     # snapshot in did (measured: 0.6 times at 4,096 nodes, 0.7 to 1.4 at 16,384, the most
     # when best fit's plan is chosen and 10,000 pods are left; with 1.25 times, three cycles
     # of ten at 16,384 nodes ended 0.1 to 0.3 s past their limit): the work stops that much
     # before the limit, so that the whole cycle ends within it.
-    # (The moves above read the cluster too, but writing the plan out costs what one read
-    # does: counting both took the model's time at 16,384 nodes.)
-    read_in = clock() - reading
+    # The moves' own look-ups count in too (at 16,384 nodes, a tenth of a read).
+    read_in = clock() - start
     finishing = 1.5 * read_in
 
     def time_left() -> float:
         return max(0.0, limit - finishing - (clock() - start))
 
     floor = _greedy(base, stranding=False)
-    floor_seconds = clock() - reading - read_in
+    floor_seconds = clock() - start - read_in
     # Cut short at the limit: a partial greedy plan is still a plan.
     stop = None if policy.solver.deterministic else (lambda: time_left() <= 0)
     # Realising the model's counts costs about two greedy passes and the repair: CP-SAT leaves

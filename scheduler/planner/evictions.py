@@ -64,8 +64,10 @@ def preempt_for(
 ) -> None:
     """What kube-scheduler does for one pod: on each node with lower-priority victims, evict the
     cheapest ones until the pod fits, and do it on the node where that costs least, if it costs
-    less than the pod is worth. Catches what the model's counts could not realise. `stop` (a
-    time limit) is asked before each pod."""
+    less than the pod is worth. A gang does it member by member, all or none (a Statement): a
+    member takes free room where there is some, and every member pays for its own victims.
+    Catches what the model's counts could not realise. `stop` (a time limit) is asked before
+    each unit."""
     state, policy = cycle.state, cycle.policy
     # Victims never change value: ranked once, cheapest first, not once per pod and node (at
     # 16,384 nodes that ranking was most of a realisation's time).
@@ -76,26 +78,87 @@ def preempt_for(
     # Nodes by their cheapest victim, which only rises as victims go: once it reaches what the
     # best node so far costs, no node further on can cost less.
     nodes = sorted(on_node, key=lambda n: (cost_of[on_node[n][0].key], n))
-    hopeless: set[tuple] = set()  # shapes and priorities that found no node worth it
+    room = _Room(state, cost_of, on_node, nodes)
+    # Shapes and priorities that found no room: victims only go, and a failed unit leaves the
+    # state as it was, so a later unit of the same shapes finds none either.
+    hopeless: set[tuple] = set()
     for unit in unit_order(units, policy):
         if stop is not None and stop():
             return
-        if len(unit) != 1:
-            continue  # a gang needs room on several nodes at once: the model's business
-        pod = unit[0]
-        shape = (fit_shape(pod), pod.priority)
+        shape = (tuple(sorted((fit_shape(p) for p in unit), key=repr)), unit[0].priority)
         if shape in hopeless:
             continue
-        worth = pod_value(pod, policy)
+        trial = Statement(state)
+        taken: dict[str, Pod] = {}
+        where: list[tuple[Pod, Placement]] = []
+        for pod in sorted(unit, key=lambda p: (-p.milli_total, p.key)):
+            free = state.find(pod) if len(unit) > 1 else None
+            if free is not None:
+                trial.place(pod, *free)
+                where.append((pod, free))
+                continue
+            best = room.cheapest(pod, pod_value(pod, policy), evicted, taken)
+            if best is None:
+                break
+            node, victims = best
+            for v in victims:
+                trial.remove(v, node, tuple(v.gpu_indices))
+                taken[v.key] = v
+            gpus = state.gpus_for(pod, node)
+            trial.place(pod, node, gpus)  # type: ignore[arg-type]
+            where.append((pod, (node, gpus)))  # type: ignore[arg-type]
+        if len(where) < len(unit):
+            trial.discard()
+            hopeless.add(shape)
+            continue
+        trial.commit()
+        evicted.update(taken)
+        placed.update((pod.key, at) for pod, at in where)
+
+
+class _Room:
+    """Where a pod fits after evicting the cheapest lower-priority victims, node by node."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        cost_of: dict[str, int],
+        on_node: dict[int, list[Pod]],
+        nodes: list[int],
+    ) -> None:
+        self.state, self.cost_of, self.on_node, self.nodes = state, cost_of, on_node, nodes
+        # The GPUs a node has free and its victims hold: the most a pod could get there, now
+        # and later (only evicting its victims frees GPUs on it). Most nodes fail a whole-node
+        # pod on this alone, so each size walks only the nodes that pass.
+        self._most = {
+            n: state.nfree[n] + sum(len(v.gpu_indices) for v in vs) for n, vs in on_node.items()
+        }
+        self._for_size: dict[int, list[int]] = {}
+
+    def _nodes_for(self, pod: Pod) -> list[int]:
+        need = 0 if pod.fractional else pod.gpus  # a share may fit on a partly used GPU
+        nodes = self._for_size.get(need)
+        if nodes is None:
+            nodes = self._for_size[need] = [n for n in self.nodes if self._most[n] >= need]
+        return nodes
+
+    def cheapest(self, pod: Pod, worth: int, *gone: dict[str, Pod]) -> tuple[int, list[Pod]] | None:
+        """The node and victims (none of those `gone`) that make room for the pod for the
+        least, if less than it is worth; weighs at most _CANDIDATES nodes where it works."""
+        state, cost_of = self.state, self.cost_of
         best: tuple[int, int, list[Pod]] | None = None
         found = 0
-        for node in nodes:
-            victims = on_node[node]
+        for node in self._nodes_for(pod):
+            victims = self.on_node[node]
             if best is not None and cost_of[victims[0].key] >= best[0]:
                 break
             if not state.model_ok(pod, node) or state.class_of[node] < 0:
                 continue
-            cands = [v for v in victims if v.priority < pod.priority and v.key not in evicted]
+            cands = [
+                v
+                for v in victims
+                if v.priority < pod.priority and not any(v.key in g for g in gone)
+            ]
             if not cands or (best is not None and cost_of[cands[0].key] >= best[0]):
                 continue  # no victim here, or the cheapest alone costs what the best node does
             if not _could_fit(state, pod, node, cands):
@@ -121,17 +184,7 @@ def preempt_for(
                     best = (cost, node, taken)
                 if found >= _CANDIDATES:
                     break
-        if best is None:
-            # Victims only go, so a later pod of this shape and priority finds none either.
-            hopeless.add(shape)
-            continue
-        _, node, taken = best
-        for v in taken:
-            state.remove(v, node, tuple(v.gpu_indices))
-            evicted[v.key] = v
-        gpus = state.gpus_for(pod, node)
-        state.place(pod, node, gpus)  # type: ignore[arg-type]
-        placed[pod.key] = (node, gpus)  # type: ignore[assignment]
+        return None if best is None else (best[1], best[2])
 
 
 def _could_fit(state: ClusterState, pod: Pod, node: int, cands: list[Pod]) -> bool:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.execute.steps import surges
-from scheduler.fit.cycle import start_cycle
+from scheduler.fit.state import ClusterState
 from scheduler.fit.statement import Statement
 from scheduler.model import ClusterSnapshot, HealthState, Move, PackingPolicy, Pod
 
@@ -74,22 +75,28 @@ def _units(snapshot: ClusterSnapshot, policy: PackingPolicy) -> list[_Unit]:
     )
 
 
-def plan_moves(
-    snapshot: ClusterSnapshot, policy: PackingPolicy
-) -> tuple[list[Move], ClusterSnapshot, list[str]]:
-    """The moves, the snapshot as it stands after them (moved pods where they go, and not
-    preemptible for the rest of the cycle), and a note per pod that should move but cannot."""
+class Moved(NamedTuple):
+    moves: list[Move]
+    snapshot: ClusterSnapshot  # as it stands after the moves; moved pods are not preemptible
+    notes: list[str]  # one per reason work that should move cannot
+    state: ClusterState | None  # the cluster read in, the moves made (None: nothing was read)
+
+
+def plan_moves(snapshot: ClusterSnapshot, policy: PackingPolicy) -> Moved:
+    """The moves, and the snapshot as it stands after them (moved pods where they go, and not
+    preemptible for the rest of the cycle); the cluster read in to find their places, which the
+    cycle then plans on (fit.cycle.start_cycle's state) instead of reading it in again."""
     rules = policy.moves
     if not any(h.state in _RANK for n in snapshot.nodes for h in n.gpu_health):
-        return [], snapshot, []  # the common case: every GPU healthy
+        return Moved([], snapshot, [], None)  # the common case: every GPU healthy
     units = [
         u for u in _units(snapshot, policy) if u.state == HealthState.FAILED or u.risk > u.cost
     ]
     running = [p for p in snapshot.pods if p.node is not None]
     recent = snapshot.metadata.moves_last_hour
     if not units or rules.budget(len(running), recent) == 0:
-        return [], snapshot, []
-    state = start_cycle(snapshot.model_copy(update={"pods": running}), policy).state
+        return Moved([], snapshot, [], None)
+    state = ClusterState.unclassed(snapshot, policy)
     moves: list[Move] = []
     # Work that should move and cannot, by why: one note each (at thousands of nodes, dozens
     # of pods may wait on the budget at once).
@@ -145,7 +152,7 @@ def plan_moves(
         f"moves: {items[0]}" + (f" and {len(items) - 1} more" if len(items) > 1 else "") + f" {why}"
         for why, items in stuck.items()
     ]
-    return moves, snapshot.model_copy(update={"pods": pods}), notes
+    return Moved(moves, snapshot.model_copy(update={"pods": pods}), notes, state)
 
 
 def _place(state, pods: list[Pod]) -> list[tuple[int, tuple[int, ...]]] | None:
