@@ -213,3 +213,47 @@ def test_a_pending_pod_has_waited_since_its_creation_as_of_the_export() -> None:
     assert waits == {"old": 1875.0, "new": None}
     # Without the export's own time there is no "now" to count from.
     assert all(p.waiting_seconds is None for p in convert(objs).snapshot.pods)
+
+
+def _pdb(name: str, selector: dict | None, allowed: int | None, observed: bool = True) -> dict:
+    status = {} if allowed is None else {"disruptionsAllowed": allowed}
+    if observed:
+        status["observedGeneration"] = 1
+    return {
+        "metadata": {"name": name, "namespace": "ml", "generation": 1},
+        "spec": {"selector": selector, "maxUnavailable": 1},
+        "status": status,
+    }
+
+
+def test_disruption_budgets_cover_the_running_pods_their_selectors_match() -> None:
+    running = [
+        pod("web-0", node_name="n1", labels={"app": "web", "tier": "a"}, phase="Running"),
+        pod("web-1", node_name="n1", labels={"app": "web", "tier": "b"}, phase="Running"),
+        pod("job", node_name="n1", labels={"app": "job"}, phase="Running"),
+    ]
+    pending = [pod("web-2", labels={"app": "web"})]  # pending: nothing to disrupt
+    other_ns = pod("web-x", node_name="n1", labels={"app": "web"}, phase="Running")
+    other_ns["metadata"]["namespace"] = "elsewhere"
+    pdbs = [
+        _pdb("web", {"matchLabels": {"app": "web"}}, 1),
+        _pdb(
+            "not-a",
+            {"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]},
+            0,
+        ),
+        _pdb("has-tier", {"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, 2),
+        _pdb("unseen", {"matchLabels": {"app": "job"}}, 3, observed=False),
+        _pdb("none", None, 5),  # a null selector selects nothing in policy/v1
+        _pdb("all", {}, 4),  # an empty one, every pod of its namespace
+    ]
+    objs = ClusterObjects([node("n1")], [*running, *pending, other_ns], [], DOMAINS, [H100], pdbs)
+    budgets = {b.name: b for b in convert(objs).snapshot.disruption_budgets}
+    assert budgets["web"].pods == ["ml/web-0", "ml/web-1"]
+    assert budgets["web"].disruptions_allowed == 1
+    assert budgets["not-a"].pods == ["ml/job", "ml/web-1"]  # no tier label is not in ["a"]
+    assert budgets["has-tier"].pods == ["ml/web-0", "ml/web-1"]
+    # Not observed yet by the disruption controller: the Eviction API allows nothing either.
+    assert budgets["unseen"].pods == ["ml/job"] and budgets["unseen"].disruptions_allowed == 0
+    assert "none" not in budgets
+    assert budgets["all"].pods == ["ml/job", "ml/web-0", "ml/web-1"]

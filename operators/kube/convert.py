@@ -21,6 +21,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from scheduler.model import (
     ClusterSnapshot,
+    DisruptionBudget,
     Gang,
     GpuHealth,
     GpuModel,
@@ -61,6 +62,7 @@ class ClusterObjects:
     gpunodes: list[dict[str, Any]] = field(default_factory=list)
     powerdomains: list[dict[str, Any]] = field(default_factory=list)
     gpu_models: list[GpuModel] = field(default_factory=list)
+    pdbs: list[dict[str, Any]] = field(default_factory=list)  # policy/v1 PodDisruptionBudgets
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,65 @@ def convert(
         power_domains=list(domains.values()),
         nodes=sorted(nodes.values(), key=lambda n: n.name),
         pods=sorted(pods, key=lambda p: p.key),
+        disruption_budgets=_disruption_budgets(objs.pdbs, objs.pods, {p.key for p in placed}),
     )
     return Conversion(snapshot, problems, notes, {p.key: uids[p.key] for p in pods})
+
+
+# -- disruption budgets ------------------------------------------------------------------------
+
+
+def _disruption_budgets(
+    pdbs: list[dict[str, Any]], pods: list[dict[str, Any]], running: set[str]
+) -> list[DisruptionBudget]:
+    """Each PodDisruptionBudget with the running pods of the snapshot its selector matches. Its
+    allowance is status.disruptionsAllowed, and 0 until the disruption controller has observed
+    the budget's generation: the Eviction API refuses every eviction then too."""
+    out = []
+    for pdb in pdbs:
+        md, spec, status = pdb["metadata"], pdb.get("spec") or {}, pdb.get("status") or {}
+        ns = md.get("namespace", "default")
+        observed = status.get("observedGeneration", 0) >= md.get("generation", 1)
+        covered = [
+            pod_key(p)
+            for p in pods
+            if p["metadata"].get("namespace", "default") == ns
+            and pod_key(p) in running
+            and _selects(spec.get("selector"), p["metadata"].get("labels") or {})
+        ]
+        if covered:
+            out.append(
+                DisruptionBudget(
+                    name=md["name"],
+                    namespace=ns,
+                    pods=sorted(covered),
+                    disruptions_allowed=max(0, status.get("disruptionsAllowed", 0))
+                    if observed
+                    else 0,
+                )
+            )
+    return sorted(out, key=lambda b: b.key)
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels and matchExpressions) against a pod's labels. In policy/v1
+    a null selector selects no pod and an empty one every pod of the namespace."""
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
 
 
 # -- power domains and nodes -------------------------------------------------------------------

@@ -27,6 +27,7 @@ def listers(api: client.ApiClient, namespace: str, config_map: str) -> dict[str,
     return {
         "nodes": core.list_node,
         "pods": core.list_pod_for_all_namespaces,
+        "pdbs": client.PolicyV1Api(api).list_pod_disruption_budget_for_all_namespaces,
         "gpunodes": partial(custom.list_cluster_custom_object, GROUP, VERSION, "gpunodes"),
         "powerdomains": partial(custom.list_cluster_custom_object, GROUP, VERSION, "powerdomains"),
         "config": partial(
@@ -54,6 +55,7 @@ def snapshot_of(
         gpunodes=items.get("gpunodes", []),
         powerdomains=items.get("powerdomains", []),
         gpu_models=models,
+        pdbs=items.get("pdbs", []),
     )
     return convert(objs, name=name, exported_at=rfc3339())
 

@@ -4,6 +4,7 @@ from scheduler.model.plan import Binding, Eviction, Move, Plan, PlanSummary, Sho
 from scheduler.model.policy import PackingPolicy
 from scheduler.model.snapshot import (
     ClusterSnapshot,
+    DisruptionBudget,
     Gang,
     GpuHealth,
     GpuModel,
@@ -18,6 +19,7 @@ from scheduler.model.snapshot import (
 __all__ = [
     "Binding",
     "ClusterSnapshot",
+    "DisruptionBudget",
     "Eviction",
     "Gang",
     "GpuHealth",

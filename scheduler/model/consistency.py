@@ -15,6 +15,10 @@ def snapshot_problems(snap: ClusterSnapshot) -> list[str]:
     problems += _domain_problems(snap)
     problems += _node_problems(snap)
     problems += _pod_problems(snap)
+    problems += [
+        f"disruptionBudgets[{d}]: defined twice; give each PodDisruptionBudget one entry"
+        for d in _duplicates([b.key for b in snap.disruption_budgets])
+    ]
     if not problems:
         problems += _placement_problems(snap)
         problems += _gang_problems(snap)

@@ -160,6 +160,29 @@ class Pod(Wire):
         return self.gpu_milli if self.fractional else self.gpus * 1000
 
 
+class DisruptionBudget(Wire):
+    """A PodDisruptionBudget as the planner needs it: the pods it covers (its selector, resolved
+    when the snapshot is made) and how many of them may be disrupted now."""
+
+    name: str = Field(description="The budget's name.")
+    namespace: str = Field(default="default", description="The budget's namespace.")
+    pods: list[str] = Field(
+        default_factory=list,
+        description="Keys (namespace/name) of the pods it covers; pods not in the snapshot are "
+        "ignored.",
+    )
+    disruptions_allowed: int = Field(
+        default=0,
+        ge=0,
+        description="How many covered pods may be evicted or moved now (the budget's "
+        "status.disruptionsAllowed; 0 while the budget has not been observed).",
+    )
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
 class SnapshotMeta(Wire):
     name: str = Field(default="snapshot", description="Cluster or snapshot name.")
     exported_at: str | None = Field(default=None, description="When it was exported (RFC 3339).")
@@ -184,6 +207,11 @@ class ClusterSnapshot(Wire):
     )
     nodes: list[Node] = Field(description="GPU nodes.")
     pods: list[Pod] = Field(default_factory=list, description="Running and pending pods.")
+    disruption_budgets: list[DisruptionBudget] = Field(
+        default_factory=list,
+        description="PodDisruptionBudgets: no plan evicts or moves more of a budget's pods than "
+        "it allows.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ClusterSnapshot:

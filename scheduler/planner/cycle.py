@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from scheduler.fit.cycle import Cycle, start_cycle
+from scheduler.fit.disruption import hold_for_budgets
 from scheduler.fit.greedy import arrival_order, greedy_fill, units_of
 from scheduler.fit.outcome import assemble
 from scheduler.fit.state import Placement
@@ -292,6 +293,8 @@ def _plan(
 ) -> Plan:
     start = clock()
     limit = policy.solver.time_limit_seconds
+    # Pods whose PodDisruptionBudgets allow no more disruption are not preemptible this cycle.
+    snapshot = hold_for_budgets(snapshot)
     # Running work on failing GPUs moves first; the cycle then plans the cluster as it stands
     # after the moves, on the state the moves were found in (one read of the cluster).
     moves, snapshot, move_notes, moved = plan_moves(snapshot, policy)

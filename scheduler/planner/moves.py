@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from scheduler.execute.steps import surges
+from scheduler.fit.disruption import held_by_budgets
 from scheduler.fit.state import ClusterState
 from scheduler.fit.statement import Statement
 from scheduler.model import ClusterSnapshot, HealthState, Move, PackingPolicy, Pod
@@ -97,6 +98,7 @@ def plan_moves(snapshot: ClusterSnapshot, policy: PackingPolicy) -> Moved:
     if not units or rules.budget(len(running), recent) == 0:
         return Moved([], snapshot, [], None)
     state = ClusterState.unclassed(snapshot, policy)
+    held = held_by_budgets(snapshot)
     moves: list[Move] = []
     # Work that should move and cannot, by why: one note each (at thousands of nodes, dozens
     # of pods may wait on the budget at once).
@@ -105,6 +107,12 @@ def plan_moves(snapshot: ClusterSnapshot, policy: PackingPolicy) -> Moved:
     left = rules.budget(len(running), recent)
     for unit in units:
         what = unit.pods[0].gang_key if len(unit.pods) > 1 else unit.pods[0].key
+        budget = next((held[p.key] for p in unit.pods if p.key in held), None)
+        if budget is not None:
+            stuck[f"is held by PodDisruptionBudget {budget} and does not move"].append(
+                f"{what} on {unit.why}"
+            )
+            continue
         if any(not p.preemptible for p in unit.pods):
             stuck["is not preemptible and does not move"].append(f"{what} on {unit.why}")
             continue

@@ -65,6 +65,21 @@ def check_plan(snapshot: ClusterSnapshot, policy: PackingPolicy, plan: Plan) -> 
     problems += _spread_problems(final, policy)
     problems += _power_problems(snapshot, final, policy)
     problems += _justification_problems(snapshot, policy, plan, pods, nodes)
+    problems += _disruption_problems(snapshot, plan)
+    return problems
+
+
+def _disruption_problems(snapshot: ClusterSnapshot, plan: Plan) -> list[str]:
+    """No PodDisruptionBudget sees more of its pods evicted or moved than it allows."""
+    disrupted = {e.pod for e in plan.evictions} | {m.pod for m in plan.moves}
+    problems = []
+    for budget in snapshot.disruption_budgets:
+        hit = sorted(disrupted & set(budget.pods))
+        if len(hit) > budget.disruptions_allowed:
+            problems.append(
+                f"PodDisruptionBudget {budget.namespace}/{budget.name}: {len(hit)} of its pods "
+                f"evicted or moved ({', '.join(hit[:3])}), {budget.disruptions_allowed} allowed"
+            )
     return problems
 
 

@@ -1,0 +1,64 @@
+"""A PodDisruptionBudget on a real API server: the pods it covers are never evicted, and the
+rest of the cluster keeps being bound in the same cycles."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kube import Cluster, bound, wait_until
+from kubernetes import client
+
+pytestmark = pytest.mark.slow
+
+MODELS = [{"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}]
+POLICY = {"solver": {"timeLimitSeconds": 5, "workers": 1, "deterministic": True}}
+
+
+def test_a_budget_allowing_no_disruption_is_never_broken_and_others_still_bind(
+    cluster: Cluster,
+) -> None:
+    cluster.set_config({**POLICY, "preemption": True}, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    cluster.priority_class("high", 1000)
+    cluster.priority_class("low", 10)
+    # No disruption controller runs here, so the budget's status stays unobserved: the Eviction
+    # API refuses every eviction it covers (429), as it does with disruptionsAllowed 0.
+    client.PolicyV1Api(cluster.api).create_namespaced_pod_disruption_budget(
+        "ml",
+        {
+            "metadata": {"name": "keep"},
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "keep"}}},
+        },
+    )
+    for i in range(4):
+        cluster.pod(f"low-{i}", gpus=2, priority_class="low", labels={"app": "keep"})
+    cluster.start_operator("--interval=1")
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
+
+    # Evicting two low pods would make room for it; the budget forbids it.
+    cluster.pod("urgent", gpus=4, priority_class="high")
+    time.sleep(3)
+    # A small node arrives with room for other work (not for the urgent pod's 4 GPUs).
+    cluster.gpu_node("gpu-a2", "facility", gpus=2)
+    cluster.nodes_ready(2)
+    for i in range(2):
+        cluster.pod(f"other-{i}", gpus=1, priority_class="low")
+    wait_until(
+        lambda: (
+            {p["metadata"]["name"] for p in bound(cluster.pods("ml"))} >= {"other-0", "other-1"}
+        ),
+        60,
+        "the other pods bound while the urgent one waits",
+    )
+    time.sleep(3)  # a few more cycles
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+    assert all(pods[f"low-{i}"]["spec"].get("nodeName") == "gpu-a1" for i in range(4))
+    assert not any(p["metadata"].get("deletionTimestamp") for p in pods.values())
+    assert not pods["urgent"]["spec"].get("nodeName")
+    assert not [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
+    log = cluster.operators[0].tail(400)
+    assert "429" not in log and "disruption budget" not in log.lower(), log[-2000:]
