@@ -10,7 +10,10 @@ from scheduler.verify import check_plan, check_steps, final_placement
 
 def assert_carried_out_safely(snap: ClusterSnapshot, pol: PackingPolicy, result: Plan) -> None:
     assert check_plan(snap, pol, result) == []
-    steps = plan_steps(result, snap)
+    # Both ways: every budgeted domain ordering its steps, and only those without room for
+    # every add (as the simulator and the operator carry plans out).
+    assert check_steps(snap, pol, result, plan_steps(result, snap)) == []
+    steps = plan_steps(result, snap, pol)
     assert check_steps(snap, pol, result, steps) == []
     final = final_placement(snap, result)
     evicted = {e.pod for e in result.evictions}

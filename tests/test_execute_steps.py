@@ -57,6 +57,33 @@ def test_a_binding_waits_for_an_eviction_on_another_node_of_its_budgeted_rack():
     assert problems and all("power domain r draws 1400 W > budget 800 W" in p for p in problems)
 
 
+def test_a_budget_with_room_for_every_add_orders_nothing_and_one_without_orders_them():
+    """With the power model, a rack that has room for the binding while the victim still runs
+    does not make it wait for an eviction on another node (in the operator that would hold the
+    binding a cycle); a rack without that room does."""
+    snap = snapshot(
+        [node("n1", 1, domain="r"), node("n2", 1, domain="r")],
+        [pod("low", on=("n1", [0])), pod("high", priority=5)],
+        domains=[domain("r", budget=2 * 100 + 2 * 600)],  # room for both pods at once
+    )
+    plan = plan_of([bind("high", "n2", 0)], [evict("low", "n1")])
+    steps = plan_steps(plan, snap, policy())
+    assert _by(steps, "bind", "high").after == ()
+    assert check_steps(snap, policy(), plan, steps) == []
+    # Without the power model every budgeted domain orders its steps.
+    assert _by(plan_steps(plan, snap), "bind", "high").after == (_by(steps, "evict", "low").id,)
+    tight = snap.model_copy(
+        update={
+            "power_domains": [
+                d.model_copy(update={"budget_watts": 800}) for d in snap.power_domains
+            ]
+        }
+    )
+    steps = plan_steps(plan, tight, policy())
+    assert _by(steps, "bind", "high").after == (_by(steps, "evict", "low").id,)
+    assert check_steps(tight, policy(), plan, steps) == []
+
+
 def test_inference_surges_training_restarts_and_a_gang_stops_whole_before_it_starts():
     snap = snapshot(
         [node("a", 4), node("b", 4)],

@@ -111,19 +111,30 @@ class Applier:
 
     # -- evict --------------------------------------------------------------------------------
 
+    def refuses(self, e: Eviction, uid: str) -> str | None:
+        """Why the API server would refuse the eviction now (a PodDisruptionBudget's 429, a pod
+        gone or replaced), asked with a server-side dry run, which writes nothing; None if it
+        would go through. In the operator's own dry run nothing is asked."""
+        if self.dry_run:
+            return None
+        ns, name = _split(e.pod)
+        try:
+            self.core.create_namespaced_pod_eviction(
+                name, ns, _eviction_body(name, ns, uid), dry_run="All", _preload_content=False
+            )
+        except (ApiException, HTTPError) as err:
+            return describe(err)
+        return None
+
     def evict(self, e: Eviction, uid: str) -> bool:
         if self.dry_run:
             log.info("would_evict", pod=e.pod, node=e.node, reason=e.reason)
             return False
         ns, name = _split(e.pod)
-        body = client.V1Eviction(
-            metadata=client.V1ObjectMeta(name=name, namespace=ns),
-            delete_options=client.V1DeleteOptions(
-                preconditions=client.V1Preconditions(uid=uid) if uid else None
-            ),
-        )
         try:
-            self.core.create_namespaced_pod_eviction(name, ns, body, _preload_content=False)
+            self.core.create_namespaced_pod_eviction(
+                name, ns, _eviction_body(name, ns, uid), _preload_content=False
+            )
         except (ApiException, HTTPError) as err:
             # 429: a PodDisruptionBudget says not now; the next cycle plans again.
             log.warning("evict_failed", pod=e.pod, error=describe(err))
@@ -131,6 +142,18 @@ class Applier:
         log.info("evicted", pod=e.pod, node=e.node, reason=e.reason)
         self._event(e.pod, uid, "Preempted", e.reason, "Normal")
         return True
+
+    def nominate(self, key: str, node: str | None) -> None:
+        """status.nominatedNodeName, as kube-scheduler sets it on a pod that waits for its
+        victims to go (None clears it)."""
+        if self.dry_run:
+            log.info("would_nominate", pod=key, node=node)
+            return
+        ns, name = _split(key)
+        try:
+            self.core.patch_namespaced_pod_status(name, ns, {"status": {"nominatedNodeName": node}})
+        except (ApiException, HTTPError) as e:
+            log.warning("nominate_failed", pod=key, node=node, error=describe(e))
 
     # -- tell ---------------------------------------------------------------------------------
 
@@ -216,6 +239,15 @@ class Applier:
             self.core.create_namespaced_event(ns, body, _preload_content=False)
         except (ApiException, HTTPError) as e:
             log.warning("event_failed", pod=key, reason=reason, error=describe(e))
+
+
+def _eviction_body(name: str, ns: str, uid: str) -> client.V1Eviction:
+    return client.V1Eviction(
+        metadata=client.V1ObjectMeta(name=name, namespace=ns),
+        delete_options=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid) if uid else None
+        ),
+    )
 
 
 def _condition_says(pod: dict[str, Any] | None, message: str) -> bool:

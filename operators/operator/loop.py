@@ -3,14 +3,16 @@ and the plan carried out.
 
 One cycle: the cached objects (plus pods this process bound that the cache has not shown yet)
 become a snapshot through the same conversion `wattpack export` uses, the core plans it, and the
-Applier binds, evicts and explains. A plan with evictions only evicts: its bindings wait for the
-next cycle, when the victims are gone, so no GPU is ever promised twice. The operator plans
-without moves until it carries them out (issue 13), so no binding waits for one.
+plan is carried out step by step (operators.kube.target): bindings that wait for nothing are
+made at once, those that wait for evictions on a later cycle, when their victims are gone, so no
+GPU is ever promised twice. The operator plans without moves until it carries them out
+(issue 13), so no binding waits for one.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import threading
 import time
@@ -24,9 +26,10 @@ from operators.kube.apply import Applier
 from operators.kube.cache import Informer, wait_synced
 from operators.kube.convert import GPU_INDICES, Conversion, pod_key
 from operators.kube.source import config_of, listers, snapshot_of
+from operators.kube.target import Carried, Reservation, carry_out, resume
 from operators.operator.metrics import OperatorMetrics
 from scheduler.errors import UserError
-from scheduler.model import Binding, GpuModel, PackingPolicy, Plan
+from scheduler.model import GpuModel, PackingPolicy, Plan
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +66,7 @@ class Operator:
             for kind, lister in listers(api, settings.namespace, settings.config_map).items()
         }
         self._assumed: dict[str, tuple[str, list[int], float]] = {}  # key -> node, GPUs, until
+        self._reservations: list[Reservation] = []  # bindings waiting for their victims to go
         self._good: tuple[PackingPolicy, list[GpuModel]] | None = None
         self._config_error: str | None = None
         self._notes: list[str] = []
@@ -114,7 +118,8 @@ class Operator:
 
         started = time.perf_counter()
         items = {kind: inf.items() for kind, inf in self.informers.items()}
-        items["pods"] = self._with_assumed(items["pods"])
+        cached_pods = items["pods"]
+        items["pods"] = self._with_assumed(cached_pods)
         config = self._config(items)
         if config is None:
             return None
@@ -125,15 +130,19 @@ class Operator:
             update={"moves": policy.moves.model_copy(update={"per_cycle": 0})}
         )
         conv = snapshot_of(items, models, self.settings.cluster_name)
+        if self._reservations and self._resume(conv):
+            items["pods"] = self._with_assumed(cached_pods)  # what the reservations bound
+            conv = snapshot_of(items, models, self.settings.cluster_name)
+        conv = self._without_held(conv)
         if conv.notes != self._notes:  # what is left out is said when it changes, not every cycle
             for note in conv.notes:
                 log.warning("object_left_out", note=note)
             self._notes = conv.notes
         plan = make_plan(conv.snapshot, policy)
         raw_pods = {pod_key(p): p for p in items["pods"]}
-        self._carry_out(plan, conv, raw_pods)
+        carried = self._carry_out(plan, conv, raw_pods, policy)
         pending = [p for p in conv.snapshot.pods if p.node is None]
-        placed = {b.pod for b in plan.bindings} if not plan.evictions else set()
+        placed = set(carried.bound)
         by_kind: dict[Any, int] = defaultdict(int)
         for p in pending:
             if p.key not in placed:
@@ -146,7 +155,9 @@ class Operator:
             "cycle_done",
             pending=len(pending),
             bound=len(placed),
-            evicted=len(plan.evictions),
+            evicted=len(carried.evicted),
+            waiting_for_evictions=len(carried.waiting),
+            refused=len(carried.refused),
             unplaced=len(plan.unplaced),
             status=s.status,
             gap=round(s.gap, 4),
@@ -177,29 +188,32 @@ class Operator:
                 self._config_error = e.line()
         return self._good
 
-    def _carry_out(self, plan: Plan, conv: Conversion, raw_pods: dict[str, dict]) -> None:
+    def _carry_out(
+        self, plan: Plan, conv: Conversion, raw_pods: dict[str, dict], policy: PackingPolicy
+    ) -> Carried:
         uids = conv.uids
-        if plan.evictions:
-            # Victims first; what the plan binds waits until they are gone (next cycle).
-            for e in plan.evictions:
-                if self.applier.evict(e, uids.get(e.pod, "")):
-                    self.metrics.evictions.inc()
-        else:
-            gangs: dict[str, list[Binding]] = defaultdict(list)
-            pods = {p.key: p for p in conv.snapshot.pods}
-            for b in plan.bindings:
-                gangs[pods[b.pod].gang_key or b.pod].append(b)
-            now = time.monotonic()
-            for group in gangs.values():
-                outcome = self.applier.bind_group(group, uids)
-                for b in group:
-                    if b.pod in outcome.bound:
-                        self._assumed[b.pod] = (
-                            b.node,
-                            b.gpu_indices,
-                            now + self.settings.assume_for,
-                        )
-                self.metrics.bindings.inc(len(outcome.bound))
+        # The plan's steps in their order (operators.kube.target): a binding that waits for
+        # nothing is made now; one that waits for evictions is left to a later cycle, when its
+        # victims are gone; one whose victims the server would refuse is not made, and none of
+        # its victims is evicted.
+        now = time.monotonic()
+        carried = carry_out(plan, conv.snapshot, policy, self.applier, uids, now)
+        self.metrics.evictions.inc(len(carried.evicted))
+        self.metrics.bindings.inc(len(carried.bound))
+        bindings = {b.pod: b for b in plan.bindings}
+        for key in carried.bound:
+            b = bindings[key]
+            self._assumed[key] = (b.node, b.gpu_indices, now + self.settings.assume_for)
+        if carried.reservation is not None:
+            self._reservations.append(carried.reservation)
+            for key, node in carried.reservation.nodes.items():
+                self.applier.nominate(key, node)
+        for key, victim in carried.held_back.items():
+            why = (
+                f"would fit on {bindings[key].node} by preempting {victim}, but the API server "
+                f"refuses to evict it now: {carried.refused[victim]}"
+            )
+            self.applier.unschedulable(key, uids.get(key, ""), why, raw_pods.get(key))
         for u in plan.unplaced:
             self.applier.unschedulable(u.pod, uids.get(u.pod, ""), u.reason, raw_pods.get(u.pod))
         for p in conv.problems:
@@ -211,6 +225,59 @@ class Operator:
             if not p["spec"].get("nodeName")
         }
         self.applier.forget(live)
+        return carried
+
+    def _resume(self, conv: Conversion) -> bool:
+        """Carry the reservations on: bind what their victims' leaving has made ready, where
+        the GPUs are still free in the cluster as read now; let go of expired ones. Whether
+        anything was bound."""
+        now = time.monotonic()
+        snap = conv.snapshot
+        pods = {p.key: p for p in snap.pods}
+        present = {p.key: conv.uids.get(p.key, "") for p in snap.pods}
+        used: dict[tuple[str, int], int] = defaultdict(int)
+        for p in snap.pods:
+            if p.node is not None:
+                for g in p.gpu_indices:
+                    used[(p.node, g)] += p.gpu_milli if p.fractional else 1000
+
+        def free(key: str, node: str, gpus: tuple[int, ...]) -> bool:
+            pod = pods.get(key)
+            if pod is None or pod.node is not None:
+                return False
+            need = pod.gpu_milli if pod.fractional else 1000
+            if any(used[(node, g)] + need > 1000 for g in gpus):
+                return False
+            for g in gpus:  # taken from here on, should the bind go through
+                used[(node, g)] += need
+            return True
+
+        bound = False
+        kept = []
+        for r in self._reservations:
+            if r.until < now:
+                log.warning("reservation_expired", pods=sorted(r.held))
+                for key in r.held:
+                    self.applier.nominate(key, None)
+                continue
+            carried = resume(r, present, free, self.applier, conv.uids)
+            for key in carried.bound:
+                step = next(s for s in r.run.steps.values() if s.pod == key)
+                self._assumed[key] = (step.node, list(step.gpus), now + self.settings.assume_for)
+            self.metrics.bindings.inc(len(carried.bound))
+            bound = bound or bool(carried.bound)
+            if r.held:
+                kept.append(r)
+        self._reservations = kept
+        return bound
+
+    def _without_held(self, conv: Conversion) -> Conversion:
+        """Pods a reservation holds are not planned: their room is being freed for them."""
+        held = set().union(*(r.held for r in self._reservations))
+        if not held:
+            return conv
+        pods = [p for p in conv.snapshot.pods if p.node is not None or p.key not in held]
+        return dataclasses.replace(conv, snapshot=conv.snapshot.model_copy(update={"pods": pods}))
 
     def _with_assumed(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Pods this process bound but the cache still shows pending count as bound, until the

@@ -26,8 +26,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from scheduler.model import ClusterSnapshot, Move, Plan, Pod, PodKind
-from scheduler.power import budgets, domain_chain
+from scheduler.model import ClusterSnapshot, Move, PackingPolicy, Plan, Pod, PodKind
+from scheduler.power import budgets, domain_chain, domain_power
 
 
 class StepKind(StrEnum):
@@ -66,12 +66,19 @@ def surges(pod: Pod) -> bool:
     return pod.kind == PodKind.INFERENCE and pod.gang is None
 
 
-def plan_steps(plan: Plan, snapshot: ClusterSnapshot) -> list[Step]:
-    """The plan's steps, in phase order, each with the steps it waits for."""
+def plan_steps(
+    plan: Plan, snapshot: ClusterSnapshot, policy: PackingPolicy | None = None
+) -> list[Step]:
+    """The plan's steps, in phase order, each with the steps it waits for. With the policy (its
+    power model), a budgeted domain that has room for everything the plan adds in it before
+    anything leaves orders nothing: a binding there waits only for its own node's removals, so
+    an eviction elsewhere under the same facility does not hold it up."""
     pods = {p.key: p for p in snapshot.pods}
     node_domain = {n.name: n.power_domain for n in snapshot.nodes}
     chains = domain_chain(snapshot)
     budgeted = set(budgets(snapshot))
+    if policy is not None:
+        budgeted -= _slack_domains(plan, snapshot, policy, pods)
     steps: list[Step] = []
     # Load taken off so far, by node and by budgeted domain: what a later add may wait for.
     off_node: dict[str, list[int]] = defaultdict(list)
@@ -177,3 +184,16 @@ def plan_steps(plan: Plan, snapshot: ClusterSnapshot) -> list[Step]:
             group=pod.gang_key if pod is not None else None,
         )
     return steps
+
+
+def _slack_domains(
+    plan: Plan, snapshot: ClusterSnapshot, policy: PackingPolicy, pods: dict[str, Pod]
+) -> set[str]:
+    """Budgeted domains that draw within budget with every pod running before the plan and
+    every pod the plan adds (bindings, replacements) at once: no order of steps can overdraw
+    them."""
+    running = [(p, p.node) for p in snapshot.pods if p.node is not None]
+    added = [(pods[b.pod], b.node) for b in plan.bindings if b.pod in pods]
+    added += [(pods[m.pod], m.to_node) for m in plan.moves if m.pod in pods]
+    draw = domain_power(snapshot, [*running, *added], policy)  # type: ignore[list-item]
+    return {d for d, budget in budgets(snapshot).items() if draw[d] <= budget}

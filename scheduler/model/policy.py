@@ -91,6 +91,13 @@ class PackingPolicy(Wire):
         "otherwise keeps taking the room a big gang waits for. For workloads that checkpoint. "
         "null = off.",
     )
+    reservation_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Room freed for a pod by evicting its victims is held for it this long (the "
+        "operator binds it once they are gone, and plans nothing else onto that room); after "
+        "that, the pod is planned again.",
+    )
     health: HealthRules = Field(
         default_factory=HealthRules, description="GPU health rules: signals to states."
     )

@@ -77,7 +77,7 @@ class LedgerTarget:
 
 def carry_out(plan: Plan, seen: ClusterSnapshot, target: LedgerTarget) -> None:
     """Every step of the plan, in the contract's order; a plan left part done is a bug."""
-    run = Execution(plan_steps(plan, seen))
+    run = Execution(plan_steps(plan, seen, target.ledger.policy))
     run.advance(target)
     if not run.complete:
         raise SimulationBug(f"{len(run.steps) - len(run.finished)} steps of a plan not done")

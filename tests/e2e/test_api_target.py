@@ -1,0 +1,149 @@
+"""The API-server target of the plan-execution contract, on a real API server: a hand-made plan
+(one the planner would not make, since it reads PodDisruptionBudgets) carried out by
+operators.kube.target. One refused eviction holds back its beneficiary and its other victims,
+and nothing else."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kube import Cluster, bound, wait_until
+from kubernetes import client
+
+from operators.kube.apply import Applier
+from operators.kube.source import read_once
+from operators.kube.target import carry_out
+from scheduler.model import Plan
+
+pytestmark = pytest.mark.slow
+
+MODELS = [{"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}]
+POLICY = {"solver": {"timeLimitSeconds": 5, "workers": 1, "deterministic": True}}
+
+
+def _plan(bindings: list[tuple[str, str, list[int]]], evictions: list[tuple[str, str]]) -> Plan:
+    return Plan.model_validate(
+        {
+            "bindings": [{"pod": f"ml/{p}", "node": n, "gpuIndices": g} for p, n, g in bindings],
+            "evictions": [{"pod": f"ml/{p}", "node": n, "reason": "test"} for p, n in evictions],
+            "summary": {
+                "status": "FEASIBLE",
+                "solveSeconds": 0,
+                "gpuAllocationBefore": 0,
+                "gpuAllocation": 0,
+                "objective": 0,
+                "bound": 0,
+                "gap": 0,
+                "powerWatts": {},
+            },
+        }
+    )
+
+
+def test_a_refused_eviction_holds_back_its_beneficiary_and_its_other_victims_only(
+    cluster: Cluster,
+) -> None:
+    cluster.set_config(POLICY, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    for i in range(4):
+        cluster.pod(f"low-{i}", gpus=2, labels={"app": "keep" if i == 0 else "free"})
+    proc = cluster.start_operator("--interval=1")
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "four low pods bound")
+    proc.stop()
+    cluster.gpu_node("gpu-a2", "facility", gpus=2)
+    cluster.nodes_ready(2)
+    client.PolicyV1Api(cluster.api).create_namespaced_pod_disruption_budget(
+        "ml",
+        {
+            "metadata": {"name": "keep"},
+            "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "keep"}}},
+        },
+    )
+    cluster.pod("urgent", gpus=4)
+    cluster.pod("other", gpus=1)
+    cluster.pod("later", gpus=4)
+    conv, policy = read_once(cluster.api)
+    where = {p.name: (p.node, p.gpu_indices) for p in conv.snapshot.pods if p.node is not None}
+    a1 = [n for n, (node, _) in where.items() if node == "gpu-a1"]
+    assert len(a1) == 4
+    applier = Applier(cluster.api, dry_run=False)
+
+    # urgent would take low-0's and low-1's GPUs; the budget refuses low-0's eviction.
+    urgent_gpus = sorted(where["low-0"][1] + where["low-1"][1])
+    plan = _plan(
+        [("urgent", "gpu-a1", urgent_gpus), ("other", "gpu-a2", [0])],
+        [("low-0", "gpu-a1"), ("low-1", "gpu-a1")],
+    )
+    carried = carry_out(plan, conv.snapshot, policy, applier, conv.uids)
+    assert set(carried.refused) == {"ml/low-0"} and "429" in carried.refused["ml/low-0"]
+    assert carried.held_back == {"ml/urgent": "ml/low-0"}
+    assert carried.evicted == []  # low-1 would have been evicted for nothing
+    assert carried.bound == ["ml/other"]  # the unrelated binding is made in the same cycle
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+    assert pods["other"]["spec"].get("nodeName") == "gpu-a2"
+    assert not pods["urgent"]["spec"].get("nodeName")
+    assert not any(pods[f"low-{i}"]["metadata"].get("deletionTimestamp") for i in range(4))
+
+    # Victims the server lets go: evicted, and the binding waits for them to be gone.
+    later_gpus = sorted(where["low-2"][1] + where["low-3"][1])
+    conv, policy = read_once(cluster.api)
+    plan = _plan([("later", "gpu-a1", later_gpus)], [("low-2", "gpu-a1"), ("low-3", "gpu-a1")])
+    carried = carry_out(plan, conv.snapshot, policy, applier, conv.uids)
+    assert sorted(carried.evicted) == ["ml/low-2", "ml/low-3"] and carried.refused == {}
+    assert carried.waiting == ["ml/later"] and carried.bound == []
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+    assert not pods["later"]["spec"].get("nodeName")
+
+
+def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Cluster) -> None:
+    """urgent's victims are evicted; until they are gone it is nominated to their node and
+    kept out of planning; then it is bound there, and a pod of lower priority that arrived
+    meanwhile does not take the room."""
+    cluster.set_config({**POLICY, "preemption": True}, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    cluster.priority_class("high", 1000)
+    cluster.priority_class("low", 10)
+    for i in range(4):
+        cluster.pod(f"low-{i}", gpus=2, priority_class="low")
+    cluster.start_operator("--interval=1")
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
+
+    cluster.pod("urgent", gpus=4, priority_class="high")
+
+    def nominated():
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        u = pods.get("urgent", {})
+        return u if u.get("status", {}).get("nominatedNodeName") else None
+
+    u = wait_until(nominated, 60, "urgent nominated while its victims go")
+    assert u["status"]["nominatedNodeName"] == "gpu-a1"
+    # Fits exactly the room being freed, and may evict no one.
+    cluster.pod("sneaky", gpus=4, priority_class="low")
+
+    def urgent_bound():
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        return pods if pods.get("urgent", {}).get("spec", {}).get("nodeName") else None
+
+    pods = wait_until(urgent_bound, 90, "urgent bound once its victims are gone")
+    assert pods["urgent"]["spec"]["nodeName"] == "gpu-a1"
+    time.sleep(3)
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+    assert not pods["sneaky"]["spec"].get("nodeName")
+    held = [
+        int(i)
+        for p in pods.values()
+        if p["spec"].get("nodeName")
+        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
+    ]
+    assert sorted(held) == list(range(8))  # no GPU given twice
+    preempted = [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
+    assert len(preempted) == 2  # its victims, and no more while they were going
+    log = cluster.operators[0].tail(400)
+    assert "reserved_binding_dropped" not in log and "reservation_expired" not in log
