@@ -3,13 +3,18 @@
 Bindings go through the pods/binding subresource with the pod's UID as precondition, after the
 `wattpack.io/gpu-indices` annotation is written. A gang is checked whole first (every member
 still pending, the same UID, not being deleted) and only then bound; a member that fails the
-check stops the whole gang. Evictions go through pods/eviction (PodDisruptionBudgets hold) with a
-UID precondition. With dry_run, every write is logged as what it would be and none is made.
+check stops the whole gang. Before a group is bound, the GPUs it is handed are checked free
+against the pods bound on those nodes as the server has them now (not the cache, which may lag);
+a bind whose answer is lost is read back. Evictions go through pods/eviction
+(PodDisruptionBudgets hold) with a UID precondition. Every write first asks `may_write`: a
+replica that lost its lease writes nothing more. With dry_run, every write is logged as what it
+would be and none is made.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +25,13 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
 from operators.kube.cache import read_json
-from operators.kube.convert import GPU_INDICES, SCHEDULER_NAME
+from operators.kube.convert import (
+    GPU_INDICES,
+    GPU_MILLI,
+    SCHEDULER_NAME,
+    gpus_held,
+    holds_resources,
+)
 from operators.kube.errors import describe
 from operators.timestamps import rfc3339
 from scheduler.model import Binding, Eviction
@@ -41,10 +52,19 @@ class Outcome:
 
 
 class Applier:
-    def __init__(self, api: client.ApiClient, dry_run: bool, identity: str = "wattpack") -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        dry_run: bool,
+        identity: str = "wattpack",
+        may_write: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.dry_run = dry_run
         self.identity = identity
+        # Fencing: asked before every write; False once this replica may no longer act (it
+        # lost its lease), so a cycle in flight writes nothing more.
+        self.may_write = may_write
         self.custom = client.CustomObjectsApi(api)
         self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
         self._domains: dict[str, dict[str, Any]] = {}  # domain -> the status last written
@@ -58,19 +78,27 @@ class Applier:
             for b in bindings:
                 log.info("would_bind", pod=b.pod, node=b.node, gpus=b.gpu_indices)
             return out
+        needs: dict[str, int] = {}
         for b in bindings:
-            why = self._unbindable(b.pod, uids.get(b.pod, ""))
+            why, need = self._unbindable(b.pod, uids.get(b.pod, ""))
             if why:
-                log.warning(
-                    "group_not_bound", pods=[x.pod for x in bindings], member=b.pod, why=why
-                )
-                out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
-                return out
+                return self._not_bound(bindings, out, b.pod, why)
+            needs[b.pod] = need
+        # Fencing: the GPUs handed out must be free on the server now, not only in the cache
+        # (a watch that lags past the assumption window shows bound pods as pending).
+        taken = self._taken_now(bindings, needs)
+        if taken:
+            return self._not_bound(bindings, out, taken[0], taken[1])
         for b in bindings:
+            if not self.may_write():
+                return self._not_bound(bindings, out, b.pod, "this replica no longer leads")
             try:
                 self._bind(b, uids.get(b.pod, ""))
                 out.bound.append(b.pod)
             except (ApiException, HTTPError) as e:
+                if self._bound_after_all(b):
+                    out.bound.append(b.pod)
+                    continue
                 why = describe(e)
                 out.failed[b.pod] = why
                 # The checks above passed a moment ago: only a member deleted or bound by
@@ -78,22 +106,67 @@ class Applier:
                 log.error("bind_failed", pod=b.pod, node=b.node, error=why, bound=out.bound)
         return out
 
-    def _unbindable(self, key: str, uid: str) -> str | None:
+    def _not_bound(self, bindings: list[Binding], out: Outcome, member: str, why: str) -> Outcome:
+        log.warning("group_not_bound", pods=[x.pod for x in bindings], member=member, why=why)
+        out.failed.update({x.pod: f"{member}: {why}" for x in bindings})
+        return out
+
+    def _unbindable(self, key: str, uid: str) -> tuple[str | None, int]:
+        """Why the pod cannot be bound now, if it cannot; and the milli it takes of each GPU."""
         ns, name = _split(key)
         try:
             pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
         except ApiException as e:
-            return "gone" if e.status == 404 else describe(e)
+            return ("gone" if e.status == 404 else describe(e)), 0
         except HTTPError as e:
-            return describe(e)
+            return describe(e), 0
         md, spec = pod["metadata"], pod.get("spec", {})
         if uid and md.get("uid") != uid:
-            return "replaced by a new pod of the same name"
+            return "replaced by a new pod of the same name", 0
         if md.get("deletionTimestamp"):
-            return "being deleted"
+            return "being deleted", 0
         if spec.get("nodeName"):
-            return f"already bound to {spec['nodeName']}"
+            return f"already bound to {spec['nodeName']}", 0
+        try:
+            need = int((md.get("annotations") or {}).get(GPU_MILLI, "1000"))
+        except ValueError:
+            need = 1000
+        return None, min(1000, max(1, need))
+
+    def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
+        """A member whose GPUs pods bound on the server already hold (by their GPU annotation),
+        and what holds them; None when every member's GPUs are free."""
+        used: dict[tuple[str, int], int] = {}
+        for node in sorted({b.node for b in bindings}):
+            try:
+                resp = self.core.list_pod_for_all_namespaces(
+                    field_selector=f"spec.nodeName={node}", _preload_content=False
+                )
+            except (ApiException, HTTPError) as e:
+                return bindings[0].pod, f"cannot read the pods on {node}: {describe(e)}"
+            for raw in read_json(resp).get("items", []):
+                if holds_resources(raw):
+                    for g, milli in gpus_held(raw).items():
+                        used[(node, g)] = used.get((node, g), 0) + milli
+        for b in bindings:
+            for g in b.gpu_indices:
+                used[(b.node, g)] = used.get((b.node, g), 0) + needs[b.pod]
+                if used[(b.node, g)] > 1000:
+                    return b.pod, f"GPU {g} of {b.node} is already taken on the server"
         return None
+
+    def _bound_after_all(self, b: Binding) -> bool:
+        """A bind whose answer was lost (a timeout after the server committed it) is read
+        back: bound to the planned node means it went through."""
+        ns, name = _split(b.pod)
+        try:
+            pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
+        except (ApiException, HTTPError):
+            return False
+        if pod.get("spec", {}).get("nodeName") == b.node:
+            log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices, read_back=True)
+            return True
+        return False
 
     def _bind(self, b: Binding, uid: str) -> None:
         ns, name = _split(b.pod)
@@ -130,6 +203,9 @@ class Applier:
         if self.dry_run:
             log.info("would_evict", pod=e.pod, node=e.node, reason=e.reason)
             return False
+        if not self.may_write():
+            log.warning("not_evicted", pod=e.pod, why="this replica no longer leads")
+            return False
         ns, name = _split(e.pod)
         try:
             self.core.create_namespaced_pod_eviction(
@@ -149,6 +225,8 @@ class Applier:
         if self.dry_run:
             log.info("would_nominate", pod=key, node=node)
             return
+        if not self.may_write():
+            return
         ns, name = _split(key)
         try:
             self.core.patch_namespaced_pod_status(name, ns, {"status": {"nominatedNodeName": node}})
@@ -165,6 +243,8 @@ class Applier:
         if self.dry_run:
             log.info("would_report_unschedulable", pod=key, message=message)
             self._told[uid] = message
+            return
+        if not self.may_write():
             return
         ns, name = _split(key)
         condition = {
@@ -197,6 +277,8 @@ class Applier:
                 log.info("would_write_domain_status", domain=domain, **status)
                 self._domains[domain] = status
                 continue
+            if not self.may_write():
+                return
             body = {"status": {**status, "observedAt": rfc3339()}}
             try:
                 self.custom.patch_cluster_custom_object_status(
@@ -215,7 +297,7 @@ class Applier:
                 del self._told[uid]
 
     def _event(self, key: str, uid: str, reason: str, message: str, type_: str) -> None:
-        if self.dry_run:
+        if self.dry_run or not self.may_write():
             return
         ns, name = _split(key)
         now = datetime.now(UTC)

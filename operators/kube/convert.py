@@ -443,6 +443,17 @@ def _running_pod(raw: dict[str, Any], node: str) -> Pod:
     return pod.model_copy(update={"node": node, "preemptible": preemptible})
 
 
+def gpus_held(raw: dict[str, Any]) -> dict[int, int]:
+    """Milli of each GPU a bound pod holds by its wattpack.io/gpu-indices annotation (none
+    without one: which GPUs another scheduler's pod has, its annotation alone does not say)."""
+    ann = raw["metadata"].get("annotations") or {}
+    try:
+        milli = min(1000, max(1, int(ann.get(GPU_MILLI, "1000"))))
+    except ValueError:
+        milli = 1000
+    return {g: milli for g in _indices(raw) or []}
+
+
 def _indices(raw: dict[str, Any]) -> list[int] | None:
     text = (raw["metadata"].get("annotations") or {}).get(GPU_INDICES)
     if text is None:

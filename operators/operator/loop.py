@@ -57,7 +57,11 @@ class Operator:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.applier = Applier(api, settings.dry_run, identity)
+        # A replica that lost its lease is stopped (operators.kube.leader) before another can
+        # take it: from then on the cycle in flight writes nothing.
+        self.applier = Applier(
+            api, settings.dry_run, identity, may_write=lambda: not self._stop.is_set()
+        )
         self.out = out
         self._dirty = threading.Event()
         self._stop = threading.Event()

@@ -147,3 +147,35 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
     assert len(preempted) == 2  # its victims, and no more while they were going
     log = cluster.operators[0].tail(400)
     assert "reserved_binding_dropped" not in log and "reservation_expired" not in log
+
+
+def test_the_binder_checks_gpus_on_the_server_and_a_fenced_replica_writes_nothing(
+    cluster: Cluster,
+) -> None:
+    cluster.set_config(POLICY, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    for name in ("first", "second", "third"):
+        cluster.pod(name, gpus=2)
+    conv, _ = read_once(cluster.api)
+    uids = conv.uids
+    applier = Applier(cluster.api, dry_run=False)
+    b = _plan([("first", "gpu-a1", [0, 1])], []).bindings
+    assert applier.bind_group(b, uids).bound == ["ml/first"]
+    # A cache that lags would show GPU 1 free: the server's pods say it is not.
+    clash = _plan([("second", "gpu-a1", [1, 2])], []).bindings
+    out = applier.bind_group(clash, uids)
+    assert out.bound == [] and "GPU 1 of gpu-a1 is already taken" in out.failed["ml/second"]
+    # A replica that lost its lease writes nothing, however far its cycle got.
+    fenced = Applier(cluster.api, dry_run=False, may_write=lambda: False)
+    free = _plan([("third", "gpu-a1", [4, 5])], [("first", "gpu-a1")])
+    assert fenced.bind_group(free.bindings, uids).bound == []
+    assert fenced.evict(free.evictions[0], uids["ml/first"]) is False
+    fenced.nominate("ml/third", "gpu-a1")
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+    assert pods["first"]["spec"]["nodeName"] == "gpu-a1"
+    assert not pods["first"]["metadata"].get("deletionTimestamp")
+    assert not pods["second"]["spec"].get("nodeName") and not pods["third"]["spec"].get("nodeName")
+    assert "nominatedNodeName" not in pods["third"].get("status", {})
