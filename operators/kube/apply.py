@@ -100,11 +100,33 @@ class Applier:
                     out.bound.append(b.pod)
                     continue
                 why = describe(e)
-                out.failed[b.pod] = why
-                # The checks above passed a moment ago: only a member deleted or bound by
-                # someone else in between lands here. The members already bound stay bound.
                 log.error("bind_failed", pod=b.pod, node=b.node, error=why, bound=out.bound)
+                # The checks above passed a moment ago: a member deleted or bound by someone
+                # else in between. A gang is all or nothing: the members already bound are
+                # taken back (deleted: their controller makes them again, pending), so no half
+                # gang holds GPUs.
+                self._take_back(bindings, out, uids)
+                out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
+                return out
         return out
+
+    def _take_back(self, bindings: list[Binding], out: Outcome, uids: dict[str, str]) -> None:
+        for key in out.bound:
+            ns, name = _split(key)
+            uid = uids.get(key, "")
+            try:
+                self.core.delete_namespaced_pod(
+                    name,
+                    ns,
+                    body=client.V1DeleteOptions(
+                        preconditions=client.V1Preconditions(uid=uid) if uid else None
+                    ),
+                    _preload_content=False,
+                )
+                log.warning("gang_member_taken_back", pod=key, gang=[x.pod for x in bindings])
+            except (ApiException, HTTPError) as e:
+                log.error("take_back_failed", pod=key, error=describe(e))
+        out.bound = []
 
     def _not_bound(self, bindings: list[Binding], out: Outcome, member: str, why: str) -> Outcome:
         log.warning("group_not_bound", pods=[x.pod for x in bindings], member=member, why=why)
@@ -181,6 +203,13 @@ class Applier:
         # The client cannot read the Status the server answers a Binding with: take it raw.
         self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False)
         log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices)
+        self._scheduled(b, uid)
+
+    def _scheduled(self, b: Binding, uid: str) -> None:
+        """The Event kube-scheduler writes on a binding, with the GPUs."""
+        gpus = ",".join(str(i) for i in b.gpu_indices) or "none"
+        message = f"Successfully assigned {b.pod} to {b.node} (GPUs {gpus})"
+        self._event(b.pod, uid, "Scheduled", message, "Normal")
 
     # -- evict --------------------------------------------------------------------------------
 

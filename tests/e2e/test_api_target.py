@@ -179,3 +179,39 @@ def test_the_binder_checks_gpus_on_the_server_and_a_fenced_replica_writes_nothin
     assert not pods["first"]["metadata"].get("deletionTimestamp")
     assert not pods["second"]["spec"].get("nodeName") and not pods["third"]["spec"].get("nodeName")
     assert "nominatedNodeName" not in pods["third"].get("status", {})
+
+
+def test_a_member_deleted_before_its_bind_leaves_no_member_of_its_gang_bound(
+    cluster: Cluster,
+) -> None:
+    cluster.set_config(POLICY, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    for i in range(2):
+        cluster.pod(f"big-{i}", gpus=2, gang="big", gang_size=2)
+    conv, _ = read_once(cluster.api)
+
+    class DeletedMeanwhile(Applier):
+        """The cluster as it may be: member big-1 is deleted after the group's checks passed
+        and before its own bind (a real deletion on the server, at that moment)."""
+
+        def _bind(self, b, uid):  # type: ignore[no-untyped-def]
+            if b.pod == "ml/big-1":
+                self.core.delete_namespaced_pod("big-1", "ml", grace_period_seconds=0)
+            super()._bind(b, uid)
+
+    group = _plan([("big-0", "gpu-a1", [0, 1]), ("big-1", "gpu-a1", [2, 3])], []).bindings
+    out = DeletedMeanwhile(cluster.api, dry_run=False).bind_group(group, conv.uids)
+    assert out.bound == [] and set(out.failed) == {"ml/big-0", "ml/big-1"}
+
+    def no_member_bound():
+        pods = cluster.pods("ml")
+        return all(not p["spec"].get("nodeName") or p["metadata"].get("deletionTimestamp")
+                   for p in pods) or None  # fmt: skip
+
+    wait_until(no_member_bound, 30, "big-0 taken back")
+    scheduled = [e for e in cluster.events("ml") if e["reason"] == "Scheduled"]
+    assert [e["involvedObject"]["name"] for e in scheduled] == ["big-0"]
+    assert scheduled[0]["message"] == "Successfully assigned ml/big-0 to gpu-a1 (GPUs 0,1)"
