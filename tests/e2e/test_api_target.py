@@ -215,3 +215,37 @@ def test_a_member_deleted_before_its_bind_leaves_no_member_of_its_gang_bound(
     scheduled = [e for e in cluster.events("ml") if e["reason"] == "Scheduled"]
     assert [e["involvedObject"]["name"] for e in scheduled] == ["big-0"]
     assert scheduled[0]["message"] == "Successfully assigned ml/big-0 to gpu-a1 (GPUs 0,1)"
+
+
+def test_after_a_leader_died_mid_gang_the_next_one_completes_it_and_gives_no_gpu_twice(
+    cluster: Cluster,
+) -> None:
+    """The state a leader killed between two members' binds leaves (big-0 bound, big-1 not),
+    made on the server directly; the operator that takes over binds big-1 beside it."""
+    cluster.set_config(POLICY, MODELS)
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility")
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    for i in range(2):
+        cluster.pod(f"big-{i}", gpus=4, gang="big", gang_size=2)
+    cluster.pod("lone", gpus=2)
+    conv, _ = read_once(cluster.api)
+    half = _plan([("big-0", "gpu-a1", [2, 3, 4, 5])], []).bindings
+    assert Applier(cluster.api, dry_run=False).bind_group(half, conv.uids).bound == ["ml/big-0"]
+    cluster.start_operator("--interval=1")
+
+    def gang_whole():
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        ok = all(pods.get(f"big-{i}", {}).get("spec", {}).get("nodeName") for i in range(2))
+        return pods if ok else None
+
+    pods = wait_until(gang_whole, 60, "the half-bound gang completed")
+    held = [
+        int(i)
+        for p in pods.values()
+        if p["spec"].get("nodeName")
+        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
+    ]
+    assert len(held) == len(set(held)) == 8  # big-1 got 0,1,6,7; lone waits; none twice
+    assert not pods["lone"]["spec"].get("nodeName")
