@@ -257,6 +257,7 @@ def test_operator_and_agent_can_do_their_jobs() -> None:
         ("", "pods/binding", "create"),
         ("", "pods/status", "patch"),
         ("", "pods/eviction", "create"),
+        ("policy", "poddisruptionbudgets", "list"),
         ("", "nodes", "list"),
         ("", "events", "create"),
         ("events.k8s.io", "events", "create"),
@@ -266,6 +267,7 @@ def test_operator_and_agent_can_do_their_jobs() -> None:
     ]:
         assert _allows(op, group, resource, verb), f"operator cannot {verb} {resource}"
     assert not _allows(op, "", "pods", "delete")
+    assert _allows(op, "policy", "poddisruptionbudgets", "watch")
     assert not _allows(op, "wattpack.io", "powerdomains", "patch")
     local = _one("Role", "wattpack-operator")
     assert _allows(local, "", "configmaps", "watch")

@@ -111,19 +111,19 @@ class Applier:
         return out
 
     def _take_back(self, bindings: list[Binding], out: Outcome, uids: dict[str, str]) -> None:
+        """Evict the members already bound (a Binding cannot be undone; their controller makes
+        them again, pending, and the gang is planned whole)."""
+        failed = next(b.pod for b in bindings if b.pod not in out.bound)
         for key in out.bound:
             ns, name = _split(key)
             uid = uids.get(key, "")
             try:
-                self.core.delete_namespaced_pod(
-                    name,
-                    ns,
-                    body=client.V1DeleteOptions(
-                        preconditions=client.V1Preconditions(uid=uid) if uid else None
-                    ),
-                    _preload_content=False,
+                self.core.create_namespaced_pod_eviction(
+                    name, ns, _eviction_body(name, ns, uid), _preload_content=False
                 )
                 log.warning("gang_member_taken_back", pod=key, gang=[x.pod for x in bindings])
+                message = f"gang member {failed} could not be bound: the gang is taken back whole"
+                self._event(key, uid, "GangRolledBack", message, "Warning")
             except (ApiException, HTTPError) as e:
                 log.error("take_back_failed", pod=key, error=describe(e))
         out.bound = []

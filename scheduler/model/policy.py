@@ -91,6 +91,13 @@ class PackingPolicy(Wire):
         "otherwise keeps taking the room a big gang waits for. For workloads that checkpoint. "
         "null = off.",
     )
+    broken_gang_release_seconds: float | None = Field(
+        default=600.0,
+        ge=0,
+        description="A running gang missing members (partly bound) whose missing members have "
+        "waited this long and still do not fit is released: its running members are evicted so "
+        "the gang is queued whole. null = never (the running members wait for the rest).",
+    )
     reservation_seconds: float = Field(
         default=120.0,
         gt=0,

@@ -29,6 +29,7 @@ from scheduler.fit.outcome import assemble
 from scheduler.fit.state import Placement
 from scheduler.fit.value import pending_values
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
+from scheduler.planner.broken_gangs import release_broken_gangs
 from scheduler.planner.candidate import Candidate, best_of
 from scheduler.planner.defrag import defragment, defragment_by_repacks
 from scheduler.planner.expand import expand
@@ -349,6 +350,7 @@ def _plan(
             moves=moves,
             reasons=why,
         )
+        out = release_broken_gangs(snapshot, out, policy)
         # The whole cycle, writing the plan out included.
         summary = out.summary.model_copy(update={"solve_seconds": round(clock() - start, 4)})
         return out.model_copy(update={"summary": summary})

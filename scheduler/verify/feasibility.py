@@ -283,6 +283,23 @@ def _power_problems(snapshot: ClusterSnapshot, final: Final, policy: PackingPoli
     ]
 
 
+def _released_gang_members(snapshot: ClusterSnapshot, plan: Plan) -> set[str]:
+    """Members of a broken gang (some running, some pending) evicted all together while the
+    plan binds none of its pending members: the gang goes back to the queue whole."""
+    members: dict[str, list[Pod]] = defaultdict(list)
+    for p in snapshot.pods:
+        if p.gang_key is not None:
+            members[p.gang_key].append(p)
+    evicted, bound = {e.pod for e in plan.evictions}, {b.pod for b in plan.bindings}
+    out: set[str] = set()
+    for pods in members.values():
+        running = {p.key for p in pods if p.node is not None}
+        waiting = {p.key for p in pods if p.node is None}
+        if running and waiting and running <= evicted and not waiting & bound:
+            out |= running
+    return out
+
+
 def _rank(pod: Pod, policy: PackingPolicy) -> int:
     """A pod's priority, one higher for a gang member that waited starvingGangSeconds."""
     after = policy.starving_gang_seconds
@@ -325,7 +342,7 @@ def _justification_problems(
         )
 
     victims = [pods[e.pod] for e in plan.evictions if e.pod in pods and pods[e.pod].node in nodes]
-    ok = {v.key for v in victims if justified(v)}
+    ok = {v.key for v in victims if justified(v)} | _released_gang_members(snapshot, plan)
     ok_gangs = {v.gang_key for v in victims if v.key in ok and v.gang_key is not None}
     return [
         f"eviction {v.key}: no newly bound pod of higher priority than {v.priority} needs its room"
