@@ -209,6 +209,30 @@ class Cluster:
             p.stop()
 
 
+H100 = {"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}
+QUICK = {"solver": {"timeLimitSeconds": 5, "workers": 1, "deterministic": True}}
+
+
+def one_node(cluster: Cluster, policy: dict[str, Any] | None = None, gpus: int = 8) -> None:
+    """An H100 node gpu-a1 under an unbudgeted facility, namespace ml, and the quick policy
+    (plus `policy`)."""
+    cluster.set_config({**QUICK, **(policy or {})}, [H100])
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("gpu-a1", "facility", gpus=gpus)
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+
+
+def gpus_in_use(pods: list[dict[str, Any]]) -> list[int]:
+    """Every GPU index the bound pods hold, by their annotation, once per pod holding it."""
+    return sorted(
+        int(i)
+        for p in pods
+        if p["spec"].get("nodeName")
+        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
+    )
+
+
 def bound(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in pods if p["spec"].get("nodeName")]
 

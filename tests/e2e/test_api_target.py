@@ -8,47 +8,29 @@ from __future__ import annotations
 import time
 
 import pytest
-from kube import Cluster, bound, wait_until
+from builders import plan_of
+from kube import Cluster, bound, gpus_in_use, one_node, wait_until
 from kubernetes import client
 
 from operators.kube.apply import Applier
 from operators.kube.source import read_once
 from operators.kube.target import carry_out
-from scheduler.model import Plan
+from scheduler.model import Binding, Eviction, Plan
 
 pytestmark = pytest.mark.slow
 
-MODELS = [{"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}]
-POLICY = {"solver": {"timeLimitSeconds": 5, "workers": 1, "deterministic": True}}
-
 
 def _plan(bindings: list[tuple[str, str, list[int]]], evictions: list[tuple[str, str]]) -> Plan:
-    return Plan.model_validate(
-        {
-            "bindings": [{"pod": f"ml/{p}", "node": n, "gpuIndices": g} for p, n, g in bindings],
-            "evictions": [{"pod": f"ml/{p}", "node": n, "reason": "test"} for p, n in evictions],
-            "summary": {
-                "status": "FEASIBLE",
-                "solveSeconds": 0,
-                "gpuAllocationBefore": 0,
-                "gpuAllocation": 0,
-                "objective": 0,
-                "bound": 0,
-                "gap": 0,
-                "powerWatts": {},
-            },
-        }
+    return plan_of(
+        [Binding(pod=f"ml/{p}", node=n, gpu_indices=g) for p, n, g in bindings],
+        [Eviction(pod=f"ml/{p}", node=n, reason="test") for p, n in evictions],
     )
 
 
 def test_a_refused_eviction_holds_back_its_beneficiary_and_its_other_victims_only(
     cluster: Cluster,
 ) -> None:
-    cluster.set_config(POLICY, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster)
     for i in range(4):
         cluster.pod(f"low-{i}", gpus=2, labels={"app": "keep" if i == 0 else "free"})
     proc = cluster.start_operator("--interval=1")
@@ -103,11 +85,7 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
     """urgent's victims are evicted; until they are gone it is nominated to their node and
     kept out of planning; then it is bound there, and a pod of lower priority that arrived
     meanwhile does not take the room."""
-    cluster.set_config({**POLICY, "preemption": True}, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster, {"preemption": True})
     cluster.priority_class("high", 1000)
     cluster.priority_class("low", 10)
     for i in range(4):
@@ -136,12 +114,7 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
     time.sleep(3)
     pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
     assert not pods["sneaky"]["spec"].get("nodeName")
-    held = [
-        int(i)
-        for p in pods.values()
-        if p["spec"].get("nodeName")
-        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
-    ]
+    held = gpus_in_use(list(pods.values()))
     assert sorted(held) == list(range(8))  # no GPU given twice
     preempted = [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
     assert len(preempted) == 2  # its victims, and no more while they were going
@@ -152,11 +125,7 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
 def test_the_binder_checks_gpus_on_the_server_and_a_fenced_replica_writes_nothing(
     cluster: Cluster,
 ) -> None:
-    cluster.set_config(POLICY, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster)
     for name in ("first", "second", "third"):
         cluster.pod(name, gpus=2)
     conv, _ = read_once(cluster.api)
@@ -184,11 +153,7 @@ def test_the_binder_checks_gpus_on_the_server_and_a_fenced_replica_writes_nothin
 def test_a_member_deleted_before_its_bind_leaves_no_member_of_its_gang_bound(
     cluster: Cluster,
 ) -> None:
-    cluster.set_config(POLICY, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster)
     for i in range(2):
         cluster.pod(f"big-{i}", gpus=2, gang="big", gang_size=2)
     conv, _ = read_once(cluster.api)
@@ -222,11 +187,7 @@ def test_after_a_leader_died_mid_gang_the_next_one_completes_it_and_gives_no_gpu
 ) -> None:
     """The state a leader killed between two members' binds leaves (big-0 bound, big-1 not),
     made on the server directly; the operator that takes over binds big-1 beside it."""
-    cluster.set_config(POLICY, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster)
     for i in range(2):
         cluster.pod(f"big-{i}", gpus=4, gang="big", gang_size=2)
     cluster.pod("lone", gpus=2)
@@ -241,11 +202,6 @@ def test_after_a_leader_died_mid_gang_the_next_one_completes_it_and_gives_no_gpu
         return pods if ok else None
 
     pods = wait_until(gang_whole, 60, "the half-bound gang completed")
-    held = [
-        int(i)
-        for p in pods.values()
-        if p["spec"].get("nodeName")
-        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
-    ]
+    held = gpus_in_use(list(pods.values()))
     assert len(held) == len(set(held)) == 8  # big-1 got 0,1,6,7; lone waits; none twice
     assert not pods["lone"]["spec"].get("nodeName")

@@ -6,23 +6,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from kube import Cluster, bound, wait_until
+from kube import Cluster, bound, one_node, wait_until
 from kubernetes import client
 
 pytestmark = pytest.mark.slow
-
-MODELS = [{"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}]
-POLICY = {"solver": {"timeLimitSeconds": 5, "workers": 1, "deterministic": True}}
 
 
 def test_a_budget_allowing_no_disruption_is_never_broken_and_others_still_bind(
     cluster: Cluster,
 ) -> None:
-    cluster.set_config({**POLICY, "preemption": True}, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster, {"preemption": True})
     cluster.priority_class("high", 1000)
     cluster.priority_class("low", 10)
     # No disruption controller runs here, so the budget's status stays unobserved: the Eviction

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from kube import Cluster, wait_until
+from kube import H100, QUICK, Cluster, gpus_in_use, one_node, wait_until
 
 from operators.kube.cache import wait_synced
 from operators.operator.loop import Operator, Settings
@@ -15,18 +15,11 @@ from operators.operator.metrics import OperatorMetrics
 
 pytestmark = pytest.mark.slow
 
-MODELS = [{"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}]
-POLICY = {"solver": {"timeLimitSeconds": 5, "workers": 1, "deterministic": True}}
-
 
 def test_a_stalled_pod_watch_past_the_assumption_window_gives_no_gpu_twice(
     cluster: Cluster,
 ) -> None:
-    cluster.set_config(POLICY, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
+    one_node(cluster)
     cluster.pod("a", gpus=4)
     cluster.pod("c", gpus=4)
     cluster.pod("d", gpus=8, kind="inference")
@@ -44,7 +37,7 @@ def test_a_stalled_pod_watch_past_the_assumption_window_gives_no_gpu_twice(
         assert {b.pod for b in first.bindings} == {"ml/a", "ml/c"}
         # The plan changes (inference now weighs most) while the cache still shows a and c
         # pending, after the window in which this process remembers binding them.
-        cluster.set_config({**POLICY, "kindWeights": {"inference": 1000}}, MODELS)
+        cluster.set_config({**QUICK, "kindWeights": {"inference": 1000}}, [H100])
         wait_until(
             lambda: "1000" in str(op.informers["config"].items()), 30, "the new policy cached"
         )
@@ -56,10 +49,5 @@ def test_a_stalled_pod_watch_past_the_assumption_window_gives_no_gpu_twice(
         op.stop()
     pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
     assert not pods["d"]["spec"].get("nodeName")  # the server's pods said the GPUs are taken
-    held = [
-        int(i)
-        for p in pods.values()
-        if p["spec"].get("nodeName")
-        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
-    ]
+    held = gpus_in_use(list(pods.values()))
     assert sorted(held) == list(range(8))
