@@ -92,3 +92,29 @@ def test_commit_keeps_changes_and_forgets_them():
     assert _view(cycle.state) == after
     for pod, (node, gpus) in placed:
         assert all(cycle.state.res[node][g] < 1000 for g in gpus), pod.key
+
+
+def test_take_back_removes_the_named_placements_wherever_they_are_and_keeps_the_rest():
+    cycle = _cycle()
+    statement = Statement(cycle.state)
+    _trial(cycle, statement, 40)
+    placed = statement.placed()
+    gone = {pod.key for pod, _ in placed[1::3]}  # every third, from all through the record
+    kept = [(pod, at) for pod, at in placed if pod.key not in gone]
+    statement.take_back(gone)
+    assert statement.placed() == kept
+    # The state is as if only the kept placements (and the removal) had been made.
+    expected = start_cycle(cycle.snapshot, cycle.policy).state
+    expected.weigh_stranding = False
+    redo = Statement(expected)
+    for pod, (node, gpus) in kept:
+        redo.place(pod, node, gpus)
+    running = next(p for p in cycle.snapshot.pods if p.node is not None and p.gpus)
+    redo.remove(running, expected.node_index[running.node], tuple(running.gpu_indices))
+    view, want = _view(cycle.state), _view(expected)
+    for field in ("res", "cpu", "mem", "power", "apps", "free_milli", "nfree", "empty_of"):
+        assert view[field] == want[field], field
+    statement.discard()  # what is left of the record is taken back too
+    assert (
+        _view(cycle.state)["res"] == _view(start_cycle(cycle.snapshot, cycle.policy).state)["res"]
+    )

@@ -3,7 +3,9 @@ Statement: a gang placed member by member, a preemption tried node by node, a re
 this cycle's pods. Each change is made at once and recorded; `discard` takes the recorded
 changes back in reverse, to the start or to a checkpoint, and leaves the state as it was: the
 same capacity, power and look-up buckets (a node taken out and put back goes to the end of its
-buckets, which only breaks later ties differently); `commit` keeps them.
+buckets, which only breaks later ties differently); `take_back` takes back the placements of
+named pods wherever they are in the record (a gang that did not place whole); `commit` keeps
+them.
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ class Statement:
                 self.state.remove(pod, node, gpus)
             else:
                 self.state.place(pod, node, gpus)
+
+    def take_back(self, keys: set[str]) -> None:
+        """Take back the recorded placements of these pods, wherever they are in the record (a
+        gang some of whose members found no place leaves whole), latest first; the rest of
+        the record stands."""
+        for i in range(len(self._ops) - 1, -1, -1):
+            placed, pod, node, gpus = self._ops[i]
+            if placed and pod.key in keys:
+                self.state.remove(pod, node, gpus)
+                del self._ops[i]
 
     def commit(self) -> None:
         """Keep every change: nothing is recorded any more, so nothing can be taken back."""

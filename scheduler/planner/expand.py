@@ -11,7 +11,8 @@ from collections import defaultdict, deque
 
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.greedy import greedy_fill
-from scheduler.fit.state import ClusterState, Placement
+from scheduler.fit.state import Placement
+from scheduler.fit.statement import Statement
 from scheduler.model import Pod
 from scheduler.planner.evictions import Evicted, evict_counted, preempt_for, settle_evictions
 from scheduler.solver import Counts, Demand, Group
@@ -71,12 +72,12 @@ def _assign(
 
 
 def _pack(
-    state: ClusterState,
+    statement: Statement,
     items: dict[int, list[tuple[Pod, int | None]]],
-    placed: dict[str, Placement],
     groups: list[Group],
     group_of_class: list[int],
 ) -> list[Pod]:
+    state = statement.state
     left: list[Pod] = []
     rest_of: dict[int, list[Pod]] = defaultdict(list)
     for c, pods in items.items():
@@ -95,8 +96,7 @@ def _pack(
             ):
                 left.append(pod)
                 continue
-            state.place(pod, node0, (g,))
-            placed[pod.key] = (node0, (g,))
+            statement.place(pod, node0, (g,))
         rest_of[c] = [p for p, g in pods if g is None]
     by_group: dict[int, list[int]] = defaultdict(list)
     for c in rest_of:
@@ -111,7 +111,7 @@ def _pack(
             p.memory_mi_b for p in pooled
         ) > 0.8 * sum(state.mem[i] for i in nodes)
         if scarce:
-            left.extend(_deal_units(state, [cls.id for cls in classes], pooled, placed))
+            left.extend(_deal_units(statement, [cls.id for cls in classes], pooled))
             continue
         for c in class_ids:
             rest = sorted(
@@ -123,8 +123,7 @@ def _pack(
                 if where is None:
                     left.append(pod)
                 else:
-                    state.place(pod, *where)
-                    placed[pod.key] = where
+                    statement.place(pod, *where)
     return left
 
 
@@ -142,12 +141,11 @@ def _pair_shares(shares: list[Pod]) -> list[list[Pod]]:
     return [pods for _, pods in bins]
 
 
-def _deal_units(
-    state: ClusterState, class_ids: list[int], pods: list[Pod], placed: dict[str, Placement]
-) -> list[Pod]:
+def _deal_units(statement: Statement, class_ids: list[int], pods: list[Pod]) -> list[Pod]:
     """Where CPU or memory runs short: fill partly used GPUs, pair the other shares into whole
     GPUs, then deal units (a pod, or a GPU of shares) round-robin over the nodes, so each node
     gets the average mix, the mix the model's group-wide rows showed to fit."""
+    state = statement.state
     nodes = [i for c in class_ids for i in state.classes[c].nodes]
     model = state.classes[class_ids[0]].model
     left: list[Pod] = []
@@ -160,8 +158,7 @@ def _deal_units(
                 where = found
                 break
         if where is not None:
-            state.place(pod, *where)
-            placed[pod.key] = where
+            statement.place(pod, *where)
         else:
             shares.append(pod)
     units = [[p] for p in pods if not p.fractional] + _pair_shares(shares)
@@ -182,8 +179,7 @@ def _deal_units(
                 at = (at + step + 1) % len(order)
                 gpus = tuple(free[:need])
                 for p in unit:
-                    state.place(p, node, gpus)
-                    placed[p.key] = (node, gpus)
+                    statement.place(p, node, gpus)
                 break
         else:
             left.extend(unit)
@@ -191,8 +187,10 @@ def _deal_units(
 
 
 def _break_partial_gangs(
-    state: ClusterState, pending: list[Pod], placed: dict[str, Placement], left: list[Pod]
+    statement: Statement, pending: list[Pod], left: list[Pod]
 ) -> list[list[Pod]]:
+    """A gang with a member left over is taken back whole (its placed members' placements
+    leave the statement) and goes to the leftovers as one unit."""
     members: dict[str, list[Pod]] = defaultdict(list)
     for p in pending:
         if p.gang_key:
@@ -201,9 +199,7 @@ def _break_partial_gangs(
     units = [[p] for p in left if not p.gang_key]
     for key in sorted(broken):
         for p in members[key]:
-            if p.key in placed:
-                node, gpus = placed.pop(p.key)
-                state.remove(p, node, gpus)
+            statement.take_back({p.key})
         units.append(members[key])
     return units
 
@@ -212,15 +208,17 @@ def expand(
     cycle: Cycle, demand: Demand, counts: Counts, groups: list[Group], group_of_class: list[int]
 ) -> tuple[dict[str, Placement], Evicted]:
     state = cycle.state
-    placed: dict[str, Placement] = {}
     evicted = evict_counted(cycle, counts.evict, group_of_class)
     items = _assign(cycle, demand, counts, groups)
     # CPU-only pods are worth least: they go last of all, onto nodes whose GPUs are taken, so
     # their CPU never strands a free GPU that a leftover GPU pod could still use.
     cpu_only = [[p] for pods in items.values() for p, _ in pods if p.gpus == 0 and not p.gang_key]
     items = {c: [(p, g) for p, g in pods if p.gpus or p.gang_key] for c, pods in items.items()}
-    left = _pack(state, items, placed, groups, group_of_class)
-    units = _break_partial_gangs(state, cycle.pending, placed, left)
+    packing = Statement(state)
+    left = _pack(packing, items, groups, group_of_class)
+    units = _break_partial_gangs(packing, cycle.pending, left)
+    placed: dict[str, Placement] = {p.key: at for p, at in packing.placed()}
+    packing.commit()
     units = greedy_fill(state, units, placed)
     if cycle.victims:
         preempt_for(cycle, units, evicted, placed)
