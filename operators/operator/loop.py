@@ -204,6 +204,7 @@ class Operator:
         carried = carry_out(plan, conv.snapshot, policy, self.applier, uids, now)
         self.metrics.evictions.inc(len(carried.evicted))
         self.metrics.bindings.inc(len(carried.bound))
+        self.metrics.refused.inc(len(carried.refused))
         bindings = {b.pod: b for b in plan.bindings}
         for key in carried.bound:
             b = bindings[key]
@@ -212,6 +213,7 @@ class Operator:
             self._reservations.append(carried.reservation)
             for key, node in carried.reservation.nodes.items():
                 self.applier.nominate(key, node)
+        self.metrics.reserved.set(sum(len(r.held) for r in self._reservations))
         for key, victim in carried.held_back.items():
             why = (
                 f"would fit on {bindings[key].node} by preempting {victim}, but the API server "

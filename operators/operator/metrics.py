@@ -42,6 +42,16 @@ class OperatorMetrics:
         self.unplaced = Counter(
             "wattpack_unplaced", "Pods a cycle could not place (counted per cycle).", registry=r
         )
+        self.refused = Counter(
+            "wattpack_evictions_refused",
+            "Evictions the API server would refuse (dry run), which held back their pod.",
+            registry=r,
+        )
+        self.reserved = Gauge(
+            "wattpack_reserved_pods",
+            "Pods waiting, nominated, for their victims to go (held out of planning).",
+            registry=r,
+        )
         self.errors = Counter("wattpack_cycle_errors", "Cycles that failed.", registry=r)
         self.leader = Gauge("wattpack_leader", "1 while this replica leads.", registry=r)
 

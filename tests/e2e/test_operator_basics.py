@@ -142,6 +142,7 @@ def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
     assert m['wattpack_power_watts{domain="rack-a"}'] == 4 * 700 + 450 + 3 * 75
     assert m['wattpack_power_budget_watts{domain="rack-a"}'] == 20_000
     assert 0 < m["wattpack_gpu_allocation"] <= 1 and m["wattpack_leader"] == 1
+    assert m["wattpack_evictions_refused_total"] == 0 and m["wattpack_reserved_pods"] == 0
 
     # The operator writes each PowerDomain's planned draw and headroom.
     def rack_status() -> dict:
