@@ -136,3 +136,39 @@ def test_the_track_reads_as_snapshot_health() -> None:
     track = run([GpuSample(time=0, xids=[48])])[-1]
     health = track.as_gpu_health(3)
     assert health.index == 3 and health.state == F and health.reasons == ["XID 48"]
+
+
+def _falls(times: int, start: float, window: float) -> list[GpuSample]:
+    """The GPU fails (XID 79), is reset a minute later and runs clean for a window and a bit,
+    `times` times over."""
+    samples: list[GpuSample] = []
+    t = start
+    for _ in range(times):
+        samples += [GpuSample(time=t, xids=[79]), GpuSample(time=t + 60, reset=True)]
+        samples += quiet(t + 120, t + 120 + window + 120)
+        t += window + 360
+    return samples
+
+
+def test_a_gpu_that_falls_again_and_again_is_kept_out_until_its_window_passes() -> None:
+    rules = RULES.model_copy(update={"lemon_window_seconds": 8 * 3600.0})
+    window = rules.clean_window_seconds
+    samples = _falls(3, 0.0, window)
+    tracks = run(samples, rules)
+    # The first two times it came back after a reset and a clean window; the third, not.
+    assert [t.state for t in tracks].count(H) > 0
+    last = tracks[-1]
+    assert last.state == D and last.reasons[0].startswith("lemon: degraded or failed 3 times")
+    third = samples[-1].time - window - 240  # when it fell the third time (about)
+    later = quiet(samples[-1].time + 60, third + rules.lemon_window_seconds + window)
+    after = run(samples + later, rules)
+    assert after[-1].state == H  # the window since the last fall passed: back in service
+    held = [t for t in after[len(samples) :] if t.state == D]
+    assert held and all(t.reasons[0].startswith("lemon") for t in held)
+
+
+def test_two_falls_or_the_rule_off_leave_the_usual_recovery() -> None:
+    window = RULES.clean_window_seconds
+    assert run(_falls(2, 0.0, window))[-1].state == H
+    off = RULES.model_copy(update={"lemon_after": None})
+    assert run(_falls(3, 0.0, window), off)[-1].state == H

@@ -45,6 +45,7 @@ class GpuTrack:
     counted: tuple[float, ...] = ()  # times of counted XIDs within the window
     hot_samples: int = 0  # consecutive samples in thermal slowdown
     last_uncorrected: int | None = None
+    falls: tuple[float, ...] = ()  # times it went degraded or failed, within the lemon window
 
     def as_gpu_health(self, index: int) -> GpuHealth:
         return GpuHealth(index=index, state=self.state, reasons=list(self.reasons))
@@ -142,14 +143,34 @@ def step(track: GpuTrack, s: GpuSample, rules: HealthRules) -> GpuTrack:
     if found:
         track = replace(track, last_finding=s.time)
     level = max((f.state for f in found), key=_RANK.__getitem__, default=HealthState.HEALTHY)
+    falls = tuple(t for t in track.falls if t > s.time - rules.lemon_window_seconds)
     if _RANK[level] > _RANK[track.state]:
         reasons = tuple(f.reason for f in found if f.state == level)
-        return replace(track, state=level, reasons=reasons, since=s.time)
+        if _RANK[level] >= _RANK[HealthState.DEGRADED] > _RANK[track.state]:
+            falls += (s.time,)
+        return replace(track, state=level, reasons=reasons, since=s.time, falls=falls)
+    track = replace(track, falls=falls)
     if _RANK[level] == _RANK[track.state] and found and level != HealthState.HEALTHY:
         return replace(track, reasons=tuple(f.reason for f in found if f.state == level))
     if track.state != HealthState.HEALTHY and _recovered(track, s.time, rules):
+        if _lemon(track, rules):
+            # Healthy again by the usual rules, but it has fallen too often: kept out.
+            reason = _lemon_reason(track, rules)
+            return replace(track, state=HealthState.DEGRADED, reasons=(reason,))
         return replace(track, state=HealthState.HEALTHY, reasons=(), since=s.time)
     return track
+
+
+def _lemon(track: GpuTrack, rules: HealthRules) -> bool:
+    return rules.lemon_after is not None and len(track.falls) >= rules.lemon_after
+
+
+def _lemon_reason(track: GpuTrack, rules: HealthRules) -> str:
+    until = track.falls[-1] + rules.lemon_window_seconds
+    return (
+        f"lemon: degraded or failed {len(track.falls)} times in "
+        f"{rules.lemon_window_seconds:g} s; kept out until t={until:g}"
+    )
 
 
 def _recovered(track: GpuTrack, now: float, rules: HealthRules) -> bool:

@@ -58,6 +58,19 @@ class HealthRules(Wire):
         description="Hysteresis: a rate over its threshold must hold for this many samples in "
         "a row before it counts, so one noisy sample does not flap a GPU.",
     )
+    lemon_after: int | None = Field(
+        default=3,
+        ge=1,
+        description="A GPU that went degraded or failed this many times within lemonWindowSeconds "
+        "is a lemon: it stays degraded (no new work; its pods migrate) until that long has "
+        "passed since the last time, resets and clean windows notwithstanding. null = off.",
+    )
+    lemon_window_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="The window lemonAfter counts in, and how long a lemon is kept out after "
+        "its last fall.",
+    )
     clean_window_seconds: float = Field(
         default=3600.0,
         ge=0,
