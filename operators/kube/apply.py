@@ -26,6 +26,8 @@ from urllib3.exceptions import HTTPError
 
 from operators.kube.cache import read_json
 from operators.kube.convert import (
+    CHECKPOINT_REQUESTED,
+    CHECKPOINTED,
     GPU_INDICES,
     GPU_MILLI,
     SCHEDULER_NAME,
@@ -246,6 +248,27 @@ class Applier:
             return False
         log.info("evicted", pod=e.pod, node=e.node, reason=e.reason)
         self._event(e.pod, uid, "Preempted", e.reason, "Normal")
+        return True
+
+    def request_checkpoint(self, key: str, uid: str, stamp: str) -> bool:
+        """Ask the workload to checkpoint before it is evicted: the annotation
+        wattpack.io/checkpoint-requested, and an Event. Whether the request was written."""
+        if self.dry_run:
+            log.info("would_request_checkpoint", pod=key)
+            return False
+        if not self.may_write():
+            return False
+        ns, name = _split(key)
+        try:
+            self.core.patch_namespaced_pod(
+                name, ns, {"metadata": {"annotations": {CHECKPOINT_REQUESTED: stamp}}}
+            )
+        except (ApiException, HTTPError) as e:
+            log.warning("checkpoint_request_failed", pod=key, error=describe(e))
+            return False
+        log.info("checkpoint_requested", pod=key)
+        message = f"checkpoint requested: evicted once {CHECKPOINTED} is set, or at a timeout"
+        self._event(key, uid, "CheckpointRequested", message, "Normal")
         return True
 
     def nominate(self, key: str, node: str | None) -> None:

@@ -23,12 +23,13 @@ loudly rather than being skipped.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 
 from operators.kube.apply import Applier
+from operators.timestamps import rfc3339
 from scheduler.execute import Execution, Step, StepKind, UnknownStep, plan_steps
 from scheduler.model import Binding, ClusterSnapshot, Eviction, PackingPolicy, Plan
 
@@ -41,6 +42,9 @@ class Reservation:
     victims: dict[int, tuple[str, str]]  # eviction step -> (pod key, uid) it waits to see gone
     nodes: dict[str, str]  # pod key -> node, for the bindings it holds
     until: float  # monotonic seconds
+    # Evictions not made yet: the victim was asked to checkpoint. Step -> (monotonic deadline,
+    # the request's RFC 3339 stamp, which the acknowledgement must reach).
+    checkpointing: dict[int, tuple[float, str]] = field(default_factory=dict)
 
     @property
     def held(self) -> set[str]:
@@ -62,6 +66,7 @@ class Carried:
     held_back: dict[str, str] = field(default_factory=dict)  # binding -> the refused victim
     waiting: list[str] = field(default_factory=list)  # bindings that wait for evictions
     failed: dict[str, str] = field(default_factory=dict)  # bindings the server refused
+    checkpointing: list[str] = field(default_factory=list)  # victims asked to checkpoint first
     reservation: Reservation | None = None  # what waits for evictions, for later cycles
 
 
@@ -75,10 +80,19 @@ class ApiTarget:
         uids: dict[str, str],
         carried: Carried,
         free: Free | None = None,
+        checkpoints: Collection[str] = (),
+        stamp: str = "",
     ) -> None:
         self.applier, self.uids, self.carried, self.free = applier, uids, carried, free
+        self.checkpoints, self.stamp = checkpoints, stamp
 
     def evict(self, step: Step) -> bool:
+        if step.pod in self.checkpoints:
+            # The handshake first: the eviction is made once the workload has saved its work
+            # (or the policy's timeout passed), on a later cycle (resume).
+            if self.applier.request_checkpoint(step.pod, self.uids.get(step.pod, ""), self.stamp):
+                self.carried.checkpointing.append(step.pod)
+            return False
         eviction = Eviction(pod=step.pod, node=step.node, reason=step.reason)
         if self.applier.evict(eviction, self.uids.get(step.pod, "")):
             self.carried.evicted.append(step.pod)
@@ -114,18 +128,21 @@ def carry_out(
     applier: Applier,
     uids: dict[str, str],
     now: float = 0.0,
+    checkpoints: Collection[str] = (),
 ) -> Carried:
     """The plan's steps on the API server; what waits for evictions comes back as a
-    reservation (`now`: monotonic seconds, for its expiry)."""
+    reservation (`now`: monotonic seconds, for its expiry). `checkpoints`: the running pods
+    that take part in the checkpoint handshake (training and fine-tuning pods that say so)."""
     carried = Carried()
     steps = plan_steps(plan, snapshot, policy)
     kept = _without_refused(steps, applier, uids, carried)
     run = Execution(kept)
-    run.advance(ApiTarget(applier, uids, carried))
+    stamp = rfc3339()
+    run.advance(ApiTarget(applier, uids, carried, checkpoints=checkpoints, stamp=stamp))
     # What waits for evictions is held for later cycles, but not a binding (with its gang)
     # that waits for an eviction the server did not take after all: that room never frees.
-    evicted = set(carried.evicted)
-    lost = {s.id for s in kept if s.kind == StepKind.EVICT and s.pod not in evicted}
+    begun = set(carried.evicted) | set(carried.checkpointing)
+    lost = {s.id for s in kept if s.kind == StepKind.EVICT and s.pod not in begun}
     waiting = [s for s in kept if s.kind == StepKind.BIND and s.id not in run.finished]
     broken = {s.group or s.pod for s in waiting if lost & set(s.after)}
     waiting = [s for s in waiting if (s.group or s.pod) not in broken]
@@ -138,7 +155,12 @@ def carry_out(
             held,
             {a: (run.steps[a].pod, uids.get(run.steps[a].pod, "")) for a in victims},
             {s.pod: s.node for s in waiting},
-            now + policy.reservation_seconds,
+            now + policy.reservation_seconds + policy.checkpoint_timeout_seconds,
+            {
+                a: (now + policy.checkpoint_timeout_seconds, stamp)
+                for a in victims
+                if run.steps[a].pod in carried.checkpointing
+            },
         )
     return carried
 
@@ -149,15 +171,31 @@ def resume(
     free: Free,
     applier: Applier,
     uids: dict[str, str],
+    acks: Mapping[str, str] | None = None,
+    now: float = 0.0,
 ) -> Carried:
-    """One cycle of a reservation: evictions whose pods are gone (`present`: pod key -> uid in
-    the cluster now) are done, and the bindings that become ready are made where `free` says
-    their GPUs still are."""
+    """One cycle of a reservation: victims asked to checkpoint are evicted once they say they
+    have (`acks`: pod key -> its wattpack.io/checkpointed stamp) or their time is up; evictions
+    whose pods are gone (`present`: pod key -> uid in the cluster now) are done; and the
+    bindings that become ready are made where `free` says their GPUs still are."""
     run = reservation.run
+    carried = Carried()
+    for step_id, (deadline, stamp) in list(reservation.checkpointing.items()):
+        key, uid = reservation.victims[step_id]
+        if present.get(key) != uid:
+            del reservation.checkpointing[step_id]  # gone on its own
+            continue
+        acked = (acks or {}).get(key, "") >= stamp
+        if not acked and now < deadline:
+            continue
+        step = run.steps[step_id]
+        log.info("checkpoint_done" if acked else "checkpoint_timed_out", pod=key)
+        if applier.evict(Eviction(pod=key, node=step.node, reason=step.reason), uid):
+            carried.evicted.append(key)
+            del reservation.checkpointing[step_id]
     for step_id, (key, uid) in reservation.victims.items():
         if step_id in run.under_way and present.get(key) != uid:
             run.done(step_id)
-    carried = Carried()
     run.advance(ApiTarget(applier, uids, carried, free))
     return carried
 

@@ -24,12 +24,18 @@ import structlog
 
 from operators.kube.apply import Applier
 from operators.kube.cache import Informer, wait_synced
-from operators.kube.convert import GPU_INDICES, Conversion, pod_key
+from operators.kube.convert import (
+    CHECKPOINTED,
+    CHECKPOINTS,
+    GPU_INDICES,
+    Conversion,
+    pod_key,
+)
 from operators.kube.source import config_of, listers, snapshot_of
 from operators.kube.target import Carried, Reservation, carry_out, resume
 from operators.operator.metrics import OperatorMetrics
 from scheduler.errors import UserError
-from scheduler.model import GpuModel, PackingPolicy, Plan
+from scheduler.model import GpuModel, PackingPolicy, Plan, PodKind
 
 log = structlog.get_logger(__name__)
 
@@ -134,7 +140,7 @@ class Operator:
             update={"moves": policy.moves.model_copy(update={"per_cycle": 0})}
         )
         conv = snapshot_of(items, models, self.settings.cluster_name)
-        if self._reservations and self._resume(conv):
+        if self._reservations and self._resume(conv, cached_pods):
             items["pods"] = self._with_assumed(cached_pods)  # what the reservations bound
             conv = snapshot_of(items, models, self.settings.cluster_name)
         conv = self._without_held(conv)
@@ -201,7 +207,14 @@ class Operator:
         # victims are gone; one whose victims the server would refuse is not made, and none of
         # its victims is evicted.
         now = time.monotonic()
-        carried = carry_out(plan, conv.snapshot, policy, self.applier, uids, now)
+        checkpoints = {
+            p.key
+            for p in conv.snapshot.pods
+            if p.node is not None
+            and p.kind in (PodKind.TRAINING, PodKind.FINE_TUNING)
+            and _annotation(raw_pods.get(p.key), CHECKPOINTS) == "true"
+        }
+        carried = carry_out(plan, conv.snapshot, policy, self.applier, uids, now, checkpoints)
         self.metrics.evictions.inc(len(carried.evicted))
         self.metrics.bindings.inc(len(carried.bound))
         self.metrics.refused.inc(len(carried.refused))
@@ -233,7 +246,7 @@ class Operator:
         self.applier.forget(live)
         return carried
 
-    def _resume(self, conv: Conversion) -> bool:
+    def _resume(self, conv: Conversion, cached_pods: list[dict[str, Any]]) -> bool:
         """Carry the reservations on: bind what their victims' leaving has made ready, where
         the GPUs are still free in the cluster as read now; let go of expired ones. Whether
         anything was bound."""
@@ -266,7 +279,9 @@ class Operator:
                 for key in r.held:
                     self.applier.nominate(key, None)
                 continue
-            carried = resume(r, present, free, self.applier, conv.uids)
+            acks = {pod_key(p): _annotation(p, CHECKPOINTED) for p in cached_pods}
+            carried = resume(r, present, free, self.applier, conv.uids, acks, now)
+            self.metrics.evictions.inc(len(carried.evicted))
             for key in carried.bound:
                 step = next(s for s in r.run.steps.values() if s.pod == key)
                 self._assumed[key] = (step.node, list(step.gpus), now + self.settings.assume_for)
@@ -311,3 +326,9 @@ class Operator:
         for key in set(self._assumed) - seen:
             del self._assumed[key]
         return out
+
+
+def _annotation(raw: dict[str, Any] | None, name: str) -> str:
+    if raw is None:
+        return ""
+    return str((raw["metadata"].get("annotations") or {}).get(name, ""))

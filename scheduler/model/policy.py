@@ -98,6 +98,14 @@ class PackingPolicy(Wire):
         "waited this long and still do not fit is released: its running members are evicted so "
         "the gang is queued whole. null = never (the running members wait for the rest).",
     )
+    checkpoint_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Operator: before it evicts a training or fine-tuning pod that takes part in "
+        "the checkpoint handshake (annotation wattpack.io/checkpoints: \"true\"), it asks for "
+        "a checkpoint and waits for the acknowledgement (wattpack.io/checkpointed) at most "
+        "this long.",
+    )
     reservation_seconds: float = Field(
         default=120.0,
         gt=0,
