@@ -102,7 +102,7 @@ class PackingPolicy(Wire):
         default=60.0,
         gt=0,
         description="Operator: before it evicts a training or fine-tuning pod that takes part in "
-        "the checkpoint handshake (annotation wattpack.io/checkpoints: \"true\"), it asks for "
+        'the checkpoint handshake (annotation wattpack.io/checkpoints: "true"), it asks for '
         "a checkpoint and waits for the acknowledgement (wattpack.io/checkpointed) at most "
         "this long.",
     )

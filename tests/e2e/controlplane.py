@@ -193,6 +193,26 @@ class ControlPlane:
         if not self.procs["kwok"].alive():
             raise RuntimeError(f"kwok exited:\n{self.procs['kwok'].tail()}")
 
+    def start_controller_manager(self, controllers: str = "disruption") -> Proc:
+        """The real kube-controller-manager, running only the named controllers (the disruption
+        controller by default: it keeps PodDisruptionBudgets' status, as in a real cluster)."""
+        args = [
+            str(self.bin / "kube-controller-manager"),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--controllers={controllers}",
+            "--leader-elect=false",
+            "--secure-port=0",
+            "--v=0",
+        ]
+        proc = Proc(
+            "kube-controller-manager", args, self.root / "kube-controller-manager.log"
+        ).start()
+        self.procs["kube-controller-manager"] = proc
+        time.sleep(0.5)
+        if not proc.alive():
+            raise RuntimeError(f"kube-controller-manager exited:\n{proc.tail()}")
+        return proc
+
     def start_kube_scheduler(self, config: dict | None = None) -> Proc:
         """The real kube-scheduler (default profile, or the given KubeSchedulerConfiguration)."""
         args = [

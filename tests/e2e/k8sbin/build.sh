@@ -10,7 +10,7 @@ K8S_VERSION=v1.34.1
 KWOK_VERSION=v0.7.0
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 out="${WATTPACK_K8S_CACHE:-$HOME/.cache/wattpack/k8s}/${K8S_VERSION}-kwok-${KWOK_VERSION}"
-binaries=(kube-apiserver kube-scheduler kubectl etcd kwok)
+binaries=(kube-apiserver kube-scheduler kube-controller-manager kubectl etcd kwok)
 
 complete() {
 	for b in "${binaries[@]}"; do [[ -x "$out/$b" ]] || return 1; done
@@ -29,7 +29,7 @@ stamp+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/ve
 stamp+=" -X k8s.io/client-go/pkg/version.gitVersion=${K8S_VERSION}"
 
 cd "$here"
-for cmd in kube-apiserver kube-scheduler kubectl; do
+for cmd in kube-apiserver kube-scheduler kube-controller-manager kubectl; do
 	[[ -x "$out/$cmd" ]] && continue
 	echo "building $cmd ${K8S_VERSION}" >&2
 	go build -trimpath -ldflags "$stamp" -o "$out/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd"
