@@ -29,10 +29,10 @@ from operators.kube.convert import (
     CHECKPOINT_REQUESTED,
     CHECKPOINTED,
     GPU_INDICES,
-    GPU_MILLI,
     SCHEDULER_NAME,
     gpus_held,
     holds_resources,
+    share_milli,
 )
 from operators.kube.errors import describe
 from operators.timestamps import rfc3339
@@ -151,11 +151,7 @@ class Applier:
             return "being deleted", 0
         if spec.get("nodeName"):
             return f"already bound to {spec['nodeName']}", 0
-        try:
-            need = int((md.get("annotations") or {}).get(GPU_MILLI, "1000"))
-        except ValueError:
-            need = 1000
-        return None, min(1000, max(1, need))
+        return None, share_milli(pod)
 
     def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
         """A member whose GPUs pods bound on the server already hold (by their GPU annotation),

@@ -185,18 +185,18 @@ def _disruption_budgets(
     """Each PodDisruptionBudget with the running pods of the snapshot its selector matches. Its
     allowance is status.disruptionsAllowed, and 0 until the disruption controller has observed
     the budget's generation: the Eviction API refuses every eviction then too."""
+    # The running pods by namespace, read once: every budget looks only at its own namespace.
+    labels_in: dict[str, list[tuple[str, dict[str, str]]]] = defaultdict(list)
+    for p in pods:
+        key = pod_key(p)
+        if key in running:
+            labels_in[key.split("/", 1)[0]].append((key, p["metadata"].get("labels") or {}))
     out = []
     for pdb in pdbs:
         md, spec, status = pdb["metadata"], pdb.get("spec") or {}, pdb.get("status") or {}
         ns = md.get("namespace", "default")
         observed = status.get("observedGeneration", 0) >= md.get("generation", 1)
-        covered = [
-            pod_key(p)
-            for p in pods
-            if p["metadata"].get("namespace", "default") == ns
-            and pod_key(p) in running
-            and _selects(spec.get("selector"), p["metadata"].get("labels") or {})
-        ]
+        covered = [key for key, labels in labels_in[ns] if _selects(spec.get("selector"), labels)]
         if covered:
             out.append(
                 DisruptionBudget(
@@ -446,14 +446,20 @@ def _running_pod(raw: dict[str, Any], node: str) -> Pod:
     return pod.model_copy(update={"node": node, "preemptible": preemptible})
 
 
+def share_milli(raw: dict[str, Any]) -> int:
+    """The milli of each of its GPUs a pod takes (wattpack.io/gpu-milli, 1000 without it), read
+    leniently: where it is malformed, the pod is counted as taking whole GPUs."""
+    ann = raw["metadata"].get("annotations") or {}
+    try:
+        return min(1000, max(1, int(ann.get(GPU_MILLI, "1000"))))
+    except ValueError:
+        return 1000
+
+
 def gpus_held(raw: dict[str, Any]) -> dict[int, int]:
     """Milli of each GPU a bound pod holds by its wattpack.io/gpu-indices annotation (none
     without one: which GPUs another scheduler's pod has, its annotation alone does not say)."""
-    ann = raw["metadata"].get("annotations") or {}
-    try:
-        milli = min(1000, max(1, int(ann.get(GPU_MILLI, "1000"))))
-    except ValueError:
-        milli = 1000
+    milli = share_milli(raw)
     return {g: milli for g in _indices(raw) or []}
 
 

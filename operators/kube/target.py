@@ -9,8 +9,9 @@ so the bindings that wait for it are left to a later cycle's plan, and every bin
 for nothing is made now, whatever else in the plan was refused.
 
 What waits is a reservation: the steps still to do, carried from cycle to cycle. Each cycle an
-eviction is done once its pod is gone (or replaced), and the bindings then ready are made, each
-only if its GPUs are free in the cluster as read this cycle; meanwhile the pods a reservation
+eviction is done once its pod is gone (or replaced), and the bindings then ready are made (the
+binder checks the pod is still pending and its GPUs free on the server, as for any binding:
+where they are not, the pod is planned again); meanwhile the pods a reservation
 holds are kept out of planning (so no second plan evicts for them), their `nominatedNodeName`
 says where they will go, and victims being deleted are never victims again (convert), so no
 other plan is given the room. A reservation ends when its bindings are made or at
@@ -23,7 +24,7 @@ loudly rather than being skipped.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import structlog
@@ -70,20 +71,16 @@ class Carried:
     reservation: Reservation | None = None  # what waits for evictions, for later cycles
 
 
-Free = Callable[[str, str, tuple[int, ...]], bool]  # pod key, node, GPUs -> free for it now
-
-
 class ApiTarget:
     def __init__(
         self,
         applier: Applier,
         uids: dict[str, str],
         carried: Carried,
-        free: Free | None = None,
         checkpoints: Collection[str] = (),
         stamp: str = "",
     ) -> None:
-        self.applier, self.uids, self.carried, self.free = applier, uids, carried, free
+        self.applier, self.uids, self.carried = applier, uids, carried
         self.checkpoints, self.stamp = checkpoints, stamp
 
     def evict(self, step: Step) -> bool:
@@ -105,15 +102,6 @@ class ApiTarget:
         raise UnknownStep(f"the operator does not carry out moves yet: start {step.pod}")
 
     def bind(self, steps: list[Step]) -> bool:
-        if self.free is not None:
-            taken = [s for s in steps if not self.free(s.pod, s.node, s.gpus)]
-            if taken:
-                # Fencing: the room was given to something else meanwhile; the pods are
-                # planned again instead.
-                why = f"GPUs {list(taken[0].gpus)} of {taken[0].node} are no longer free"
-                log.warning("reserved_binding_dropped", pods=[s.pod for s in steps], why=why)
-                self.carried.failed.update({s.pod: why for s in steps})
-                return True
         group = [Binding(pod=s.pod, node=s.node, gpu_indices=list(s.gpus)) for s in steps]
         outcome = self.applier.bind_group(group, self.uids)
         self.carried.bound += outcome.bound
@@ -168,7 +156,6 @@ def carry_out(
 def resume(
     reservation: Reservation,
     present: dict[str, str],
-    free: Free,
     applier: Applier,
     uids: dict[str, str],
     acks: Mapping[str, str] | None = None,
@@ -177,7 +164,7 @@ def resume(
     """One cycle of a reservation: victims asked to checkpoint are evicted once they say they
     have (`acks`: pod key -> its wattpack.io/checkpointed stamp) or their time is up; evictions
     whose pods are gone (`present`: pod key -> uid in the cluster now) are done; and the
-    bindings that become ready are made where `free` says their GPUs still are."""
+    bindings that become ready are made."""
     run = reservation.run
     carried = Carried()
     for step_id, (deadline, stamp) in list(reservation.checkpointing.items()):
@@ -196,7 +183,7 @@ def resume(
     for step_id, (key, uid) in reservation.victims.items():
         if step_id in run.under_way and present.get(key) != uid:
             run.done(step_id)
-    run.advance(ApiTarget(applier, uids, carried, free))
+    run.advance(ApiTarget(applier, uids, carried))
     return carried
 
 
@@ -234,10 +221,13 @@ def _without_refused(
         dropped.update(s.id for s in members)
         for s in members:
             carried.held_back[s.pod] = bad.pod
+    waited_for = {a for members in units.values() for s in members for a in s.after}
     for s in steps:
         # An eviction that no binding waits for is the plan's to make, if the server allows.
-        if s.kind == StepKind.EVICT and s.id not in needed:
-            waited_for = any(s.id in b.after for b in steps if b.kind == StepKind.BIND)
-            if waited_for or refused(s) is not None:
-                dropped.add(s.id)
+        if (
+            s.kind == StepKind.EVICT
+            and s.id not in needed
+            and (s.id in waited_for or refused(s) is not None)
+        ):
+            dropped.add(s.id)
     return [s for s in steps if s.id not in dropped]

@@ -247,30 +247,12 @@ class Operator:
         return carried
 
     def _resume(self, conv: Conversion, cached_pods: list[dict[str, Any]]) -> bool:
-        """Carry the reservations on: bind what their victims' leaving has made ready, where
-        the GPUs are still free in the cluster as read now; let go of expired ones. Whether
-        anything was bound."""
+        """Carry the reservations on: bind what their victims' leaving has made ready (the
+        binder checks the GPUs on the server); let go of expired ones. Whether anything was
+        bound."""
         now = time.monotonic()
-        snap = conv.snapshot
-        pods = {p.key: p for p in snap.pods}
-        present = {p.key: conv.uids.get(p.key, "") for p in snap.pods}
-        used: dict[tuple[str, int], int] = defaultdict(int)
-        for p in snap.pods:
-            if p.node is not None:
-                for g in p.gpu_indices:
-                    used[(p.node, g)] += p.gpu_milli if p.fractional else 1000
-
-        def free(key: str, node: str, gpus: tuple[int, ...]) -> bool:
-            pod = pods.get(key)
-            if pod is None or pod.node is not None:
-                return False
-            need = pod.gpu_milli if pod.fractional else 1000
-            if any(used[(node, g)] + need > 1000 for g in gpus):
-                return False
-            for g in gpus:  # taken from here on, should the bind go through
-                used[(node, g)] += need
-            return True
-
+        present = {p.key: conv.uids.get(p.key, "") for p in conv.snapshot.pods}
+        acks = {pod_key(p): _annotation(p, CHECKPOINTED) for p in cached_pods}
         bound = False
         kept = []
         for r in self._reservations:
@@ -279,8 +261,7 @@ class Operator:
                 for key in r.held:
                     self.applier.nominate(key, None)
                 continue
-            acks = {pod_key(p): _annotation(p, CHECKPOINTED) for p in cached_pods}
-            carried = resume(r, present, free, self.applier, conv.uids, acks, now)
+            carried = resume(r, present, self.applier, conv.uids, acks, now)
             self.metrics.evictions.inc(len(carried.evicted))
             for key in carried.bound:
                 step = next(s for s in r.run.steps.values() if s.pod == key)

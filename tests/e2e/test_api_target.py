@@ -119,7 +119,7 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
     preempted = [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
     assert len(preempted) == 2  # its victims, and no more while they were going
     log = cluster.operators[0].tail(400)
-    assert "reserved_binding_dropped" not in log and "reservation_expired" not in log
+    assert "group_not_bound" not in log and "reservation_expired" not in log
 
 
 def test_the_binder_checks_gpus_on_the_server_and_a_fenced_replica_writes_nothing(
