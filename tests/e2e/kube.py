@@ -223,6 +223,28 @@ def one_node(cluster: Cluster, policy: dict[str, Any] | None = None, gpus: int =
     cluster.namespace("ml")
 
 
+def full_of_low_pods(cluster: Cluster, policy: dict[str, Any] | None = None, **pod: Any) -> None:
+    """one_node with preemption, priority classes high (1000) and low (10), four 2-GPU low pods
+    (`pod`: more of their fields) filling gpu-a1, and the operator started and binding them."""
+    one_node(cluster, {"preemption": True, **(policy or {})})
+    cluster.priority_class("high", 1000)
+    cluster.priority_class("low", 10)
+    for i in range(4):
+        cluster.pod(f"low-{i}", gpus=2, priority_class="low", **pod)
+    cluster.start_operator("--interval=1")
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
+
+
+def once_bound(cluster: Cluster, name: str) -> Callable[[], dict[str, dict[str, Any]] | None]:
+    """For wait_until: the pods of namespace ml by name, once `name` is bound."""
+
+    def check() -> dict[str, dict[str, Any]] | None:
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        return pods if pods.get(name, {}).get("spec", {}).get("nodeName") else None
+
+    return check
+
+
 def gpus_in_use(pods: list[dict[str, Any]]) -> list[int]:
     """Every GPU index the bound pods hold, by their annotation, once per pod holding it."""
     return sorted(

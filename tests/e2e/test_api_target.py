@@ -9,7 +9,15 @@ import time
 
 import pytest
 from builders import plan_of
-from kube import Cluster, bound, gpus_in_use, one_node, wait_until
+from kube import (
+    Cluster,
+    bound,
+    full_of_low_pods,
+    gpus_in_use,
+    once_bound,
+    one_node,
+    wait_until,
+)
 from kubernetes import client
 
 from operators.kube.apply import Applier
@@ -85,14 +93,7 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
     """urgent's victims are evicted; until they are gone it is nominated to their node and
     kept out of planning; then it is bound there, and a pod of lower priority that arrived
     meanwhile does not take the room."""
-    one_node(cluster, {"preemption": True})
-    cluster.priority_class("high", 1000)
-    cluster.priority_class("low", 10)
-    for i in range(4):
-        cluster.pod(f"low-{i}", gpus=2, priority_class="low")
-    cluster.start_operator("--interval=1")
-    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
-
+    full_of_low_pods(cluster)
     cluster.pod("urgent", gpus=4, priority_class="high")
 
     def nominated():
@@ -105,11 +106,7 @@ def test_room_freed_by_evictions_is_held_for_its_pod_and_nominated(cluster: Clus
     # Fits exactly the room being freed, and may evict no one.
     cluster.pod("sneaky", gpus=4, priority_class="low")
 
-    def urgent_bound():
-        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
-        return pods if pods.get("urgent", {}).get("spec", {}).get("nodeName") else None
-
-    pods = wait_until(urgent_bound, 90, "urgent bound once its victims are gone")
+    pods = wait_until(once_bound(cluster, "urgent"), 90, "urgent bound once its victims are gone")
     assert pods["urgent"]["spec"]["nodeName"] == "gpu-a1"
     time.sleep(3)
     pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}

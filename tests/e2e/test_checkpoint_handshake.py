@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from kube import Cluster, bound, one_node, wait_until
+from kube import Cluster, full_of_low_pods, once_bound, wait_until
 
 from operators.timestamps import rfc3339
 
@@ -16,19 +16,11 @@ REQUESTED, DONE = "wattpack.io/checkpoint-requested", "wattpack.io/checkpointed"
 
 
 def test_victims_are_evicted_after_their_checkpoint_or_its_timeout(cluster: Cluster) -> None:
-    one_node(cluster, {"preemption": True, "checkpointTimeoutSeconds": 20})
-    cluster.priority_class("high", 1000)
-    cluster.priority_class("low", 10)
-    for i in range(4):
-        cluster.pod(
-            f"low-{i}",
-            gpus=2,
-            priority_class="low",
-            annotations={"wattpack.io/checkpoints": "true"},
-        )
-    cluster.start_operator("--interval=1")
-    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
-
+    full_of_low_pods(
+        cluster,
+        {"checkpointTimeoutSeconds": 20},
+        annotations={"wattpack.io/checkpoints": "true"},
+    )
     cluster.pod("urgent", gpus=4, priority_class="high")
 
     def asked():
@@ -60,11 +52,7 @@ def test_victims_are_evicted_after_their_checkpoint_or_its_timeout(cluster: Clus
     assert not gone(second)()  # it said nothing: it waits for the timeout
     wait_until(gone(second), 40, "the silent victim evicted at the timeout")
 
-    def urgent_bound():
-        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
-        return pods if pods.get("urgent", {}).get("spec", {}).get("nodeName") else None
-
-    pods = wait_until(urgent_bound, 60, "urgent bound once both victims are gone")
+    pods = wait_until(once_bound(cluster, "urgent"), 60, "urgent bound once both victims are gone")
     assert len([n for n in pods if n.startswith("low-")]) == 2
     reasons = [e["reason"] for e in cluster.events("ml")]
     assert reasons.count("CheckpointRequested") == 2 and reasons.count("Preempted") == 2

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from kube import Cluster, bound, one_node, wait_until
+from kube import Cluster, bound, full_of_low_pods, once_bound, wait_until
 from kubernetes import client
 
 pytestmark = pytest.mark.slow
@@ -15,9 +15,7 @@ pytestmark = pytest.mark.slow
 def test_a_budget_allowing_no_disruption_is_never_broken_and_others_still_bind(
     cluster: Cluster,
 ) -> None:
-    one_node(cluster, {"preemption": True})
-    cluster.priority_class("high", 1000)
-    cluster.priority_class("low", 10)
+    full_of_low_pods(cluster, labels={"app": "keep"})
     # No disruption controller runs here, so the budget's status stays unobserved: the Eviction
     # API refuses every eviction it covers (429), as it does with disruptionsAllowed 0.
     client.PolicyV1Api(cluster.api).create_namespaced_pod_disruption_budget(
@@ -27,10 +25,6 @@ def test_a_budget_allowing_no_disruption_is_never_broken_and_others_still_bind(
             "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "keep"}}},
         },
     )
-    for i in range(4):
-        cluster.pod(f"low-{i}", gpus=2, priority_class="low", labels={"app": "keep"})
-    cluster.start_operator("--interval=1")
-    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
 
     # Evicting two low pods would make room for it; the budget forbids it.
     cluster.pod("urgent", gpus=4, priority_class="high")
@@ -65,11 +59,7 @@ def test_a_budget_the_disruption_controller_keeps_allows_what_it_says_and_no_mor
     running pods allows one eviction; once it is made, the budget allows none until a pod is
     back, so the second urgent pod waits and the other pods stay."""
     cluster.cp.start_controller_manager("disruption")
-    one_node(cluster, {"preemption": True})
-    cluster.priority_class("high", 1000)
-    cluster.priority_class("low", 10)
-    for i in range(4):
-        cluster.pod(f"low-{i}", gpus=2, priority_class="low", labels={"app": "keep"})
+    full_of_low_pods(cluster, labels={"app": "keep"})
     policy_api = client.PolicyV1Api(cluster.api)
     policy_api.create_namespaced_pod_disruption_budget(
         "ml",
@@ -78,8 +68,6 @@ def test_a_budget_the_disruption_controller_keeps_allows_what_it_says_and_no_mor
             "spec": {"minAvailable": 3, "selector": {"matchLabels": {"app": "keep"}}},
         },
     )
-    cluster.start_operator("--interval=1")
-    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
 
     def allows(n: int) -> bool:
         status = policy_api.read_namespaced_pod_disruption_budget("keep", "ml").status
@@ -88,11 +76,7 @@ def test_a_budget_the_disruption_controller_keeps_allows_what_it_says_and_no_mor
     wait_until(lambda: allows(1), 60, "the disruption controller allowing one disruption")
     cluster.pod("urgent", gpus=2, priority_class="high")
 
-    def urgent_bound():
-        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
-        return pods if pods.get("urgent", {}).get("spec", {}).get("nodeName") else None
-
-    wait_until(urgent_bound, 90, "urgent bound after one eviction")
+    wait_until(once_bound(cluster, "urgent"), 90, "urgent bound after one eviction")
     cluster.pod("urgent-2", gpus=2, priority_class="high")
     time.sleep(5)  # cycles in which the budget allows nothing more
     pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}

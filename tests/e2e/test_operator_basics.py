@@ -4,7 +4,15 @@ waits."""
 from __future__ import annotations
 
 import pytest
-from kube import Cluster, bound, scheduled_condition, wait_until
+from kube import (
+    Cluster,
+    bound,
+    full_of_low_pods,
+    gpus_in_use,
+    once_bound,
+    scheduled_condition,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -172,37 +180,15 @@ def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
 
 
 def test_preemption_evicts_only_for_a_pod_it_then_binds(cluster: Cluster) -> None:
-    cluster.set_config({**POLICY, "preemption": True}, MODELS)
-    cluster.power_domain("facility", None, None)
-    cluster.gpu_node("gpu-a1", "facility")
-    cluster.nodes_ready(1)
-    cluster.namespace("ml")
-    cluster.priority_class("high", 1000)
-    cluster.priority_class("low", 10)
-    for i in range(4):
-        cluster.pod(f"low-{i}", gpus=2, priority_class="low")
-    cluster.start_operator("--interval=1")
-    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "the node filled with low pods")
-
+    full_of_low_pods(cluster)
     cluster.pod("urgent", gpus=4, priority_class="high")
     cluster.pod("hopeless", gpus=16, priority_class="high")  # no eviction can make room for it
 
-    def urgent_running():
-        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
-        u = pods.get("urgent")
-        return pods if u and u["spec"].get("nodeName") else None
-
-    pods = wait_until(urgent_running, 90, "the urgent pod bound after evictions")
+    pods = wait_until(once_bound(cluster, "urgent"), 90, "the urgent pod bound after evictions")
     low_left = [n for n in pods if n.startswith("low-")]
     # Exactly enough room was made: two 2-GPU pods left, two stayed.
     assert len(low_left) == 2, low_left
-    used = [
-        int(i)
-        for p in pods.values()
-        if p["spec"].get("nodeName")
-        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
-    ]
-    assert sorted(used) == list(range(8))
+    assert gpus_in_use(list(pods.values())) == list(range(8))
     preempted = [e for e in cluster.events("ml") if e["reason"] == "Preempted"]
     assert len(preempted) == 2 and all("urgent" in e["message"] for e in preempted)
     assert not pods["hopeless"]["spec"].get("nodeName")
