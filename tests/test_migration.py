@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from builders import domain, node, pod, policy, snapshot
+from builders import domain, move, node, pod, policy, snapshot
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from soundness import assert_carried_out_safely
@@ -222,3 +222,30 @@ def test_the_cycle_plans_on_the_state_the_moves_leave_as_a_fresh_read_of_it_woul
     assert kept.class_of == fresh.class_of
     assert [c.nodes for c in kept.classes] == [c.nodes for c in fresh.classes]
     assert {k: v for k, v in kept.whole.items() if v} == {k: v for k, v in fresh.whole.items() if v}
+
+
+def test_how_a_pod_moves_follows_what_recreates_it():
+    """moveBy: a replica whose owner allows no surge restarts; a pod that nothing would
+    recreate stays on the degraded GPU, with a note that says why."""
+    snap, pol = _degraded_gpu3()
+    pods = []
+    for p in snap.pods:
+        if p.name == "r-0":
+            p = p.model_copy(update={"move_by": "restart"})
+        if p.name == "r-1":
+            p = p.model_copy(update={"move_by": "none"})
+        pods.append(p)
+    snap = snap.model_copy(update={"pods": pods})
+    result = plan(snap, pol)
+    moved = _moves(result)
+    assert "r-1" not in moved and "r-0" in moved
+    assert any("r-1" in n and "nothing would recreate it" in n for n in result.summary.notes)
+    assert check_plan(snap, pol, result) == []
+    steps = plan_steps(result, snap)
+    r0 = [s for s in steps if s.pod == "default/r-0"]
+    assert [s.kind for s in r0] == [StepKind.STOP, StepKind.START]  # a restart, not a surge
+    assert not any(s.surge for s in r0)
+    bad = result.model_copy(
+        update={"moves": [*result.moves, move("r-1", "a", "c", 0)]}
+    )
+    assert any("nothing would recreate it" in p for p in check_plan(snap, pol, bad))

@@ -26,7 +26,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from scheduler.model import ClusterSnapshot, Move, PackingPolicy, Plan, Pod, PodKind
+from scheduler.model import ClusterSnapshot, Move, MoveBy, PackingPolicy, Plan, Pod, PodKind
 from scheduler.power import budgets, domain_chain, domain_power
 
 
@@ -63,6 +63,8 @@ class Step:
 
 def surges(pod: Pod) -> bool:
     """Whether the pod moves by surge (replacement first) rather than by restart."""
+    if pod.move_by is not None:
+        return pod.move_by == MoveBy.SURGE
     return pod.kind == PodKind.INFERENCE and pod.gang is None
 
 

@@ -22,6 +22,14 @@ class PodKind(StrEnum):
     INFERENCE = "inference"
 
 
+class MoveBy(StrEnum):
+    """How a running pod can move, by what recreates it."""
+
+    SURGE = "surge"  # a replica starts first; the old copy stops once it runs
+    RESTART = "restart"  # it stops (after a checkpoint) and starts again elsewhere
+    NONE = "none"  # nothing would recreate it: it never moves
+
+
 class HealthState(StrEnum):
     HEALTHY = "healthy"
     SUSPECT = "suspect"
@@ -116,6 +124,12 @@ class Pod(Wire):
         default=None, ge=1, description="At most this many pods of the same app on one node."
     )
     preemptible: bool = Field(default=True, description="May be evicted for higher priority work.")
+    move_by: MoveBy | None = Field(
+        default=None,
+        description="How it may move: surge (a replica runs first; the owner allows a surge), "
+        "restart, or none (nothing recreates it, so it never moves); null: by kind, an "
+        "inference pod outside a gang surges and any other restarts.",
+    )
     power_watts_per_gpu: int | None = Field(
         default=None, ge=0, description="Overrides the power model: watts per GPU (whole GPU)."
     )
@@ -149,6 +163,11 @@ class Pod(Wire):
     @cached_property
     def gang_key(self) -> str | None:
         return f"{self.namespace}/{self.gang.name}" if self.gang else None
+
+    @property
+    def movable(self) -> bool:
+        """Whether a plan may move it: preemptible, and something recreates it."""
+        return self.preemptible and self.move_by != MoveBy.NONE
 
     @property
     def fractional(self) -> bool:

@@ -104,7 +104,7 @@ def defragment(
 
 
 def _movable(cycle: Cycle, off_limits: set[str]) -> dict[str, tuple[Pod, Placement]]:
-    """Running pods a defragmentation may move, with where they run: preemptible, not in a
+    """Running pods a defragmentation may move, with where they run: movable, not in a
     gang (a gang moves whole), not evicted or moved by this plan already."""
     index = cycle.state.node_index
     return {
@@ -112,7 +112,7 @@ def _movable(cycle: Cycle, off_limits: set[str]) -> dict[str, tuple[Pod, Placeme
         for p in cycle.snapshot.pods
         if p.node is not None
         and p.node in index
-        and p.preemptible
+        and p.movable
         and p.gang is None
         and p.key not in off_limits
     }

@@ -113,8 +113,8 @@ def plan_moves(snapshot: ClusterSnapshot, policy: PackingPolicy) -> Moved:
                 f"{what} on {unit.why}"
             )
             continue
-        if any(not p.preemptible for p in unit.pods):
-            stuck["is not preemptible and does not move"].append(f"{what} on {unit.why}")
+        if any(not p.movable for p in unit.pods):
+            stuck["does not move (not preemptible, or nothing would recreate it)"].append(f"{what} on {unit.why}")
             continue
         if len(unit.pods) > left:
             stuck[

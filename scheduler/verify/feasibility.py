@@ -152,6 +152,8 @@ def _move_problems(plan: Plan, pods: dict[str, Pod]) -> list[str]:
             problems.append(f"move {m.pod}: from {m.from_node} but it runs on {pod.node}")
         elif not pod.preemptible:
             problems.append(f"move {m.pod}: not preemptible, it never moves")
+        elif not pod.movable:
+            problems.append(f"move {m.pod}: moveBy none, nothing would recreate it")
         if m.pod in evicted or m.pod in bound:
             problems.append(f"move {m.pod}: also evicted or bound")
     return problems
