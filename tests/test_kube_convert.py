@@ -257,3 +257,68 @@ def test_disruption_budgets_cover_the_running_pods_their_selectors_match() -> No
     assert budgets["unseen"].pods == ["ml/job"] and budgets["unseen"].disruptions_allowed == 0
     assert "none" not in budgets
     assert budgets["all"].pods == ["ml/job", "ml/web-0", "ml/web-1"]
+
+
+def _owned(raw: dict, kind: str, uid: str) -> dict:
+    raw["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": kind, "name": uid, "uid": uid, "controller": True}
+    ]
+    return raw
+
+
+def _deployment(uid: str, replicas: int, **strategy: Any) -> dict:
+    return {
+        "metadata": {"name": f"d-{uid}", "namespace": "ml", "uid": uid},
+        "spec": {"replicas": replicas, **({"strategy": strategy} if strategy else {})},
+    }
+
+
+def _replicaset(uid: str, deployment: str | None, replicas: int) -> dict:
+    raw = {"metadata": {"name": uid, "namespace": "ml", "uid": uid}, "spec": {"replicas": replicas}}
+    return _owned(raw, "Deployment", deployment) if deployment else raw
+
+
+def test_how_a_running_pod_may_move_follows_its_owner() -> None:
+    """Surge only where a Deployment's one active ReplicaSet owns an inference replica and the
+    strategy allows a surge; restart where any controller recreates the pod; never without one."""
+    inference = {"wattpack.io/kind": "inference"}
+    training = {"wattpack.io/kind": "training"}
+    running = [
+        _owned(pod("web", node_name="n1", labels=inference, phase="Running"), "ReplicaSet", "rs-a"),
+        _owned(
+            pod("nosurge", node_name="n1", labels=inference, phase="Running"), "ReplicaSet", "rs-b"
+        ),
+        _owned(
+            pod("mid", node_name="n1", labels=inference, phase="Running"), "ReplicaSet", "rs-c1"
+        ),
+        _owned(
+            pod("bare-rs", node_name="n1", labels=inference, phase="Running"), "ReplicaSet", "rs-x"
+        ),
+        _owned(pod("train", node_name="n1", labels=training, phase="Running"), "Job", "job-1"),
+        pod("alone", node_name="n1", labels=inference, phase="Running"),
+    ]
+    deployments = [
+        _deployment("d-a", 1),  # default strategy: RollingUpdate, maxSurge 25%
+        _deployment("d-b", 1, type="RollingUpdate", rollingUpdate={"maxSurge": 0}),
+        _deployment("d-c", 1),  # mid-rollout: two ReplicaSets with replicas
+    ]
+    replicasets = [
+        _replicaset("rs-a", "d-a", 1),
+        _replicaset("rs-b", "d-b", 1),
+        _replicaset("rs-c1", "d-c", 1),
+        _replicaset("rs-c2", "d-c", 1),
+        _replicaset("rs-x", None, 1),
+    ]
+    objs = ClusterObjects([node("n1")], running, [], DOMAINS, [H100], [], replicasets, deployments)
+    conv = convert(objs)
+    how = {p.name: p.move_by for p in conv.snapshot.pods}
+    assert how == {
+        "web": "surge",
+        "nosurge": "restart",
+        "mid": "restart",
+        "bare-rs": "restart",
+        "train": "restart",
+        "alone": "none",
+    }
+    assert conv.owners["ml/train"] == "job-1" and "ml/alone" not in conv.owners
+    assert list(conv.scalers) == ["ml/web"] and conv.scalers["ml/web"].name == "d-d-a"

@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from operators.kube.owners import Scaler, controller_uid, move_by, surge_scalers
 from scheduler.model import (
     ClusterSnapshot,
     DisruptionBudget,
@@ -26,6 +27,7 @@ from scheduler.model import (
     GpuHealth,
     GpuModel,
     HealthState,
+    MoveBy,
     Node,
     Pod,
     PodKind,
@@ -66,6 +68,8 @@ class ClusterObjects:
     powerdomains: list[dict[str, Any]] = field(default_factory=list)
     gpu_models: list[GpuModel] = field(default_factory=list)
     pdbs: list[dict[str, Any]] = field(default_factory=list)  # policy/v1 PodDisruptionBudgets
+    replicasets: list[dict[str, Any]] = field(default_factory=list)  # apps/v1: whether pods surge
+    deployments: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,10 @@ class Conversion:
     problems: list[PodProblem]
     notes: list[str]  # objects left out or repaired, for the log
     uids: dict[str, str]  # pod key -> uid, for every pod in the snapshot
+    # Pod key -> the uid of its controller (pods that have one): a moved pod's replacement is
+    # a new pod of the same controller.
+    owners: dict[str, str] = field(default_factory=dict)
+    scalers: dict[str, Scaler] = field(default_factory=dict)  # surging pod key -> Deployment
 
 
 class _Bad(ValueError):
@@ -139,12 +147,19 @@ def convert(
     problems: list[PodProblem] = []
     running: dict[str, list[tuple[Pod, dict[str, Any]]]] = defaultdict(list)
     pending: list[tuple[Pod, dict[str, Any]]] = []
+    surge_via = surge_scalers(objs.replicasets, objs.deployments)
+    owners: dict[str, str] = {}
     for raw in objs.pods:
+        owner = controller_uid(raw)
+        if owner is not None:
+            owners[pod_key(raw)] = owner
         if holds_resources(raw):
             node_name = raw["spec"]["nodeName"]
             if node_name not in nodes:
                 continue  # not a GPU node wattpack models: nothing it holds is ours to count
-            running[node_name].append((_running_pod(raw, node_name), raw))
+            pod = _running_pod(raw, node_name)
+            pod = pod.model_copy(update={"move_by": move_by(pod, raw, surge_via)})
+            running[node_name].append((pod, raw))
         elif is_pending(raw):
             try:
                 pending.append((_pod(raw, now), raw))
@@ -173,7 +188,10 @@ def convert(
         pods=sorted(pods, key=lambda p: p.key),
         disruption_budgets=_disruption_budgets(objs.pdbs, objs.pods, {p.key for p in placed}),
     )
-    return Conversion(snapshot, problems, notes, {p.key: uids[p.key] for p in pods})
+    scalers = {p.key: surge_via[owners[p.key]] for p in placed if p.move_by == MoveBy.SURGE}
+    return Conversion(
+        snapshot, problems, notes, {p.key: uids[p.key] for p in pods}, owners, scalers
+    )
 
 
 # -- disruption budgets ------------------------------------------------------------------------

@@ -28,6 +28,8 @@ def listers(api: client.ApiClient, namespace: str, config_map: str) -> dict[str,
         "nodes": core.list_node,
         "pods": core.list_pod_for_all_namespaces,
         "pdbs": client.PolicyV1Api(api).list_pod_disruption_budget_for_all_namespaces,
+        "replicasets": client.AppsV1Api(api).list_replica_set_for_all_namespaces,
+        "deployments": client.AppsV1Api(api).list_deployment_for_all_namespaces,
         "gpunodes": partial(custom.list_cluster_custom_object, GROUP, VERSION, "gpunodes"),
         "powerdomains": partial(custom.list_cluster_custom_object, GROUP, VERSION, "powerdomains"),
         "config": partial(
@@ -56,6 +58,8 @@ def snapshot_of(
         powerdomains=items.get("powerdomains", []),
         gpu_models=models,
         pdbs=items.get("pdbs", []),
+        replicasets=items.get("replicasets", []),
+        deployments=items.get("deployments", []),
     )
     return convert(objs, name=name, exported_at=rfc3339())
 
