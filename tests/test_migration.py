@@ -245,7 +245,5 @@ def test_how_a_pod_moves_follows_what_recreates_it():
     r0 = [s for s in steps if s.pod == "default/r-0"]
     assert [s.kind for s in r0] == [StepKind.STOP, StepKind.START]  # a restart, not a surge
     assert not any(s.surge for s in r0)
-    bad = result.model_copy(
-        update={"moves": [*result.moves, move("r-1", "a", "c", 0)]}
-    )
+    bad = result.model_copy(update={"moves": [*result.moves, move("r-1", "a", "c", 0)]})
     assert any("nothing would recreate it" in p for p in check_plan(snap, pol, bad))

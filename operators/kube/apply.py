@@ -35,6 +35,7 @@ from operators.kube.convert import (
     share_milli,
 )
 from operators.kube.errors import describe
+from operators.kube.owners import Scaler
 from operators.timestamps import rfc3339
 from scheduler.model import Binding, Eviction
 
@@ -62,6 +63,7 @@ class Applier:
         may_write: Callable[[], bool] = lambda: True,
     ) -> None:
         self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
         self.dry_run = dry_run
         self.identity = identity
         # Fencing: asked before every write; False once this replica may no longer act (it
@@ -226,7 +228,9 @@ class Applier:
             return describe(err)
         return None
 
-    def evict(self, e: Eviction, uid: str) -> bool:
+    def evict(self, e: Eviction, uid: str, event: str | None = "Preempted") -> bool:
+        """Evict through the Eviction API; `event`: the Event's reason (None: none, for a
+        move, whose Moving Event says it already)."""
         if self.dry_run:
             log.info("would_evict", pod=e.pod, node=e.node, reason=e.reason)
             return False
@@ -243,7 +247,45 @@ class Applier:
             log.warning("evict_failed", pod=e.pod, error=describe(err))
             return False
         log.info("evicted", pod=e.pod, node=e.node, reason=e.reason)
-        self._event(e.pod, uid, "Preempted", e.reason, "Normal")
+        if event is not None:
+            self._event(e.pod, uid, event, e.reason, "Normal")
+        return True
+
+    # -- move ---------------------------------------------------------------------------------
+
+    def moving(self, key: str, uid: str, reason: str) -> None:
+        """The Event on a pod whose move begins."""
+        log.info("move_begun", pod=key, reason=reason)
+        self._event(key, uid, "Moving", reason, "Normal")
+
+    def moved(self, key: str, uid: str, old: str, reason: str) -> None:
+        """The Event on a replacement once it is bound where its old copy was planned to go."""
+        log.info("move_placed", pod=old, replacement=key, reason=reason)
+        self._event(key, uid, "Moved", f"replaces {old}: {reason}", "Normal")
+
+    def scale(self, scaler: Scaler, by: int) -> bool:
+        """A surge: the Deployment's replicas up (or back down) by `by`, read and written with
+        its resourceVersion, so a change made meanwhile by someone else is not overwritten."""
+        if self.dry_run:
+            log.info("would_scale", deployment=f"{scaler.namespace}/{scaler.name}", by=by)
+            return False
+        if not self.may_write():
+            return False
+        try:
+            scale = read_json(
+                self.apps.read_namespaced_deployment_scale(
+                    scaler.name, scaler.namespace, _preload_content=False
+                )
+            )
+            replicas = max(0, int((scale.get("spec") or {}).get("replicas") or 0) + by)
+            scale["spec"] = {"replicas": replicas}  # metadata keeps the resourceVersion read
+            self.apps.replace_namespaced_deployment_scale(
+                scaler.name, scaler.namespace, scale, _preload_content=False
+            )
+        except (ApiException, HTTPError) as e:
+            log.warning("scale_failed", deployment=scaler.name, by=by, error=describe(e))
+            return False
+        log.info("scaled", deployment=f"{scaler.namespace}/{scaler.name}", replicas=replicas)
         return True
 
     def request_checkpoint(self, key: str, uid: str, stamp: str) -> bool:

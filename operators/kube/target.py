@@ -17,8 +17,16 @@ says where they will go, and victims being deleted are never victims again (conv
 other plan is given the room. A reservation ends when its bindings are made or at
 `reservationSeconds`; then what it still holds is planned again.
 
-Moves are not carried out by the operator yet (it plans without them): a stop or a start fails
-loudly rather than being skipped.
+Moves. A pod moves by what recreates it (operators.kube.owners): its old copy is evicted (after
+the checkpoint handshake, for a workload that takes part) and its controller makes a new pod,
+the replacement, which the reservation binds to the planned GPUs; a gang's replacements are
+bound together once all of them exist. A surge (an inference replica whose Deployment allows
+one) goes the other way round: the Deployment is scaled up by one, the new replica is bound to
+the planned GPUs, and only once it runs is the old copy evicted and the Deployment scaled down
+again. Until a replacement is bound its planned GPUs are held (`slots`), its controller's
+pending pods are not planned elsewhere (`owners`), and the pods being moved are not moved or
+evicted by another plan (`moving`). Each replacement is a new pod of the moved pod's
+controller that was not there when the move began.
 """
 
 from __future__ import annotations
@@ -26,26 +34,76 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from operators.kube.apply import Applier
+from operators.kube.convert import GANG, is_pending, pod_key
+from operators.kube.owners import Scaler, controller_uid
 from operators.timestamps import rfc3339
-from scheduler.execute import Execution, Step, StepKind, UnknownStep, plan_steps
-from scheduler.model import Binding, ClusterSnapshot, Eviction, PackingPolicy, Plan
+from scheduler.execute import Execution, Step, StepKind, plan_steps
+from scheduler.model import Binding, ClusterSnapshot, Eviction, MoveBy, PackingPolicy, Plan, Pod
 
 log = structlog.get_logger(__name__)
 
 
+@dataclass(frozen=True)
+class Seen:
+    """The pods as this cycle read them, as carrying out a plan needs them."""
+
+    uids: dict[str, str]  # pod key -> uid, every pod
+    owners: dict[str, str]  # pod key -> its controller's uid
+    pending: frozenset[str]  # pods waiting to be bound
+    running: frozenset[str]  # pods whose phase is Running
+    gangs: dict[str, str]  # pod key -> its gang's name
+    scalers: dict[str, Scaler] = field(default_factory=dict)  # surging pod -> its Deployment
+
+    @classmethod
+    def of(cls, raw_pods: Collection[dict[str, Any]], scalers: Mapping[str, Scaler] = {}) -> Seen:
+        uids, owners, gangs = {}, {}, {}
+        pending, running = set(), set()
+        for raw in raw_pods:
+            key, md = pod_key(raw), raw["metadata"]
+            uids[key] = str(md.get("uid") or "")
+            owner = controller_uid(raw)
+            if owner is not None:
+                owners[key] = owner
+            gang = (md.get("labels") or {}).get(GANG)
+            if gang is not None:
+                gangs[key] = gang
+            if is_pending(raw):
+                pending.add(key)
+            elif (raw.get("status") or {}).get("phase") == "Running":
+                running.add(key)
+        return cls(uids, owners, frozenset(pending), frozenset(running), gangs, dict(scalers))
+
+
+@dataclass
+class Replacement:
+    """What a moved pod's start waits for: a new pod of its controller."""
+
+    moved: Pod  # the moved pod as planned: what its planned GPUs hold until the replacement binds
+    owner: str  # the controller's uid
+    gang: str | None
+    before: frozenset[str]  # uids of the controller's pods when the move began: none of them
+    pod: str | None = None  # the replacement, once it exists
+    bound: bool = False
+
+
 @dataclass
 class Reservation:
-    run: Execution  # the plan's remaining steps: evictions under way, bindings waiting
-    victims: dict[int, tuple[str, str]]  # eviction step -> (pod key, uid) it waits to see gone
+    run: Execution  # the plan's remaining steps: evictions and moves under way, bindings waiting
+    gone: dict[int, tuple[str, str]]  # evict or stop step -> (pod key, uid) it waits to see gone
     nodes: dict[str, str]  # pod key -> node, for the bindings it holds
     until: float  # monotonic seconds
     # Evictions not made yet: the victim was asked to checkpoint. Step -> (monotonic deadline,
     # the request's RFC 3339 stamp, which the acknowledgement must reach).
     checkpointing: dict[int, tuple[float, str]] = field(default_factory=dict)
+    replacements: dict[int, Replacement] = field(default_factory=dict)  # start step -> its own
+    scaled: dict[int, Scaler] = field(default_factory=dict)  # surge start -> Deployment scaled up
+    moved: dict[str, Pod] = field(default_factory=dict)  # the plan's moved pods, as planned
+    checkpoint_seconds: float = 0.0  # the policy's checkpointTimeoutSeconds
 
     @property
     def held(self) -> set[str]:
@@ -55,6 +113,52 @@ class Reservation:
             for i, s in self.run.steps.items()
             if s.kind == StepKind.BIND and i not in self.run.finished
         }
+
+    @property
+    def moving(self) -> set[str]:
+        """Pods being moved or evicted whose old copy has not gone yet."""
+        return {
+            s.pod
+            for i, s in self.run.steps.items()
+            if s.kind in (StepKind.STOP, StepKind.EVICT) and i not in self.run.finished
+        }
+
+    @property
+    def owners(self) -> set[str]:
+        """Controllers whose next pending pod is a replacement this reservation binds."""
+        return {
+            r.owner
+            for i, r in self.replacements.items()
+            if i not in self.run.finished and not r.bound
+        }
+
+    @property
+    def slots(self) -> list[Pod]:
+        """Planned GPUs held for replacements not bound yet: as pods that run there."""
+        out = []
+        for i, r in self.replacements.items():
+            if i in self.run.under_way and not r.bound:
+                step = self.run.steps[i]
+                out.append(
+                    r.moved.model_copy(
+                        update={
+                            "name": f"{r.moved.name}~moving",
+                            "node": step.node,
+                            "gpu_indices": list(step.gpus),
+                            "preemptible": False,
+                            "move_by": MoveBy.NONE,
+                        }
+                    )
+                )
+        return out
+
+    @property
+    def moves_in_flight(self) -> int:
+        return sum(
+            1
+            for i, s in self.run.steps.items()
+            if s.kind == StepKind.START and i not in self.run.finished
+        )
 
 
 @dataclass
@@ -68,6 +172,9 @@ class Carried:
     waiting: list[str] = field(default_factory=list)  # bindings that wait for evictions
     failed: dict[str, str] = field(default_factory=dict)  # bindings the server refused
     checkpointing: list[str] = field(default_factory=list)  # victims asked to checkpoint first
+    moves_begun: list[str] = field(default_factory=list)  # moved pods whose move began
+    moved: list[str] = field(default_factory=list)  # moved pods whose replacement is in place
+    placed: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # bound: node, GPUs
     reservation: Reservation | None = None  # what waits for evictions, for later cycles
 
 
@@ -75,37 +182,107 @@ class ApiTarget:
     def __init__(
         self,
         applier: Applier,
-        uids: dict[str, str],
+        seen: Seen,
         carried: Carried,
+        reservation: Reservation,
         checkpoints: Collection[str] = (),
-        stamp: str = "",
+        now: float = 0.0,
     ) -> None:
-        self.applier, self.uids, self.carried = applier, uids, carried
-        self.checkpoints, self.stamp = checkpoints, stamp
+        self.applier, self.seen, self.carried = applier, seen, carried
+        self.reservation, self.checkpoints = reservation, checkpoints
+        self.now, self.stamp = now, rfc3339()
+        self.retry: set[int] = set()  # steps that did not begin: tried again next cycle
 
-    def evict(self, step: Step) -> bool:
+    def _leave(self, step: Step, event: str | None) -> None:
+        """The pod leaves: asked to checkpoint first where it takes part, else evicted."""
+        uid = self.seen.uids.get(step.pod, "")
+        self.reservation.gone[step.id] = (step.pod, uid)
         if step.pod in self.checkpoints:
             # The handshake first: the eviction is made once the workload has saved its work
             # (or the policy's timeout passed), on a later cycle (resume).
-            if self.applier.request_checkpoint(step.pod, self.uids.get(step.pod, ""), self.stamp):
+            if self.applier.request_checkpoint(step.pod, uid, self.stamp):
                 self.carried.checkpointing.append(step.pod)
-            return False
+                self.reservation.checkpointing[step.id] = (
+                    self.now + self.reservation.checkpoint_seconds,
+                    self.stamp,
+                )
+            else:
+                self.retry.add(step.id)
+            return
         eviction = Eviction(pod=step.pod, node=step.node, reason=step.reason)
-        if self.applier.evict(eviction, self.uids.get(step.pod, "")):
+        if self.applier.evict(eviction, uid, event):
             self.carried.evicted.append(step.pod)
+        else:
+            self.retry.add(step.id)
+
+    def evict(self, step: Step) -> bool:
+        self._leave(step, "Preempted")
         return False  # under way until the pod is gone: what waits for it waits a cycle
 
+    def _expect(self, step: Step) -> bool:
+        """The move begins: its replacement is a pod of the same controller that is not there
+        now (read before the old copy goes, since its controller recreates it at once)."""
+        start = next(
+            i
+            for i, s in self.reservation.run.steps.items()
+            if s.kind == StepKind.START and s.pod == step.pod
+        )
+        pod = self.reservation.moved.get(step.pod)
+        owner = self.seen.owners.get(step.pod)
+        if pod is None or owner is None:
+            log.error("move_without_controller", pod=step.pod)  # the planner never moves one
+            self.retry.add(step.id)
+            return False
+        if start not in self.reservation.replacements:
+            before = frozenset(self.seen.uids[k] for k, o in self.seen.owners.items() if o == owner)
+            self.reservation.replacements[start] = Replacement(
+                pod, owner, self.seen.gangs.get(step.pod), before
+            )
+            self.carried.moves_begun.append(step.pod)
+            self.applier.moving(step.pod, self.seen.uids.get(step.pod, ""), step.reason)
+        return True
+
     def stop(self, step: Step) -> bool:
-        raise UnknownStep(f"the operator does not carry out moves yet: stop {step.pod}")
+        if not step.surge:
+            if self._expect(step):
+                self._leave(step, None)
+            return False
+        # The replacement runs: the old copy goes, and its Deployment back to its size.
+        before = len(self.carried.evicted)
+        self._leave(step, None)
+        start = next(
+            i
+            for i, s in self.reservation.run.steps.items()
+            if s.kind == StepKind.START and s.pod == step.pod
+        )
+        scaler = self.reservation.scaled.pop(start, None)
+        if len(self.carried.evicted) > before and scaler is not None:
+            self.applier.scale(scaler, -1)
+        elif scaler is not None:
+            self.reservation.scaled[start] = scaler
+        return False
 
     def start(self, step: Step) -> bool:
-        raise UnknownStep(f"the operator does not carry out moves yet: start {step.pod}")
+        if not step.surge:
+            return False  # under way until the replacement (expected at the stop) is bound
+        if not self._expect(step):
+            return False
+        scaler = self.seen.scalers.get(step.pod)
+        if scaler is None or not self.applier.scale(scaler, +1):
+            del self.reservation.replacements[step.id]
+            self.retry.add(step.id)
+            return False
+        self.reservation.scaled[step.id] = scaler
+        return False  # under way until the replica is bound and runs
 
     def bind(self, steps: list[Step]) -> bool:
         group = [Binding(pod=s.pod, node=s.node, gpu_indices=list(s.gpus)) for s in steps]
-        outcome = self.applier.bind_group(group, self.uids)
+        outcome = self.applier.bind_group(group, self.seen.uids)
         self.carried.bound += outcome.bound
         self.carried.failed.update(outcome.failed)
+        for s in steps:
+            if s.pod in outcome.bound:
+                self.carried.placed[s.pod] = (s.node, list(s.gpus))
         return True
 
 
@@ -114,62 +291,77 @@ def carry_out(
     snapshot: ClusterSnapshot,
     policy: PackingPolicy,
     applier: Applier,
-    uids: dict[str, str],
+    seen: Seen,
     now: float = 0.0,
     checkpoints: Collection[str] = (),
 ) -> Carried:
-    """The plan's steps on the API server; what waits for evictions comes back as a
-    reservation (`now`: monotonic seconds, for its expiry). `checkpoints`: the running pods
-    that take part in the checkpoint handshake (training and fine-tuning pods that say so)."""
+    """The plan's steps on the API server; what waits (for evictions, checkpoints and
+    replacements) comes back as a reservation (`now`: monotonic seconds, for its expiry).
+    `checkpoints`: the running pods that take part in the checkpoint handshake (training and
+    fine-tuning pods that say so)."""
     carried = Carried()
     steps = plan_steps(plan, snapshot, policy)
-    kept = _without_refused(steps, applier, uids, carried)
+    kept = _without_refused(steps, applier, seen.uids, carried)
     run = Execution(kept)
-    stamp = rfc3339()
-    run.advance(ApiTarget(applier, uids, carried, checkpoints=checkpoints, stamp=stamp))
+    pods = {p.key: p for p in snapshot.pods}
+    reservation = Reservation(
+        run,
+        {},
+        {},
+        now + policy.reservation_seconds + policy.checkpoint_timeout_seconds,
+        moved={m.pod: pods[m.pod] for m in plan.moves if m.pod in pods},
+        checkpoint_seconds=policy.checkpoint_timeout_seconds,
+    )
+    target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
+    run.advance(target)
     # What waits for evictions is held for later cycles, but not a binding (with its gang)
     # that waits for an eviction the server did not take after all: that room never frees.
-    begun = set(carried.evicted) | set(carried.checkpointing)
-    lost = {s.id for s in kept if s.kind == StepKind.EVICT and s.pod not in begun}
+    # A move's step that did not begin is tried again on the next cycle.
+    lost = {i for i in target.retry if run.steps[i].kind == StepKind.EVICT}
     waiting = [s for s in kept if s.kind == StepKind.BIND and s.id not in run.finished]
     broken = {s.group or s.pod for s in waiting if lost & set(s.after)}
-    waiting = [s for s in waiting if (s.group or s.pod) not in broken]
-    carried.waiting = sorted(s.pod for s in waiting)
-    if waiting:
-        victims = sorted({a for s in waiting for a in s.after})
-        held = Execution([run.steps[a] for a in victims] + waiting)
-        held.under_way.update(victims)
-        carried.reservation = Reservation(
-            held,
-            {a: (run.steps[a].pod, uids.get(run.steps[a].pod, "")) for a in victims},
-            {s.pod: s.node for s in waiting},
-            now + policy.reservation_seconds + policy.checkpoint_timeout_seconds,
-            {
-                a: (now + policy.checkpoint_timeout_seconds, stamp)
-                for a in victims
-                if run.steps[a].pod in carried.checkpointing
-            },
-        )
+    for s in kept:
+        if s.id in lost or (s.kind == StepKind.BIND and (s.group or s.pod) in broken):
+            del run.steps[s.id]
+            run.under_way.discard(s.id)
+    _retry(run, target.retry)
+    carried.waiting = sorted(s.pod for s in waiting if (s.group or s.pod) not in broken)
+    # Evictions that nothing waits for any more are not followed.
+    if not run.complete and any(
+        s.kind != StepKind.EVICT for i, s in run.steps.items() if i not in run.finished
+    ):
+        reservation.nodes = {
+            s.pod: s.node
+            for i, s in run.steps.items()
+            if s.kind == StepKind.BIND and i not in run.finished
+        }
+        carried.reservation = reservation
     return carried
+
+
+def _retry(run: Execution, steps: Collection[int]) -> None:
+    for i in steps:
+        if i in run.steps:
+            run.under_way.discard(i)
 
 
 def resume(
     reservation: Reservation,
-    present: dict[str, str],
+    seen: Seen,
     applier: Applier,
-    uids: dict[str, str],
     acks: Mapping[str, str] | None = None,
     now: float = 0.0,
+    checkpoints: Collection[str] = (),
 ) -> Carried:
     """One cycle of a reservation: victims asked to checkpoint are evicted once they say they
     have (`acks`: pod key -> its wattpack.io/checkpointed stamp) or their time is up; evictions
-    whose pods are gone (`present`: pod key -> uid in the cluster now) are done; and the
-    bindings that become ready are made."""
+    and stops whose pods are gone are done; replacements that have appeared are bound (a
+    gang's together), and a surge's is done once it runs; and the steps then ready begin."""
     run = reservation.run
     carried = Carried()
     for step_id, (deadline, stamp) in list(reservation.checkpointing.items()):
-        key, uid = reservation.victims[step_id]
-        if present.get(key) != uid:
+        key, uid = reservation.gone[step_id]
+        if seen.uids.get(key) != uid:
             del reservation.checkpointing[step_id]  # gone on its own
             continue
         acked = (acks or {}).get(key, "") >= stamp
@@ -177,14 +369,93 @@ def resume(
             continue
         step = run.steps[step_id]
         log.info("checkpoint_done" if acked else "checkpoint_timed_out", pod=key)
-        if applier.evict(Eviction(pod=key, node=step.node, reason=step.reason), uid):
+        event = "Preempted" if step.kind == StepKind.EVICT else None
+        if applier.evict(Eviction(pod=key, node=step.node, reason=step.reason), uid, event):
             carried.evicted.append(key)
             del reservation.checkpointing[step_id]
-    for step_id, (key, uid) in reservation.victims.items():
-        if step_id in run.under_way and present.get(key) != uid:
+    for step_id, (key, uid) in reservation.gone.items():
+        if step_id in run.under_way and seen.uids.get(key) != uid:
             run.done(step_id)
-    run.advance(ApiTarget(applier, uids, carried))
+    _place_replacements(reservation, seen, applier, carried)
+    target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
+    run.advance(target)
+    _retry(run, target.retry)
+    # Starts that just began: their replacements are usually there already (a controller
+    # recreates a pod as soon as it is evicted), so they are bound in this same cycle.
+    _place_replacements(reservation, seen, applier, carried)
+    run.advance(target)
+    _retry(run, target.retry)
     return carried
+
+
+def _place_replacements(
+    reservation: Reservation, seen: Seen, applier: Applier, carried: Carried
+) -> None:
+    run = reservation.run
+    waiting = {i: r for i, r in reservation.replacements.items() if i in run.under_way}
+    taken = {r.pod for r in reservation.replacements.values() if r.pod is not None}
+    for _, r in sorted(waiting.items()):
+        if r.pod is not None and not r.bound and r.pod not in seen.pending:
+            taken.discard(r.pod)
+            r.pod = None  # deleted (or bound by someone else) before we bound it: another one
+        if r.pod is not None:
+            continue
+        found = sorted(
+            k
+            for k in seen.pending
+            if seen.owners.get(k) == r.owner
+            and seen.uids[k] not in r.before
+            and k not in taken
+            and seen.gangs.get(k) == r.gang
+        )
+        if found:
+            r.pod = found[0]
+            taken.add(found[0])
+    # Bind: a gang's replacements together once all exist, any other alone.
+    units: dict[str, list[int]] = defaultdict(list)
+    for i, r in waiting.items():
+        if not r.bound:
+            units[run.steps[i].group or run.steps[i].pod].append(i)
+    for ids in units.values():
+        if any(waiting[i].pod is None for i in ids):
+            continue
+        group = [
+            Binding(
+                pod=waiting[i].pod,  # type: ignore[arg-type]
+                node=run.steps[i].node,
+                gpu_indices=list(run.steps[i].gpus),
+            )
+            for i in ids
+        ]
+        outcome = applier.bind_group(group, seen.uids)
+        carried.bound += outcome.bound
+        carried.failed.update(outcome.failed)
+        if len(outcome.bound) != len(group):
+            for i in ids:
+                waiting[i].pod = None  # looked for again next cycle
+            continue
+        for i, b in zip(ids, group, strict=True):
+            step = run.steps[i]
+            waiting[i].bound = True
+            carried.placed[b.pod] = (b.node, b.gpu_indices)
+            applier.moved(b.pod, seen.uids.get(b.pod, ""), step.pod, step.reason)
+            if not step.surge:
+                run.done(i)
+                carried.moved.append(step.pod)
+    for i, r in waiting.items():
+        step = run.steps[i]
+        if step.surge and r.bound and r.pod in seen.running:
+            run.done(i)  # the replica runs: its old copy may go
+            carried.moved.append(step.pod)
+
+
+def abandon(reservation: Reservation, applier: Applier) -> None:
+    """An expired reservation: a Deployment scaled up for a surge that did not finish goes
+    back to its size (its controller removes the pod it ranks lowest: a replica not bound)."""
+    for step_id, scaler in reservation.scaled.items():
+        log.warning("surge_abandoned", pod=reservation.run.steps[step_id].pod)
+        applier.scale(scaler, -1)
+    reservation.scaled.clear()
 
 
 def _without_refused(

@@ -4,9 +4,9 @@ and the plan carried out.
 One cycle: the cached objects (plus pods this process bound that the cache has not shown yet)
 become a snapshot through the same conversion `wattpack export` uses, the core plans it, and the
 plan is carried out step by step (operators.kube.target): bindings that wait for nothing are
-made at once, those that wait for evictions on a later cycle, when their victims are gone, so no
-GPU is ever promised twice. The operator plans without moves until it carries them out
-(issue 13), so no binding waits for one.
+made at once, those that wait for evictions or moves on a later cycle, when their victims are
+gone, so no GPU is ever promised twice. Moves are guarded: at most moves.maxInFlight under way
+and moves.perHour in any hour (the snapshot's movesLastHour is what this process moved).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from operators.kube.convert import (
     pod_key,
 )
 from operators.kube.source import config_of, listers, snapshot_of
-from operators.kube.target import Carried, Reservation, carry_out, resume
+from operators.kube.target import Carried, Reservation, Seen, abandon, carry_out, resume
 from operators.operator.metrics import OperatorMetrics
 from scheduler.errors import UserError
 from scheduler.model import GpuModel, PackingPolicy, Plan, PodKind
@@ -77,6 +77,7 @@ class Operator:
         }
         self._assumed: dict[str, tuple[str, list[int], float]] = {}  # key -> node, GPUs, until
         self._reservations: list[Reservation] = []  # bindings waiting for their victims to go
+        self._moves: deque[float] = deque()  # when each move of the last hour began (monotonic)
         self._good: tuple[PackingPolicy, list[GpuModel]] | None = None
         self._config_error: str | None = None
         self._notes: list[str] = []
@@ -134,23 +135,20 @@ class Operator:
         if config is None:
             return None
         policy, models = config
-        # The operator does not carry moves out yet (issue 13): it plans without them, so no
-        # binding waits for a move it would never make.
-        policy = policy.model_copy(
-            update={"moves": policy.moves.model_copy(update={"per_cycle": 0})}
-        )
         conv = snapshot_of(items, models, self.settings.cluster_name)
-        if self._reservations and self._resume(conv, cached_pods):
+        seen = Seen.of(cached_pods, conv.scalers)
+        if self._reservations and self._resume(seen, cached_pods, policy):
             items["pods"] = self._with_assumed(cached_pods)  # what the reservations bound
             conv = snapshot_of(items, models, self.settings.cluster_name)
         conv = self._without_held(conv)
+        policy = self._move_guard(policy)
         if conv.notes != self._notes:  # what is left out is said when it changes, not every cycle
             for note in conv.notes:
                 log.warning("object_left_out", note=note)
             self._notes = conv.notes
         plan = make_plan(conv.snapshot, policy)
         raw_pods = {pod_key(p): p for p in items["pods"]}
-        carried = self._carry_out(plan, conv, raw_pods, policy)
+        carried = self._carry_out(plan, conv, raw_pods, policy, seen)
         pending = [p for p in conv.snapshot.pods if p.node is None]
         placed = set(carried.bound)
         by_kind: dict[Any, int] = defaultdict(int)
@@ -166,6 +164,7 @@ class Operator:
             pending=len(pending),
             bound=len(placed),
             evicted=len(carried.evicted),
+            moves_begun=len(carried.moves_begun),
             waiting_for_evictions=len(carried.waiting),
             refused=len(carried.refused),
             unplaced=len(plan.unplaced),
@@ -199,34 +198,28 @@ class Operator:
         return self._good
 
     def _carry_out(
-        self, plan: Plan, conv: Conversion, raw_pods: dict[str, dict], policy: PackingPolicy
+        self,
+        plan: Plan,
+        conv: Conversion,
+        raw_pods: dict[str, dict],
+        policy: PackingPolicy,
+        seen: Seen,
     ) -> Carried:
         uids = conv.uids
         # The plan's steps in their order (operators.kube.target): a binding that waits for
-        # nothing is made now; one that waits for evictions is left to a later cycle, when its
-        # victims are gone; one whose victims the server would refuse is not made, and none of
-        # its victims is evicted.
+        # nothing is made now; one that waits for evictions or moves is left to a later cycle,
+        # when its victims are gone; one whose victims the server would refuse is not made,
+        # and none of its victims is evicted.
         now = time.monotonic()
-        checkpoints = {
-            p.key
-            for p in conv.snapshot.pods
-            if p.node is not None
-            and p.kind in (PodKind.TRAINING, PodKind.FINE_TUNING)
-            and _annotation(raw_pods.get(p.key), CHECKPOINTS) == "true"
-        }
-        carried = carry_out(plan, conv.snapshot, policy, self.applier, uids, now, checkpoints)
-        self.metrics.evictions.inc(len(carried.evicted))
-        self.metrics.bindings.inc(len(carried.bound))
-        self.metrics.refused.inc(len(carried.refused))
-        bindings = {b.pod: b for b in plan.bindings}
-        for key in carried.bound:
-            b = bindings[key]
-            self._assumed[key] = (b.node, b.gpu_indices, now + self.settings.assume_for)
+        checkpoints = self._checkpoints(conv, raw_pods)
+        carried = carry_out(plan, conv.snapshot, policy, self.applier, seen, now, checkpoints)
+        self._count(carried, plan, now)
         if carried.reservation is not None:
             self._reservations.append(carried.reservation)
             for key, node in carried.reservation.nodes.items():
                 self.applier.nominate(key, node)
-        self.metrics.reserved.set(sum(len(r.held) for r in self._reservations))
+        self._gauges()
+        bindings = {b.pod: b for b in plan.bindings}
         for key, victim in carried.held_back.items():
             why = (
                 f"would fit on {bindings[key].node} by preempting {victim}, but the API server "
@@ -246,40 +239,90 @@ class Operator:
         self.applier.forget(live)
         return carried
 
-    def _resume(self, conv: Conversion, cached_pods: list[dict[str, Any]]) -> bool:
-        """Carry the reservations on: bind what their victims' leaving has made ready (the
-        binder checks the GPUs on the server); let go of expired ones. Whether anything was
-        bound."""
+    def _checkpoints(self, conv: Conversion, raw_pods: dict[str, dict]) -> set[str]:
+        """Running training and fine-tuning pods that take part in the checkpoint handshake."""
+        return {
+            p.key
+            for p in conv.snapshot.pods
+            if p.node is not None
+            and p.kind in (PodKind.TRAINING, PodKind.FINE_TUNING)
+            and _annotation(raw_pods.get(p.key), CHECKPOINTS) == "true"
+        }
+
+    def _count(self, carried: Carried, plan: Plan | None, now: float) -> None:
+        """Metrics of what a cycle's steps did, and the bindings assumed until the cache
+        shows them."""
+        self.metrics.evictions.inc(len(carried.evicted))
+        self.metrics.bindings.inc(len(carried.bound))
+        self.metrics.refused.inc(len(carried.refused))
+        reasons = {m.pod: m.reason.split(":", 1)[0] for m in plan.moves} if plan else {}
+        for key in carried.moves_begun:
+            self._moves.append(now)
+            self.metrics.moves.labels(reasons.get(key, "move")).inc()
+        for key, (node, gpus) in carried.placed.items():
+            self._assumed[key] = (node, gpus, now + self.settings.assume_for)
+
+    def _gauges(self) -> None:
+        self.metrics.reserved.set(sum(len(r.held) for r in self._reservations))
+        self.metrics.moves_in_flight.set(sum(r.moves_in_flight for r in self._reservations))
+
+    def _move_guard(self, policy: PackingPolicy) -> PackingPolicy:
+        """The policy with this cycle's move budget: no more than moves.maxInFlight under way."""
+        rules = policy.moves
+        in_flight = sum(r.moves_in_flight for r in self._reservations)
+        most = max(0, min(rules.per_cycle, rules.max_in_flight - in_flight))
+        return policy.model_copy(update={"moves": rules.model_copy(update={"per_cycle": most})})
+
+    def _resume(self, seen: Seen, cached_pods: list[dict[str, Any]], policy: PackingPolicy) -> bool:
+        """Carry the reservations on: evict what has checkpointed, bind what their victims'
+        leaving has made ready and the replacements that have appeared (the binder checks the
+        GPUs on the server); let go of expired ones. Whether anything was bound."""
         now = time.monotonic()
-        present = {p.key: conv.uids.get(p.key, "") for p in conv.snapshot.pods}
         acks = {pod_key(p): _annotation(p, CHECKPOINTED) for p in cached_pods}
+        checkpoints = {pod_key(p) for p in cached_pods if _annotation(p, CHECKPOINTS) == "true"}
         bound = False
         kept = []
         for r in self._reservations:
             if r.until < now:
-                log.warning("reservation_expired", pods=sorted(r.held))
+                log.warning("reservation_expired", pods=sorted(r.held), moving=sorted(r.moving))
+                abandon(r, self.applier)
                 for key in r.held:
                     self.applier.nominate(key, None)
                 continue
-            carried = resume(r, present, self.applier, conv.uids, acks, now)
-            self.metrics.evictions.inc(len(carried.evicted))
-            for key in carried.bound:
-                step = next(s for s in r.run.steps.values() if s.pod == key)
-                self._assumed[key] = (step.node, list(step.gpus), now + self.settings.assume_for)
-            self.metrics.bindings.inc(len(carried.bound))
+            carried = resume(r, seen, self.applier, acks, now, checkpoints)
+            self._count(carried, None, now)
             bound = bound or bool(carried.bound)
-            if r.held:
+            if not r.run.complete:
                 kept.append(r)
+            else:
+                log.info("reservation_done", moved=len(r.replacements))
         self._reservations = kept
+        self._gauges()
         return bound
 
     def _without_held(self, conv: Conversion) -> Conversion:
-        """Pods a reservation holds are not planned: their room is being freed for them."""
+        """What the reservations hold, as the planner must see it: the pods they will bind and
+        the replacements they wait for are not planned elsewhere, the pods they move or evict
+        are not moved or evicted again, and the GPUs held for replacements are taken."""
+        now = time.monotonic()
+        while self._moves and self._moves[0] < now - 3600:
+            self._moves.popleft()
+        meta = conv.snapshot.metadata.model_copy(update={"moves_last_hour": len(self._moves)})
+        if not self._reservations:
+            return dataclasses.replace(
+                conv, snapshot=conv.snapshot.model_copy(update={"metadata": meta})
+            )
         held = set().union(*(r.held for r in self._reservations))
-        if not held:
-            return conv
-        pods = [p for p in conv.snapshot.pods if p.node is not None or p.key not in held]
-        return dataclasses.replace(conv, snapshot=conv.snapshot.model_copy(update={"pods": pods}))
+        owners = set().union(*(r.owners for r in self._reservations))
+        moving = set().union(*(r.moving for r in self._reservations))
+        slots = [p for r in self._reservations for p in r.slots]
+        pods = [
+            p.model_copy(update={"preemptible": False}) if p.key in moving else p
+            for p in conv.snapshot.pods
+            if p.node is not None or (p.key not in held and conv.owners.get(p.key) not in owners)
+        ]
+        snap = conv.snapshot.model_copy(update={"pods": pods + slots, "metadata": meta})
+        return dataclasses.replace(conv, snapshot=snap)
 
     def _with_assumed(self, pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Pods this process bound but the cache still shows pending count as bound, until the

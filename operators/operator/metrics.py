@@ -52,6 +52,17 @@ class OperatorMetrics:
             "Pods waiting, nominated, for their victims to go (held out of planning).",
             registry=r,
         )
+        self.moves = Counter(
+            "wattpack_moves",
+            "Moves of running pods begun, by why (migration, failure, defragmentation).",
+            ["reason"],
+            registry=r,
+        )
+        self.moves_in_flight = Gauge(
+            "wattpack_moves_in_flight",
+            "Moves under way: begun, the replacement not yet in place.",
+            registry=r,
+        )
         self.errors = Counter("wattpack_cycle_errors", "Cycles that failed.", registry=r)
         self.leader = Gauge("wattpack_leader", "1 while this replica leads.", registry=r)
 

@@ -60,6 +60,13 @@ class MoveRules(Wire):
         description="If set, at most this many moves in any hour: a plan moves no more than "
         "what the snapshot's metadata.movesLastHour leaves.",
     )
+    max_in_flight: int = Field(
+        default=4,
+        ge=0,
+        description="Most moves the operator has under way at once (begun, the replacement not "
+        "yet in place): a cycle moves no more than what is left. The simulator's moves finish "
+        "within their cycle.",
+    )
     per_cycle_share: float | None = Field(
         default=None,
         ge=0,

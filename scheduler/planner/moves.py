@@ -114,7 +114,9 @@ def plan_moves(snapshot: ClusterSnapshot, policy: PackingPolicy) -> Moved:
             )
             continue
         if any(not p.movable for p in unit.pods):
-            stuck["does not move (not preemptible, or nothing would recreate it)"].append(f"{what} on {unit.why}")
+            stuck["does not move (not preemptible, or nothing would recreate it)"].append(
+                f"{what} on {unit.why}"
+            )
             continue
         if len(unit.pods) > left:
             stuck[

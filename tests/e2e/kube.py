@@ -19,14 +19,22 @@ NS = "wattpack-system"
 GPU = "nvidia.com/gpu"
 
 
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+def wait_until(
+    pred: Callable[[], Any],
+    timeout: float,
+    what: str,
+    every: float = 0.25,
+    describe: Callable[[], Any] | None = None,
+) -> Any:
+    """`pred`'s first truthy answer; `describe`: what the failure message shows of the state."""
     deadline = time.monotonic() + timeout
     while True:
         got = pred()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            seen = f": {describe()}" if describe is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{seen}")
         time.sleep(every)
 
 

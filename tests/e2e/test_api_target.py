@@ -22,7 +22,7 @@ from kubernetes import client
 
 from operators.kube.apply import Applier
 from operators.kube.source import read_once
-from operators.kube.target import carry_out
+from operators.kube.target import Seen, carry_out
 from scheduler.model import Binding, Eviction, Plan
 
 pytestmark = pytest.mark.slow
@@ -68,7 +68,7 @@ def test_a_refused_eviction_holds_back_its_beneficiary_and_its_other_victims_onl
         [("urgent", "gpu-a1", urgent_gpus), ("other", "gpu-a2", [0])],
         [("low-0", "gpu-a1"), ("low-1", "gpu-a1")],
     )
-    carried = carry_out(plan, conv.snapshot, policy, applier, conv.uids)
+    carried = carry_out(plan, conv.snapshot, policy, applier, Seen.of(cluster.pods("ml")))
     assert set(carried.refused) == {"ml/low-0"} and "429" in carried.refused["ml/low-0"]
     assert carried.held_back == {"ml/urgent": "ml/low-0"}
     assert carried.evicted == []  # low-1 would have been evicted for nothing
@@ -82,7 +82,7 @@ def test_a_refused_eviction_holds_back_its_beneficiary_and_its_other_victims_onl
     later_gpus = sorted(where["low-2"][1] + where["low-3"][1])
     conv, policy = read_once(cluster.api)
     plan = _plan([("later", "gpu-a1", later_gpus)], [("low-2", "gpu-a1"), ("low-3", "gpu-a1")])
-    carried = carry_out(plan, conv.snapshot, policy, applier, conv.uids)
+    carried = carry_out(plan, conv.snapshot, policy, applier, Seen.of(cluster.pods("ml")))
     assert sorted(carried.evicted) == ["ml/low-2", "ml/low-3"] and carried.refused == {}
     assert carried.waiting == ["ml/later"] and carried.bound == []
     pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
