@@ -42,6 +42,9 @@ from scheduler.model import Binding, Eviction
 log = structlog.get_logger(__name__)
 
 
+_CONFLICT_TRIES = 5
+
+
 def _split(key: str) -> tuple[str, str]:
     ns, name = key.split("/", 1)
     return ns, name
@@ -265,28 +268,37 @@ class Applier:
 
     def scale(self, scaler: Scaler, by: int) -> bool:
         """A surge: the Deployment's replicas up (or back down) by `by`, read and written with
-        its resourceVersion, so a change made meanwhile by someone else is not overwritten."""
+        its resourceVersion, so a change made meanwhile by someone else is not overwritten; a
+        conflict (its controller writes its status all the time) is read again and retried."""
         if self.dry_run:
             log.info("would_scale", deployment=f"{scaler.namespace}/{scaler.name}", by=by)
             return False
-        if not self.may_write():
-            return False
-        try:
-            scale = read_json(
-                self.apps.read_namespaced_deployment_scale(
-                    scaler.name, scaler.namespace, _preload_content=False
+        for _ in range(_CONFLICT_TRIES):
+            if not self.may_write():
+                return False
+            try:
+                scale = read_json(
+                    self.apps.read_namespaced_deployment_scale(
+                        scaler.name, scaler.namespace, _preload_content=False
+                    )
                 )
-            )
-            replicas = max(0, int((scale.get("spec") or {}).get("replicas") or 0) + by)
-            scale["spec"] = {"replicas": replicas}  # metadata keeps the resourceVersion read
-            self.apps.replace_namespaced_deployment_scale(
-                scaler.name, scaler.namespace, scale, _preload_content=False
-            )
-        except (ApiException, HTTPError) as e:
-            log.warning("scale_failed", deployment=scaler.name, by=by, error=describe(e))
-            return False
-        log.info("scaled", deployment=f"{scaler.namespace}/{scaler.name}", replicas=replicas)
-        return True
+                replicas = max(0, int((scale.get("spec") or {}).get("replicas") or 0) + by)
+                scale["spec"] = {"replicas": replicas}  # metadata keeps the resourceVersion read
+                self.apps.replace_namespaced_deployment_scale(
+                    scaler.name, scaler.namespace, scale, _preload_content=False
+                )
+            except ApiException as e:
+                if e.status == 409:
+                    continue
+                log.warning("scale_failed", deployment=scaler.name, by=by, error=describe(e))
+                return False
+            except HTTPError as e:
+                log.warning("scale_failed", deployment=scaler.name, by=by, error=describe(e))
+                return False
+            log.info("scaled", deployment=f"{scaler.namespace}/{scaler.name}", replicas=replicas)
+            return True
+        log.warning("scale_failed", deployment=scaler.name, by=by, error="409 conflicts")
+        return False
 
     def request_checkpoint(self, key: str, uid: str, stamp: str) -> bool:
         """Ask the workload to checkpoint before it is evicted: the annotation

@@ -103,6 +103,7 @@ class Reservation:
     replacements: dict[int, Replacement] = field(default_factory=dict)  # start step -> its own
     scaled: dict[int, Scaler] = field(default_factory=dict)  # surge start -> Deployment scaled up
     moved: dict[str, Pod] = field(default_factory=dict)  # the plan's moved pods, as planned
+    unscale: list[Scaler] = field(default_factory=list)  # scale-downs the server did not take yet
     checkpoint_seconds: float = 0.0  # the policy's checkpointTimeoutSeconds
 
     @property
@@ -113,6 +114,11 @@ class Reservation:
             for i, s in self.run.steps.items()
             if s.kind == StepKind.BIND and i not in self.run.finished
         }
+
+    @property
+    def done(self) -> bool:
+        """Every step done, and every Deployment a surge scaled back to its size."""
+        return self.run.complete and not self.unscale
 
     @property
     def moving(self) -> set[str]:
@@ -257,7 +263,8 @@ class ApiTarget:
         )
         scaler = self.reservation.scaled.pop(start, None)
         if len(self.carried.evicted) > before and scaler is not None:
-            self.applier.scale(scaler, -1)
+            if not self.applier.scale(scaler, -1):
+                self.reservation.unscale.append(scaler)  # tried again each cycle
         elif scaler is not None:
             self.reservation.scaled[start] = scaler
         return False
@@ -359,6 +366,7 @@ def resume(
     gang's together), and a surge's is done once it runs; and the steps then ready begin."""
     run = reservation.run
     carried = Carried()
+    reservation.unscale = [s for s in reservation.unscale if not applier.scale(s, -1)]
     for step_id, (deadline, stamp) in list(reservation.checkpointing.items()):
         key, uid = reservation.gone[step_id]
         if seen.uids.get(key) != uid:
@@ -456,6 +464,9 @@ def abandon(reservation: Reservation, applier: Applier) -> None:
         log.warning("surge_abandoned", pod=reservation.run.steps[step_id].pod)
         applier.scale(scaler, -1)
     reservation.scaled.clear()
+    for scaler in reservation.unscale:
+        applier.scale(scaler, -1)
+    reservation.unscale.clear()
 
 
 def _without_refused(

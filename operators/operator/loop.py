@@ -292,7 +292,7 @@ class Operator:
             carried = resume(r, seen, self.applier, acks, now, checkpoints)
             self._count(carried, None, now)
             bound = bound or bool(carried.bound)
-            if not r.run.complete:
+            if not r.done:
                 kept.append(r)
             else:
                 log.info("reservation_done", moved=len(r.replacements))
