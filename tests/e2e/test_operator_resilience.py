@@ -104,3 +104,65 @@ def test_api_server_restart_watches_resume(cluster: Cluster) -> None:
     # It noticed, and carried on from where it was rather than starting over.
     assert '"watch_broken"' in log or '"watch_failed"' in log
     assert op.alive()
+
+
+def test_leader_killed_mid_gang_leaves_no_partial_gang_and_no_gpu_twice(cluster: Cluster) -> None:
+    """The leader is killed (SIGKILL) while it binds a gang of 16 one-GPU members, after the
+    first members are bound and before the last: the standby takes over, and the gang ends
+    whole, with no GPU given twice. The kill is timed by a watch on the gang's pods; a gang
+    bound too fast to catch is tried again with a fresh one (at most three)."""
+    from kubernetes import client, watch
+
+    _setup(cluster, 2)
+    args = ("--leader-elect", f"--lease-seconds={LEASE_SECONDS}", "--interval=2")
+    procs = {
+        "op-a": cluster.start_operator(*args, "--identity=op-a", name="op-a"),
+        "op-b": cluster.start_operator(*args, "--identity=op-b", name="op-b"),
+    }
+    caught = None
+    for attempt in range(3):
+        leader = wait_until(lambda: _holder(cluster), 60, "a leader")
+        gang = f"g{attempt}"
+        for i in range(16):
+            cluster.pod(f"{gang}-{i}", gpus=1, gang=gang, gang_size=16)
+        bound_now: set[str] = set()
+        w = watch.Watch()
+        for ev in w.stream(
+            client.CoreV1Api(cluster.api).list_namespaced_pod,
+            "ml",
+            label_selector=f"wattpack.io/gang={gang}",
+            timeout_seconds=60,
+        ):
+            pod = ev["object"]
+            if pod.spec.node_name:
+                bound_now.add(pod.metadata.name)
+            if 0 < len(bound_now) < 16:
+                procs[leader].stop(signal.SIGKILL)
+                caught = (gang, len(bound_now))
+                break
+            if len(bound_now) == 16:
+                break
+        w.stop()
+        if caught:
+            break
+        # Too fast to catch: make room for the next gang.
+        for i in range(16):
+            cluster.core.delete_namespaced_pod(f"{gang}-{i}", "ml", grace_period_seconds=0)
+        wait_until(lambda: not cluster.pods("ml"), 60, "the gang gone")
+    assert caught, "no gang was caught half bound in three tries"
+    gang, seen_bound = caught
+    print(f"leader {leader} killed with {seen_bound} of 16 members bound")
+
+    def whole():
+        members = [p for p in cluster.pods("ml") if p["metadata"]["name"].startswith(f"{gang}-")]
+        done = [p for p in members if p["spec"].get("nodeName")]
+        return members if len(done) == 16 else None
+
+    members = wait_until(whole, 90, "the gang bound whole by the new leader")
+    gpus = Counter(
+        (p["spec"]["nodeName"], i)
+        for p in members
+        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
+    )
+    assert max(gpus.values()) == 1 and len(gpus) == 16
+    assert _holder(cluster) not in (None, leader)
