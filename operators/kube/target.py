@@ -31,7 +31,7 @@ controller that was not there when the move began.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,6 +181,7 @@ class Carried:
     moves_begun: list[str] = field(default_factory=list)  # moved pods whose move began
     moved: list[str] = field(default_factory=list)  # moved pods whose replacement is in place
     placed: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # bound: node, GPUs
+    steps: Counter[str] = field(default_factory=Counter)  # steps begun, by kind
     reservation: Reservation | None = None  # what waits for evictions, for later cycles
 
 
@@ -222,6 +223,7 @@ class ApiTarget:
             self.retry.add(step.id)
 
     def evict(self, step: Step) -> bool:
+        self.carried.steps[step.kind.value] += 1
         self._leave(step, "Preempted")
         return False  # under way until the pod is gone: what waits for it waits a cycle
 
@@ -249,6 +251,7 @@ class ApiTarget:
         return True
 
     def stop(self, step: Step) -> bool:
+        self.carried.steps[step.kind.value] += 1
         if not step.surge:
             if self._expect(step):
                 self._leave(step, None)
@@ -270,6 +273,7 @@ class ApiTarget:
         return False
 
     def start(self, step: Step) -> bool:
+        self.carried.steps[step.kind.value] += 1
         if not step.surge:
             return False  # under way until the replacement (expected at the stop) is bound
         if not self._expect(step):
@@ -283,6 +287,7 @@ class ApiTarget:
         return False  # under way until the replica is bound and runs
 
     def bind(self, steps: list[Step]) -> bool:
+        self.carried.steps[StepKind.BIND.value] += len(steps)
         group = [Binding(pod=s.pod, node=s.node, gpu_indices=list(s.gpus)) for s in steps]
         outcome = self.applier.bind_group(group, self.seen.uids)
         self.carried.bound += outcome.bound

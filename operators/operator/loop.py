@@ -259,6 +259,8 @@ class Operator:
         for key in carried.moves_begun:
             self._moves.append(now)
             self.metrics.moves.labels(reasons.get(key, "move")).inc()
+        for kind, n in carried.steps.items():
+            self.metrics.steps.labels(kind).inc(n)
         for key, (node, gpus) in carried.placed.items():
             self._assumed[key] = (node, gpus, now + self.settings.assume_for)
 

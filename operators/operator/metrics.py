@@ -58,6 +58,12 @@ class OperatorMetrics:
             ["reason"],
             registry=r,
         )
+        self.steps = Counter(
+            "wattpack_plan_steps",
+            "Steps of plans begun on the API server, by kind (evict, stop, start, bind).",
+            ["kind"],
+            registry=r,
+        )
         self.moves_in_flight = Gauge(
             "wattpack_moves_in_flight",
             "Moves under way: begun, the replacement not yet in place.",

@@ -263,6 +263,19 @@ def gpus_in_use(pods: list[dict[str, Any]]) -> list[int]:
     )
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The wattpack_ samples a process serves on its metrics port, by name with labels."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    out = {}
+    for line in text.decode().splitlines():
+        if line.startswith("wattpack_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def bound(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in pods if p["spec"].get("nodeName")]
 

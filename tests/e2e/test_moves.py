@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
-from controlplane import Proc
-from kube import H100, QUICK, Cluster, bound, wait_until
+from controlplane import Proc, free_port
+from kube import H100, QUICK, Cluster, bound, scrape, wait_until
 from kubernetes import client
 
 from operators.kube.apply import Applier
@@ -107,7 +107,8 @@ def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
     _bind(cluster, {"fixed-1": ("c", [1])})
     for i in range(2):
         cluster.pod(f"big-{i}", gpus=4, gang="big", gang_size=2)
-    cluster.start_operator("--interval=1")
+    port = free_port()
+    cluster.start_operator("--interval=1", f"--metrics-port={port}")
 
     def gang_bound():
         pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
@@ -136,6 +137,13 @@ def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
     assert not [e for e in events if e["reason"] == "Preempted"]
     log = cluster.operators[0].tail(400)
     assert "reservation_expired" not in log and "group_not_bound" not in log, log[-3000:]
+    m = wait_until(
+        lambda: (x := scrape(port)).get("wattpack_moves_in_flight") == 0 and x, 10, "metrics"
+    )
+    assert m['wattpack_moves_total{reason="defragmentation"}'] == 2
+    assert m['wattpack_plan_steps_total{kind="stop"}'] == 2
+    assert m['wattpack_plan_steps_total{kind="start"}'] == 2
+    assert m['wattpack_plan_steps_total{kind="bind"}'] == 2  # the gang (replacements: Moved)
 
 
 def test_a_degraded_gpu_is_emptied_with_a_checkpoint_and_replicas_one_at_a_time(

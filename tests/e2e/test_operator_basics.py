@@ -11,6 +11,7 @@ from kube import (
     gpus_in_use,
     once_bound,
     scheduled_condition,
+    scrape,
     wait_until,
 )
 
@@ -124,17 +125,6 @@ def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
     op = cluster.start_operator("--interval=1", f"--metrics-port={port}")
     wait_until(lambda: len(bound(cluster.pods("ml"))) == 2, 60, "two pods bound")
 
-    def scrape() -> dict[str, float]:
-        import urllib.request
-
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-        out = {}
-        for line in text.decode().splitlines():
-            if line.startswith("wattpack_"):
-                name, value = line.rsplit(" ", 1)
-                out[name] = float(value)
-        return out
-
     def cycle_done(x: dict[str, float]) -> bool:
         # Bindings are counted as they are made, the cycle's histograms when it ends: a scrape
         # in between (a loaded machine) sees the first without the second.
@@ -142,7 +132,7 @@ def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
             x.get("wattpack_bindings_total") == 2 and x.get("wattpack_cycle_seconds_count", 0) >= 1
         )
 
-    m = wait_until(lambda: cycle_done(x := scrape()) and x, 30, "metrics")
+    m = wait_until(lambda: cycle_done(x := scrape(port)) and x, 30, "metrics")
     assert m["wattpack_cycle_seconds_count"] >= 1 and m["wattpack_solve_seconds_count"] >= 1
     assert m['wattpack_pending_pods{kind="fine-tuning"}'] == 1
     assert m['wattpack_pending_pods{kind="training"}'] == 0
