@@ -214,7 +214,8 @@ class Operator:
         checkpoints = self._checkpoints(conv, raw_pods)
         carried = carry_out(plan, conv.snapshot, policy, self.applier, seen, now, checkpoints)
         self._count(carried, plan, now)
-        if carried.reservation is not None:
+        # A dry run writes nothing, so nothing it planned is under way: nothing to follow.
+        if carried.reservation is not None and not self.settings.dry_run:
             self._reservations.append(carried.reservation)
             for key, node in carried.reservation.nodes.items():
                 self.applier.nominate(key, node)
