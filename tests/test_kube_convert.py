@@ -187,7 +187,12 @@ def test_nodes_wattpack_cannot_use_are_left_out_or_closed() -> None:
     )
     nodes = {n.name: n for n in conv.snapshot.nodes}
     assert set(nodes) == {"cordoned", "tainted", "not-ready", "no-domain"}
-    assert not any(nodes[n].schedulable for n in ("cordoned", "tainted", "not-ready"))
+    assert not nodes["not-ready"].schedulable
+    # Cordoned and tainted nodes are closed by kube-scheduler's filters, through their taints.
+    assert [(t.key, t.effect) for t in nodes["cordoned"].taints] == [
+        ("node.kubernetes.io/unschedulable", "NoSchedule")
+    ]
+    assert [(t.key, t.effect) for t in nodes["tainted"].taints] == [("k", "NoSchedule")]
     assert nodes["no-domain"].power_domain == "unassigned"
     assert [(h.index, h.state) for h in nodes["no-domain"].gpu_health] == [
         (3, HealthState.DEGRADED)
@@ -322,3 +327,40 @@ def test_how_a_running_pod_may_move_follows_its_owner() -> None:
     }
     assert conv.owners["ml/train"] == "job-1" and "ml/alone" not in conv.owners
     assert list(conv.scalers) == ["ml/web"] and conv.scalers["ml/web"].name == "d-d-a"
+
+
+def test_placement_rules_and_gates_are_read_as_kube_scheduler_reads_them() -> None:
+    spec = {
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "nodeSelector": {"pool": "h100"},
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                }
+            }
+        },
+    }
+    gated = pod("gated", schedulingGates=[{"name": "example.com/quota"}])
+    bad = pod(
+        "bad",
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "Near"}]}
+                    ]
+                }
+            }
+        },
+    )
+    conv = run([node("n1", labels={"pool": "h100", "zone": "a"})], [pod("p", **spec), gated, bad])
+    pods = {p.name: p for p in conv.snapshot.pods}
+    assert set(pods) == {"p"}  # a gated pod is not planned (nor reported): it waits
+    p = pods["p"]
+    assert p.node_selector == {"pool": "h100"} and p.tolerations[0].operator == "Exists"
+    assert p.node_affinity is not None and p.node_affinity[0].match_expressions[0].values == ["a"]
+    (problem,) = conv.problems
+    assert problem.pod == "ml/bad" and problem.reason.startswith("spec.affinity.nodeAffinity:")

@@ -33,6 +33,7 @@ from scheduler.model import (
     PodKind,
     PowerDomain,
 )
+from scheduler.model.node_rules import Requirement, SelectorTerm, Taint, TaintEffect, Toleration
 from scheduler.model.snapshot import SnapshotMeta
 
 SCHEDULER_NAME = "wattpack"
@@ -55,6 +56,7 @@ POWER_DOMAIN = PREFIX + "power-domain"
 GPU_MODEL = PREFIX + "gpu-model"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 UNASSIGNED_DOMAIN = "unassigned"
+UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 _MIB = 1024 * 1024
 
 
@@ -116,6 +118,7 @@ def is_pending(pod: dict[str, Any]) -> bool:
         and not spec.get("nodeName")
         and md.get("deletionTimestamp") is None
         and phase == "Pending"
+        and not spec.get("schedulingGates")  # gated: left alone until its gates are removed
     )
 
 
@@ -315,20 +318,82 @@ def _node(
             gpus=gpus,
             cpu_milli=int(parse_quantity(alloc.get("cpu", 0)) * 1000),
             memory_mi_b=int(parse_quantity(alloc.get("memory", 0)) // _MIB),
-            schedulable=_schedulable(spec, status),
+            schedulable=_ready(status),
             gpu_health=[h for h in health.get(name, []) if h.index < gpus],
+            labels=dict(labels),
+            taints=_taints(spec),
         ),
         note,
     )
 
 
-def _schedulable(spec: dict[str, Any], status: dict[str, Any]) -> bool:
-    if spec.get("unschedulable"):
-        return False
-    if any(t.get("effect") in ("NoSchedule", "NoExecute") for t in spec.get("taints") or []):
-        return False
+def _ready(status: dict[str, Any]) -> bool:
     ready = [c for c in status.get("conditions") or [] if c.get("type") == "Ready"]
     return bool(ready) and ready[0].get("status") == "True"
+
+
+def _taints(spec: dict[str, Any]) -> list[Taint]:
+    """The node's taints, and a cordoned node's unschedulable taint (which the node lifecycle
+    controller adds too): kube-scheduler's filters read them (scheduler.fit.filters). A taint
+    with an effect Kubernetes does not define is left out."""
+    out = []
+    for t in spec.get("taints") or []:
+        if t.get("effect") in ("NoSchedule", "PreferNoSchedule", "NoExecute") and t.get("key"):
+            out.append(Taint(key=t["key"], value=t.get("value") or "", effect=t["effect"]))
+    if spec.get("unschedulable") and not any(t.key == UNSCHEDULABLE for t in out):
+        out.append(Taint(key=UNSCHEDULABLE, effect=TaintEffect.NO_SCHEDULE))
+    return out
+
+
+def _placement_rules(spec: dict[str, Any]) -> dict[str, Any]:
+    """Tolerations, nodeSelector and required node affinity, as the snapshot holds them."""
+    try:
+        tolerations = [
+            Toleration(
+                key=t.get("key") or "",
+                operator=t.get("operator") or "Equal",
+                value=t.get("value") or "",
+                effect=t.get("effect") or None,
+            )
+            for t in spec.get("tolerations") or []
+        ]
+    except ValueError as e:
+        raise _Bad(f"spec.tolerations: {_first_error(e)}; fix the toleration") from None
+    selector = {str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()}
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    terms = None
+    if required is not None:
+        try:
+            terms = [
+                SelectorTerm(
+                    match_expressions=[_requirement(r) for r in t.get("matchExpressions") or []],
+                    match_fields=[_requirement(r) for r in t.get("matchFields") or []],
+                )
+                for t in required.get("nodeSelectorTerms") or []
+            ]
+        except ValueError as e:
+            raise _Bad(
+                f"spec.affinity.nodeAffinity: {_first_error(e)}; fix the node selector term"
+            ) from None
+    return {"tolerations": tolerations, "node_selector": selector, "node_affinity": terms}
+
+
+def _requirement(r: dict[str, Any]) -> Requirement:
+    return Requirement(
+        key=r.get("key") or "",
+        operator=r.get("operator") or "",
+        values=[str(v) for v in r.get("values") or []],
+    )
+
+
+def _first_error(e: ValueError) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+    return str(e)
 
 
 # -- pods --------------------------------------------------------------------------------------
@@ -424,6 +489,7 @@ def _pod(raw: dict[str, Any], now: datetime | None = None) -> Pod:
     if preemptible_text not in ("true", "false"):
         raise _Bad(f"annotation {PREEMPTIBLE}: {ann[PREEMPTIBLE]!r} is not true or false")
     models = [m.strip() for m in ann.get(GPU_MODELS, "").split(",") if m.strip()]
+    rules = _placement_rules(spec)
     return Pod(
         name=md["name"],
         namespace=md.get("namespace", "default"),
@@ -440,6 +506,7 @@ def _pod(raw: dict[str, Any], now: datetime | None = None) -> Pod:
         preemptible=preemptible_text == "true",
         power_watts_per_gpu=_int(ann, POWER_PER_GPU, 0, None, "give watts per GPU"),
         waiting_seconds=_waiting(md, now),
+        **rules,
     )
 
 

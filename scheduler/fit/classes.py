@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from scheduler.fit.filters import NodeFilters
+from scheduler.fit.filters import pod_key as filter_key
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
 
 
@@ -23,6 +25,7 @@ class NodeClass:
     mem: int
     apps: tuple[tuple[str, int], ...]
     victims: tuple[tuple, ...]  # per node: signatures of the preemptible pods on it
+    kind: int  # the node's kind for the node filters (scheduler.fit.filters)
     nodes: list[int] = field(default_factory=list)  # indices into snapshot.nodes
 
     @property
@@ -44,6 +47,7 @@ class NodeClass:
             self.mem,
             self.apps,
             self.victims,
+            self.kind,
         )
 
 
@@ -55,6 +59,7 @@ def fit_shape(pod: Pod) -> tuple:
         pod.cpu_milli,
         pod.memory_mi_b,
         tuple(pod.gpu_models),
+        filter_key(pod),
         pod.kind,
         pod.app,
         pod.max_per_node,
@@ -91,6 +96,7 @@ def node_classes(
             running.setdefault(p.node, []).append(p)
     by_key: dict[tuple, NodeClass] = {}
     of_node: list[int] = []
+    kinds = NodeFilters(snapshot).kind
     for idx, node in enumerate(snapshot.nodes):
         pods = running.get(node.name, [])
         if not node.schedulable:
@@ -126,6 +132,7 @@ def node_classes(
             max(mem, 0),
             apps,
             victims,
+            kinds[idx],
         )
         key = (*fields, idx if singleton else -1)
         cls = by_key.get(key)

@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 
 from scheduler.fit.classes import fit_shape
+from scheduler.fit.filters import summary
 from scheduler.fit.state import ClusterState
 from scheduler.model import Pod, Shortfall, Unplaced
 
@@ -110,6 +111,21 @@ class Explainer:
         return Unplaced(pod=pod.key, reason=reason, shortfalls=shortfalls)
 
     def _why(self, pod: Pod) -> tuple[list[Shortfall], str]:
+        """What falls short on the nodes the filters let the pod onto; and first, where nodes
+        refuse it, kube-scheduler's count of them by why."""
+        refused = self.state.filters.refusals(pod)
+        total = len(self.state.nodes)
+        if refused and sum(refused.values()) >= total:
+            return [Shortfall(resource="node", domain="cluster", amount=1)], summary(
+                refused.elements(), total
+            )
+        shortfalls, reason = self._why_on_admitted(pod)
+        if refused:
+            line = summary(refused.elements(), total).rstrip(".")
+            reason = f"{line}; on the {total - sum(refused.values())} others: {reason}"
+        return shortfalls, reason
+
+    def _why_on_admitted(self, pod: Pod) -> tuple[list[Shortfall], str]:
         shortfalls = self._shortfalls(pod)
         if shortfalls:
             return shortfalls, self._describe(pod, shortfalls[0])
@@ -193,6 +209,12 @@ class Explainer:
         ids, short = t.ids, self._counts(pod)
         if pod.gpu_models:
             keep = np.isin(t.model, [i for i, m in enumerate(t.models) if m in pod.gpu_models])
+            ids, short = ids[keep], short[keep]
+        s = self.state
+        if not s.filters.trivial:
+            keep = np.array(
+                [s.filters.admits_kind(pod, s.classes[int(c)].kind) for c in ids], dtype=bool
+            )
             ids, short = ids[keep], short[keep]
         if not len(ids):
             resource = "model" if pod.gpu_models else "node"

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable
 
 from scheduler.fit.classes import NodeClass, victim_signature
+from scheduler.fit.filters import NodeFilters
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
 from scheduler.power import budgets, domain_chain, domain_power, pod_watts
 
@@ -113,16 +114,19 @@ class ClusterState:
         # every node is a class of its own, and a look-up would walk thousands of them.
         self.pool_of = [-1] * len(snapshot.nodes)
         self.pool_rep: list[int] = []
-        pool_ids: dict[tuple[str, str], int] = {}
+        # A pool is also one kind of node for the filters: one check stands for its nodes.
+        self.filters = NodeFilters(snapshot)
+        pool_ids: dict[tuple[str, str, int], int] = {}
         for i, n in enumerate(snapshot.nodes):
             if class_of[i] >= 0:
-                key = (n.gpu_model, n.power_domain)
+                key = (n.gpu_model, n.power_domain, self.filters.kind[i])
                 if key not in pool_ids:
                     pool_ids[key] = len(self.pool_rep)
                     self.pool_rep.append(i)
                 self.pool_of[i] = pool_ids[key]
         self.pool_of_class = [self.pool_of[c.nodes[0]] if c.nodes else -1 for c in classes]
         self.pool_model = [self.nodes[i].gpu_model for i in self.pool_rep]
+        self.pool_kind = [self.filters.kind[i] for i in self.pool_rep]
         self._pool_step = [
             round(self.pressure.get(self.nodes[i].gpu_model, 0.0), 1) for i in self.pool_rep
         ]
@@ -280,7 +284,10 @@ class ClusterState:
         return True
 
     def model_ok(self, pod: Pod, node: int) -> bool:
-        return not pod.gpu_models or self.nodes[node].gpu_model in pod.gpu_models
+        """The pod's GPU models, and kube-scheduler's node filters (scheduler.fit.filters)."""
+        if pod.gpu_models and self.nodes[node].gpu_model not in pod.gpu_models:
+            return False
+        return self.filters.admits(pod, node)
 
     def host_ok(self, pod: Pod, node: int) -> bool:
         """Everything but the GPUs: CPU, memory, spread."""
@@ -664,6 +671,8 @@ class ClusterState:
             return False
         rep = self.pool_rep[c]
         if pod.gpu_models and self.pool_model[c] not in pod.gpu_models:
+            return False
+        if not self.filters.admits_kind(pod, self.pool_kind[c]):
             return False
         # One leaf domain per pool: power is the same for every node in it.
         w = self.watts(pod, rep)

@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from scheduler.model.base import Wire
 from scheduler.model.consistency import snapshot_problems
+from scheduler.model.node_rules import SelectorTerm, Taint, Toleration
 
 
 class PodKind(StrEnum):
@@ -84,6 +85,14 @@ class Node(Wire):
     gpu_health: list[GpuHealth] = Field(
         default_factory=list, description="Per-GPU health; GPUs not listed are healthy."
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Node labels (node selectors and affinity read them)."
+    )
+    taints: list[Taint] = Field(
+        default_factory=list,
+        description="Taints: a pod that does not tolerate a NoSchedule or NoExecute one does not "
+        "go here (a cordoned node has node.kubernetes.io/unschedulable:NoSchedule).",
+    )
 
     def health_of(self, index: int) -> HealthState:
         for entry in self.gpu_health:
@@ -140,6 +149,16 @@ class Pod(Wire):
         ge=0,
         description="A running pod's work since its last checkpoint, in seconds: what a failure "
         "of its GPU would lose; null = the policy's moves.sinceCheckpointSeconds.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Taints the pod tolerates."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels a node must have (nodeSelector)."
+    )
+    node_affinity: list[SelectorTerm] | None = Field(
+        default=None,
+        description="Required node affinity: a node matching any of the terms; null = any.",
     )
     waiting_seconds: float | None = Field(
         default=None,

@@ -209,6 +209,8 @@ class AggregateModel:
                 rep = pc.rep
                 if rep.gpu_models and cls.model not in rep.gpu_models:
                     continue
+                if not self.state.filters.admits_kind(rep, cls.kind):
+                    continue
                 w = self._watts(rep, cls)
                 if (leaf_room is not None and w > leaf_room) or (
                     upper_room is not None and w > upper_room

@@ -87,7 +87,7 @@ def group_classes(
             by_shape: dict[tuple, list[NodeClass]] = defaultdict(list)
             for leaf in leaves:
                 for c in by_leaf[leaf]:
-                    by_shape[(c.model, c.gpus) if pooled else c.shape()].append(c)
+                    by_shape[(c.model, c.gpus, c.kind) if pooled else c.shape()].append(c)
             for classes in by_shape.values():
                 groups.append(_group(state, len(groups), classes))
     of_class = [-1] * len(state.classes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from scheduler.fit.filters import pod_key as filter_key
 from scheduler.fit.state import ClusterState
 from scheduler.fit.value import pod_value
 from scheduler.model import Pod
@@ -25,6 +26,7 @@ def _shape(
             pod.gpus,
             pod.gpu_milli if pod.fractional else 1000,
             tuple(sorted(set(pod.gpu_models))),
+            filter_key(pod),
             pod.kind.value,
             pod.priority,
             pod.power_watts_per_gpu if pod.power_watts_per_gpu is not None else -1,
@@ -35,6 +37,7 @@ def _shape(
         pod.cpu_milli,
         pod.memory_mi_b,
         tuple(sorted(set(pod.gpu_models))),
+        filter_key(pod),
         pod.kind.value,
         pod.priority,
         app,

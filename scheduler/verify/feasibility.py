@@ -165,6 +165,23 @@ def _new_placements(plan: Plan, pods: dict[str, Pod]) -> list[tuple[str, str, st
     return [p for p in out if p[1] in pods]
 
 
+def _filter_problems(where: str, pod: Pod, node: Node) -> list[str]:
+    """kube-scheduler's filters, read afresh from the model: taints and node affinity."""
+    problems = []
+    for t in node.taints:
+        if t.effect in ("NoSchedule", "NoExecute") and not any(
+            x.tolerates(t) for x in pod.tolerations
+        ):
+            problems.append(f"{where}: {node.name} has taint {t.key}={t.value}:{t.effect}")
+    if any(node.labels.get(k) != v for k, v in pod.node_selector.items()):
+        problems.append(f"{where}: {node.name} does not match its nodeSelector")
+    if pod.node_affinity is not None and not any(
+        term.matches(node.name, node.labels) for term in pod.node_affinity
+    ):
+        problems.append(f"{where}: {node.name} does not match its required node affinity")
+    return problems
+
+
 def _new_placement_problems(
     what: str,
     pod: Pod,
@@ -179,6 +196,7 @@ def _new_placement_problems(
     problems = []
     if not node.schedulable:
         problems.append(f"{where}: node {node.name} is cordoned (not schedulable)")
+    problems += _filter_problems(where, pod, node)
     want = 0 if pod.gpus == 0 else 1 if pod.fractional else pod.gpus
     if len(indices) != want or len(set(indices)) != want:
         problems.append(f"{where}: GPU indices {indices} are not {want} distinct GPUs")

@@ -87,8 +87,12 @@ class Cluster:
         model: str = "H100-SXM",
         cpu: str = "192",
         memory: str = "2Ti",
+        labels: dict[str, str] | None = None,
+        taints: list[dict[str, str]] | None = None,
+        pods: int = 110,
+        unschedulable: bool = False,
     ) -> None:
-        capacity = {"cpu": cpu, "memory": memory, "pods": "110", GPU: str(gpus)}
+        capacity = {"cpu": cpu, "memory": memory, "pods": str(pods), GPU: str(gpus)}
         body = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -101,9 +105,13 @@ class Cluster:
                     "wattpack.io/power-domain": domain,
                     "wattpack.io/gpu-model": model,
                     "nvidia.com/gpu.present": "true",
+                    **(labels or {}),
                 },
             },
-            "spec": {},
+            "spec": {
+                **({"taints": taints} if taints else {}),
+                **({"unschedulable": True} if unschedulable else {}),
+            },
             "status": {"capacity": capacity, "allocatable": capacity},
         }
         self.core.create_node(body)
@@ -152,7 +160,11 @@ class Cluster:
         scheduler: str = "wattpack",
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
+        tolerations: list[dict[str, Any]] | None = None,
+        **spec_fields: Any,
     ) -> dict[str, Any]:
+        """A pod; without `tolerations` it tolerates the GPU taint as GPU pods do, and
+        `spec_fields` (nodeSelector, affinity, schedulingGates, ...) go into its spec."""
         lab = {"wattpack.io/kind": kind, **(labels or {})}
         ann = dict(annotations or {})
         if gang:
@@ -171,7 +183,10 @@ class Cluster:
         spec: dict[str, Any] = {
             "schedulerName": scheduler,
             "containers": [{"name": "main", "image": "example.invalid/work:1", "resources": res}],
-            "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}],
+            "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+            if tolerations is None
+            else tolerations,
+            **spec_fields,
         }
         if priority_class:
             spec["priorityClassName"] = priority_class

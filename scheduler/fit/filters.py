@@ -1,0 +1,135 @@
+"""kube-scheduler's node filters that depend on the pod and the node alone: TaintToleration
+(NoSchedule and NoExecute; PreferNoSchedule never filters) and NodeAffinity (nodeSelector and
+required node affinity). A cordoned node carries node.kubernetes.io/unschedulable:NoSchedule, so
+NodeUnschedulable is TaintToleration here, as in Kubernetes.
+
+At thousands of nodes the filters are asked millions of times a cycle, so they are asked per
+kind of pod and kind of node: pods alike in what the filters read share a key, and nodes that
+every such key treats alike share a kind. Node classes and pools keep nodes of one kind, so a
+check of a pool stands for its nodes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+
+from scheduler.model import ClusterSnapshot, Node, Pod
+from scheduler.model.node_rules import SelectorTerm, Taint, TaintEffect, Toleration
+
+_FILTERING = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
+UNSCHEDULABLE = "node.kubernetes.io/unschedulable"  # the taint of a cordoned node
+
+
+def pod_key(pod: Pod) -> tuple | None:
+    """What the filters read of the pod; None: nothing (no tolerations, selector or affinity)."""
+    if not pod.tolerations and not pod.node_selector and pod.node_affinity is None:
+        return None
+    affinity = None
+    if pod.node_affinity is not None:  # terms hold lists: kept as JSON to be hashable
+        affinity = json.dumps([t.model_dump(mode="json") for t in pod.node_affinity])
+    return (tuple(pod.tolerations), tuple(sorted(pod.node_selector.items())), affinity)
+
+
+@lru_cache(maxsize=4096)
+def _terms(affinity: str) -> tuple[SelectorTerm, ...]:
+    return tuple(SelectorTerm.model_validate(t) for t in json.loads(affinity))
+
+
+def _untolerated(tolerations: tuple[Toleration, ...], node: Node) -> Taint | None:
+    for t in node.taints:
+        if t.effect in _FILTERING and not any(x.tolerates(t) for x in tolerations):
+            return t
+    return None
+
+
+def _matches(selector: tuple, affinity: str | None, node: Node) -> bool:
+    labels = node.labels
+    if any(labels.get(k) != v for k, v in selector):
+        return False
+    return affinity is None or any(t.matches(node.name, labels) for t in _terms(affinity))
+
+
+def _refusal(key: tuple | None, node: Node) -> str | None:
+    tolerations, selector, affinity = key if key is not None else ((), (), None)
+    if not _matches(selector, affinity, node):
+        return "node(s) didn't match Pod's node affinity/selector"
+    taint = _untolerated(tolerations, node)
+    if taint is not None and taint.key == UNSCHEDULABLE:
+        return "node(s) were unschedulable"
+    if taint is not None:
+        value = f": {taint.value}" if taint.value else ""
+        return f"node(s) had untolerated taint {{{taint.key}{value}}}"
+    return None
+
+
+def refusal(pod: Pod, node: Node) -> str | None:
+    """Why the node does not take the pod, in kube-scheduler's words (NodeAffinity first, then
+    TaintToleration, its filter order); None if it may."""
+    return _refusal(pod_key(pod), node)
+
+
+class NodeFilters:
+    """The filters over one snapshot, asked by pod key and node kind."""
+
+    def __init__(self, snapshot: ClusterSnapshot) -> None:
+        self.nodes = snapshot.nodes
+        keys = {pod_key(p) for p in snapshot.pods}
+        keys.add(None)
+        self._keys = sorted(keys, key=repr)
+        # Nothing to decide: no pod asks anything and no node has a filtering taint.
+        self.trivial = self._keys == [None] and not any(
+            t.effect in _FILTERING for n in snapshot.nodes for t in n.taints
+        )
+        self._verdicts: dict[tuple[tuple | None, int], bool] = {}
+        kinds: dict[tuple, int] = {}
+        self.kind: list[int] = []
+        self._rep: list[int] = []
+        for i, n in enumerate(snapshot.nodes):
+            vector = () if self.trivial else tuple(self._admits(k, n) for k in self._keys)
+            kind = kinds.get(vector)
+            if kind is None:
+                kind = kinds[vector] = len(self._rep)
+                self._rep.append(i)
+                for k, ok in zip(self._keys, vector, strict=False):
+                    self._verdicts[(k, kind)] = ok
+            self.kind.append(kind)
+
+    @staticmethod
+    def _admits(key: tuple | None, node: Node) -> bool:
+        return _refusal(key, node) is None
+
+    def admits_kind(self, pod: Pod, kind: int) -> bool:
+        if self.trivial:
+            return True
+        key = pod_key(pod)
+        v = self._verdicts.get((key, kind))
+        if v is None:  # a pod the snapshot did not hold (a copy made in the cycle)
+            v = self._verdicts[(key, kind)] = self._admits(key, self.nodes[self._rep[kind]])
+        return v
+
+    def admits(self, pod: Pod, node: int) -> bool:
+        return self.trivial or self.admits_kind(pod, self.kind[node])
+
+    def refusals(self, pod: Pod) -> Counter[str]:
+        """How many nodes refuse the pod, by why, where any filter has a say (cordoned nodes of
+        a snapshot that marks them unschedulable count as kube-scheduler's NodeUnschedulable)."""
+        out: Counter[str] = Counter()
+        if self.trivial:  # no filter has a say: the reasons stay wattpack's own
+            return out
+        key = pod_key(pod)
+        why = {k: _refusal(key, self.nodes[r]) for k, r in enumerate(self._rep)}
+        for n, k in zip(self.nodes, self.kind, strict=True):
+            reason = why[k] if n.schedulable else "node(s) were unschedulable"
+            if reason is not None:
+                out[reason] += 1
+        return out
+
+
+def summary(refusals: Iterable[str], total: int) -> str:
+    """kube-scheduler's line: '0/64 nodes are available: 3 node(s) had untolerated taint
+    {...}, 61 Insufficient GPU.' from one refusal per node that does not take the pod."""
+    counts = Counter(refusals)
+    parts = [f"{n} {why}" for why, n in sorted(counts.items(), key=lambda t: (-t[1], t[0]))]
+    return f"0/{total} nodes are available: " + ", ".join(parts) + "."

@@ -1,0 +1,69 @@
+"""kube-scheduler's node filters on a real API server: a GPU node pool tainted as managed pools
+taint it, node selectors and required node affinity, and scheduling gates."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kube import H100, QUICK, Cluster, once_bound, scheduled_condition, wait_until
+
+pytestmark = pytest.mark.slow
+
+GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+
+
+def test_taints_selectors_affinity_and_gates(cluster: Cluster) -> None:
+    cluster.set_config(QUICK, [H100])
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("pool-a", "facility", gpus=8, labels={"pool": "a"}, taints=[GPU_TAINT])
+    cluster.gpu_node("pool-b", "facility", gpus=8, labels={"pool": "b"}, taints=[GPU_TAINT])
+    cluster.nodes_ready(2)
+    cluster.namespace("ml")
+    cluster.pod("tolerant", gpus=2)  # the helper's pods tolerate the GPU taint, as GPU pods do
+    cluster.pod("intolerant", gpus=1, tolerations=[])
+    cluster.pod("to-b", gpus=2, nodeSelector={"pool": "b"})
+    cluster.pod(
+        "not-a",
+        gpus=2,
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "pool", "operator": "NotIn", "values": ["a"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+    )
+    cluster.pod("nowhere", gpus=1, nodeSelector={"pool": "c"})
+    cluster.pod("gated", gpus=1, schedulingGates=[{"name": "example.com/quota"}])
+    cluster.start_operator("--interval=1")
+
+    def settled():
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        explained = all(scheduled_condition(pods[n]) for n in ("intolerant", "nowhere"))
+        placed = all(pods[n]["spec"].get("nodeName") for n in ("tolerant", "to-b", "not-a"))
+        return pods if explained and placed else None
+
+    pods = wait_until(settled, 60, "the tolerant pods bound, the others explained")
+    assert pods["to-b"]["spec"]["nodeName"] == "pool-b"
+    assert pods["not-a"]["spec"]["nodeName"] == "pool-b"
+    intolerant = scheduled_condition(pods["intolerant"])
+    assert intolerant is not None and intolerant["message"] == (
+        "0/2 nodes are available: 2 node(s) had untolerated taint {nvidia.com/gpu: present}."
+    )
+    nowhere = scheduled_condition(pods["nowhere"])
+    assert nowhere is not None and nowhere["message"] == (
+        "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+    )
+    time.sleep(2)  # more cycles: the gated pod is left alone, not bound, not written to
+    gated = {p["metadata"]["name"]: p for p in cluster.pods("ml")}["gated"]
+    assert not gated["spec"].get("nodeName") and scheduled_condition(gated) is None
+    assert not [e for e in cluster.events("ml") if e["involvedObject"]["name"] == "gated"]
+    cluster.core.patch_namespaced_pod("gated", "ml", {"spec": {"schedulingGates": []}})
+    wait_until(once_bound(cluster, "gated"), 60, "the pod bound once its gates are removed")
