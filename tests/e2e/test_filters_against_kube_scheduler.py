@@ -24,6 +24,7 @@ from kube import H100, QUICK, Cluster, scheduled_condition, wait_until
 
 from operators.kube.convert import ClusterObjects, convert
 from scheduler.fit.filters import NodeFilters
+from scheduler.model import GpuModel
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +101,7 @@ def _pod_spec(rng: random.Random, node_names: list[str]) -> dict[str, Any]:
                     {
                         "key": "metadata.name",
                         "operator": rng.choice(["In", "NotIn"]),
-                        "values": rng.sample(node_names, 2),
+                        "values": [rng.choice(node_names)],  # the API allows one
                     }
                 ]
             terms.append(term)
@@ -153,7 +154,8 @@ def test_filters_agree_with_kube_scheduler(cluster: Cluster) -> None:
         q["spec"].pop("nodeName", None)
         q["status"] = {"phase": "Pending"}
         mine.append(q)
-    conv = convert(ClusterObjects(nodes, mine, [], [], [H100]), exported_at=None)
+    model = GpuModel.model_validate(H100)
+    conv = convert(ClusterObjects(nodes, mine, [], [], [model]), exported_at=None)
     assert not conv.problems, conv.problems[:3]
     # The filters as the planner asks them, on every node, cordoned ones included.
     filters = NodeFilters(conv.snapshot)
