@@ -96,7 +96,7 @@ def node_classes(
             running.setdefault(p.node, []).append(p)
     by_key: dict[tuple, NodeClass] = {}
     of_node: list[int] = []
-    kinds = NodeFilters(snapshot).kind
+    kinds = NodeFilters.of(snapshot).kind
     for idx, node in enumerate(snapshot.nodes):
         pods = running.get(node.name, [])
         if not node.schedulable:

@@ -70,8 +70,23 @@ def refusal(pod: Pod, node: Node) -> str | None:
     return _refusal(pod_key(pod), node)
 
 
+_RECENT: list[tuple[ClusterSnapshot, NodeFilters]] = []  # a cycle builds several states
+
+
 class NodeFilters:
     """The filters over one snapshot, asked by pod key and node kind."""
+
+    @classmethod
+    def of(cls, snapshot: ClusterSnapshot) -> NodeFilters:
+        """The filters of the snapshot, worked out once however many states a cycle builds
+        (kept with the snapshot, whose identity keys them)."""
+        for snap, filters in _RECENT:
+            if snap is snapshot:
+                return filters
+        filters = cls(snapshot)
+        _RECENT.append((snapshot, filters))
+        del _RECENT[:-2]
+        return filters
 
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         self.nodes = snapshot.nodes

@@ -115,7 +115,9 @@ class ClusterState:
         self.pool_of = [-1] * len(snapshot.nodes)
         self.pool_rep: list[int] = []
         # A pool is also one kind of node for the filters: one check stands for its nodes.
-        self.filters = NodeFilters(snapshot)
+        self.filters = NodeFilters.of(snapshot)
+        if self.filters.trivial:  # the hot path: no filter has a say, so none is asked
+            self.model_ok = self._model_ok  # type: ignore[method-assign]
         pool_ids: dict[tuple[str, str, int], int] = {}
         for i, n in enumerate(snapshot.nodes):
             if class_of[i] >= 0:
@@ -287,7 +289,10 @@ class ClusterState:
         """The pod's GPU models, and kube-scheduler's node filters (scheduler.fit.filters)."""
         if pod.gpu_models and self.nodes[node].gpu_model not in pod.gpu_models:
             return False
-        return self.filters.admits(pod, node)
+        return self.filters.admits_kind(pod, self.filters.kind[node])
+
+    def _model_ok(self, pod: Pod, node: int) -> bool:
+        return not pod.gpu_models or self.nodes[node].gpu_model in pod.gpu_models
 
     def host_ok(self, pod: Pod, node: int) -> bool:
         """Everything but the GPUs: CPU, memory, spread."""
@@ -672,7 +677,7 @@ class ClusterState:
         rep = self.pool_rep[c]
         if pod.gpu_models and self.pool_model[c] not in pod.gpu_models:
             return False
-        if not self.filters.admits_kind(pod, self.pool_kind[c]):
+        if not self.filters.trivial and not self.filters.admits_kind(pod, self.pool_kind[c]):
             return False
         # One leaf domain per pool: power is the same for every node in it.
         w = self.watts(pod, rep)

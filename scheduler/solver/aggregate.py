@@ -198,6 +198,7 @@ class AggregateModel:
     # -- model -----------------------------------------------------------------------------
     def _build(self) -> None:
         headroom = self._headroom()
+        trivial = self.state.filters.trivial
         self.victims_of = {grp.id: self._group_victims(grp) for grp in self.groups}
         for grp in self.groups:
             self._check_time()
@@ -209,7 +210,7 @@ class AggregateModel:
                 rep = pc.rep
                 if rep.gpu_models and cls.model not in rep.gpu_models:
                     continue
-                if not self.state.filters.admits_kind(rep, cls.kind):
+                if not trivial and not self.state.filters.admits_kind(rep, cls.kind):
                     continue
                 w = self._watts(rep, cls)
                 if (leaf_room is not None and w > leaf_room) or (
