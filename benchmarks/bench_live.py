@@ -9,7 +9,11 @@ The family (each instance seeded; benchmarks/README.md, "Live states"):
   512, 1,024, 4,096 and 16,384 nodes, 2.5 pending pods per node (10,000 at 4,096);
 - replay: snapshots of openb and ITP replays at random times (benchmarks/replay_states.py);
 - over-budget: the scattered state with two racks cut below what already runs in them;
-- openb: the default trace as one batch in five formulations (benchmarks/openb_batches.py).
+- openb: the default trace as one batch in five formulations (benchmarks/openb_batches.py);
+- pools: the scattered state as a managed cluster has it: every GPU node tainted
+  nvidia.com/gpu=present:NoSchedule and in one of two pools by label, every pod tolerating the
+  taint, and a third of the pending pods pinned to a pool (nodeSelector) or kept off one
+  (required node affinity), so kube-scheduler's filters have a say.
 
 Per instance: best fit and wattpack (`plan`, default policy but the time limit) side by side:
 wall time (median of --repeats), GPU allocation, objective, proven bound, gap, status, the
@@ -34,10 +38,17 @@ from live_states import scattered_state
 from scheduler.baselines import best_fit
 from scheduler.cli.logs import LogFormat, LogLevel, configure
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+from scheduler.model.node_rules import (
+    Requirement,
+    SelectorTerm,
+    Taint,
+    TaintEffect,
+    Toleration,
+)
 from scheduler.planner import plan
 from scheduler.verify import check_plan
 
-FAMILIES = ("scattered", "replay", "over-budget", "openb")
+FAMILIES = ("scattered", "replay", "over-budget", "openb", "pools")
 
 
 def _instances(families: list[str], sizes: list[int], seed: int):
@@ -55,6 +66,30 @@ def _instances(families: list[str], sizes: list[int], seed: int):
         from openb_batches import openb_batches
 
         yield from openb_batches()
+    if "pools" in families:
+        for n in sizes:
+            yield f"pools-{n}", _in_pools(scattered_state(n, seed))
+
+
+def _in_pools(snapshot: ClusterSnapshot) -> ClusterSnapshot:
+    taint = Taint(key="nvidia.com/gpu", value="present", effect=TaintEffect.NO_SCHEDULE)
+    tolerate = [Toleration(key="nvidia.com/gpu", operator="Exists")]
+    nodes = [
+        n.model_copy(update={"labels": {"pool": "ab"[i % 2]}, "taints": [taint]})
+        for i, n in enumerate(snapshot.nodes)
+    ]
+    off_a = [
+        SelectorTerm(match_expressions=[Requirement(key="pool", operator="NotIn", values=["a"])])
+    ]
+    pods = []
+    for i, p in enumerate(snapshot.pods):
+        rules: dict = {"tolerations": tolerate}
+        if p.node is None and i % 6 == 0:
+            rules["node_selector"] = {"pool": "a"}
+        elif p.node is None and i % 6 == 3:
+            rules["node_affinity"] = off_a
+        pods.append(p.model_copy(update=rules))
+    return snapshot.model_copy(update={"nodes": nodes, "pods": pods})
 
 
 def _row(name: str, seconds: float, p: Plan, problems: list[str]) -> str:

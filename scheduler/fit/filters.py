@@ -22,19 +22,22 @@ _FILTERING = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"  # the taint of a cordoned node
 
 
-def pod_key(pod: Pod) -> tuple | None:
-    """What the filters read of the pod; None: nothing (no tolerations, selector or affinity)."""
-    if not pod.tolerations and not pod.node_selector and pod.node_affinity is None:
-        return None
-    affinity = None
-    if pod.node_affinity is not None:  # terms hold lists: kept as JSON to be hashable
-        affinity = json.dumps([t.model_dump(mode="json") for t in pod.node_affinity])
-    return (tuple(pod.tolerations), tuple(sorted(pod.node_selector.items())), affinity)
+def pod_key(pod: Pod) -> str:
+    """What the filters read of the pod, as a string (hashable and ordered, as pod class keys
+    must be); empty: nothing (no tolerations, selector or affinity)."""
+    return pod.rules_key
 
 
 @lru_cache(maxsize=4096)
-def _terms(affinity: str) -> tuple[SelectorTerm, ...]:
-    return tuple(SelectorTerm.model_validate(t) for t in json.loads(affinity))
+def _rules(key: str) -> tuple[tuple[Toleration, ...], tuple, tuple[SelectorTerm, ...] | None]:
+    if not key:
+        return (), (), None
+    tolerations, selector, affinity = json.loads(key)
+    return (
+        tuple(Toleration.model_validate(t) for t in tolerations),
+        tuple((k, v) for k, v in selector),
+        None if affinity is None else tuple(SelectorTerm.model_validate(t) for t in affinity),
+    )
 
 
 def _untolerated(tolerations: tuple[Toleration, ...], node: Node) -> Taint | None:
@@ -44,15 +47,15 @@ def _untolerated(tolerations: tuple[Toleration, ...], node: Node) -> Taint | Non
     return None
 
 
-def _matches(selector: tuple, affinity: str | None, node: Node) -> bool:
+def _matches(selector: tuple, affinity: tuple[SelectorTerm, ...] | None, node: Node) -> bool:
     labels = node.labels
     if any(labels.get(k) != v for k, v in selector):
         return False
-    return affinity is None or any(t.matches(node.name, labels) for t in _terms(affinity))
+    return affinity is None or any(t.matches(node.name, labels) for t in affinity)
 
 
-def _refusal(key: tuple | None, node: Node) -> str | None:
-    tolerations, selector, affinity = key if key is not None else ((), (), None)
+def _refusal(key: str, node: Node) -> str | None:
+    tolerations, selector, affinity = _rules(key)
     if not _matches(selector, affinity, node):
         return "node(s) didn't match Pod's node affinity/selector"
     taint = _untolerated(tolerations, node)
@@ -91,13 +94,13 @@ class NodeFilters:
     def __init__(self, snapshot: ClusterSnapshot) -> None:
         self.nodes = snapshot.nodes
         keys = {pod_key(p) for p in snapshot.pods}
-        keys.add(None)
-        self._keys = sorted(keys, key=repr)
+        keys.add("")
+        self._keys = sorted(keys)
         # Nothing to decide: no pod asks anything and no node has a filtering taint.
-        self.trivial = self._keys == [None] and not any(
+        self.trivial = self._keys == [""] and not any(
             t.effect in _FILTERING for n in snapshot.nodes for t in n.taints
         )
-        self._verdicts: dict[tuple[tuple | None, int], bool] = {}
+        self._verdicts: dict[tuple[str, int], bool] = {}
         kinds: dict[tuple, int] = {}
         self.kind: list[int] = []
         self._rep: list[int] = []
@@ -110,9 +113,11 @@ class NodeFilters:
                 for k, ok in zip(self._keys, vector, strict=False):
                     self._verdicts[(k, kind)] = ok
             self.kind.append(kind)
+        # Nodes by kind and whether they take new work: a refusal is counted per kind.
+        self._census = Counter(zip(self.kind, (n.schedulable for n in snapshot.nodes), strict=True))
 
     @staticmethod
-    def _admits(key: tuple | None, node: Node) -> bool:
+    def _admits(key: str, node: Node) -> bool:
         return _refusal(key, node) is None
 
     def admits_kind(self, pod: Pod, kind: int) -> bool:
@@ -134,12 +139,19 @@ class NodeFilters:
         if self.trivial:  # no filter has a say: the reasons stay wattpack's own
             return out
         key = pod_key(pod)
-        why = {k: _refusal(key, self.nodes[r]) for k, r in enumerate(self._rep)}
-        for n, k in zip(self.nodes, self.kind, strict=True):
-            reason = why[k] if n.schedulable else "node(s) were unschedulable"
+        for (kind, schedulable), count in self._census.items():
+            reason = (
+                _refusal(key, self.nodes[self._rep[kind]])
+                if schedulable
+                else "node(s) were unschedulable"
+            )
             if reason is not None:
-                out[reason] += 1
+                out[reason] += count
         return out
+
+    def admitted_kinds(self, pod: Pod) -> list[int]:
+        """The kinds of node that take the pod."""
+        return [k for k in range(len(self._rep)) if self.admits_kind(pod, k)]
 
 
 def summary(refusals: Iterable[str], total: int) -> str:

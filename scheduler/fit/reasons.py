@@ -38,6 +38,7 @@ class _Columns:
     cpu: np.ndarray
     mem: np.ndarray
     headroom: np.ndarray  # least budget - power over the budgeted domains above the class
+    kind: np.ndarray  # the class's kind of node for the filters
     models: list[str]
     model_node: list[int]  # a node of each model: a pod's watts depend on the model alone
 
@@ -93,6 +94,7 @@ class Explainer:
             cpu=col([b.cpu for b in best]),
             mem=col([b.mem for b in best]),
             headroom=col(headroom),
+            kind=col([c.kind for c in live]),
             models=list(model_node),
             model_node=list(model_node.values()),
         )
@@ -207,15 +209,13 @@ class Explainer:
         """The shortfalls of the class of nodes that comes closest: fewest resources short."""
         t = self._columns
         ids, short = t.ids, self._counts(pod)
+        keep = np.ones(len(ids), dtype=bool)
         if pod.gpu_models:
-            keep = np.isin(t.model, [i for i, m in enumerate(t.models) if m in pod.gpu_models])
-            ids, short = ids[keep], short[keep]
-        s = self.state
-        if not s.filters.trivial:
-            keep = np.array(
-                [s.filters.admits_kind(pod, s.classes[int(c)].kind) for c in ids], dtype=bool
-            )
-            ids, short = ids[keep], short[keep]
+            keep &= np.isin(t.model, [i for i, m in enumerate(t.models) if m in pod.gpu_models])
+        filters = self.state.filters
+        if not filters.trivial:
+            keep &= np.isin(t.kind, filters.admitted_kinds(pod))
+        ids, short = ids[keep], short[keep]
         if not len(ids):
             resource = "model" if pod.gpu_models else "node"
             return [Shortfall(resource=resource, domain="cluster", amount=max(pod.gpus, 1))]

@@ -6,6 +6,7 @@ Field names and meanings follow docs/snapshot-format.md; every field carries a d
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from functools import cached_property
 from typing import Literal
@@ -177,7 +178,25 @@ class Pod(Wire):
         # model_copy copies the instance dict, cached keys included: the names may have changed.
         copy.__dict__.pop("key", None)
         copy.__dict__.pop("gang_key", None)
+        copy.__dict__.pop("rules_key", None)
         return copy
+
+    @cached_property
+    def rules_key(self) -> str:
+        """What kube-scheduler's node filters read of the pod (tolerations, nodeSelector,
+        required node affinity) as one string, '' for nothing: pods alike in it are alike to
+        the filters. Cached: asked for every node a look-up considers."""
+        if not self.tolerations and not self.node_selector and self.node_affinity is None:
+            return ""
+        return json.dumps(
+            [
+                [t.model_dump(mode="json") for t in self.tolerations],
+                sorted(self.node_selector.items()),
+                None
+                if self.node_affinity is None
+                else [t.model_dump(mode="json") for t in self.node_affinity],
+            ]
+        )
 
     @cached_property
     def gang_key(self) -> str | None:
