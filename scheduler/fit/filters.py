@@ -10,13 +10,12 @@ check of a pool stands for its nodes."""
 
 from __future__ import annotations
 
-import json
+import ast
 from collections import Counter
-from collections.abc import Iterable
 from functools import lru_cache
 
 from scheduler.model import ClusterSnapshot, Node, Pod
-from scheduler.model.node_rules import SelectorTerm, Taint, TaintEffect, Toleration
+from scheduler.model.node_rules import Requirement, SelectorTerm, Taint, TaintEffect, Toleration
 
 _FILTERING = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"  # the taint of a cordoned node
@@ -32,11 +31,19 @@ def pod_key(pod: Pod) -> str:
 def _rules(key: str) -> tuple[tuple[Toleration, ...], tuple, tuple[SelectorTerm, ...] | None]:
     if not key:
         return (), (), None
-    tolerations, selector, affinity = json.loads(key)
+    tolerations, selector, affinity = ast.literal_eval(key)  # Pod.rules_key's repr
+
+    def reqs(rs: tuple) -> list[Requirement]:
+        return [Requirement(key=k, operator=op, values=list(v)) for k, op, v in rs]
+
     return (
-        tuple(Toleration.model_validate(t) for t in tolerations),
-        tuple((k, v) for k, v in selector),
-        None if affinity is None else tuple(SelectorTerm.model_validate(t) for t in affinity),
+        tuple(Toleration(key=k, operator=op, value=v, effect=e) for k, op, v, e in tolerations),
+        selector,
+        None
+        if affinity is None
+        else tuple(
+            SelectorTerm(match_expressions=reqs(e), match_fields=reqs(f)) for e, f in affinity
+        ),
     )
 
 
@@ -154,9 +161,8 @@ class NodeFilters:
         return [k for k in range(len(self._rep)) if self.admits_kind(pod, k)]
 
 
-def summary(refusals: Iterable[str], total: int) -> str:
+def summary(counts: Counter[str], total: int) -> str:
     """kube-scheduler's line: '0/64 nodes are available: 3 node(s) had untolerated taint
-    {...}, 61 Insufficient GPU.' from one refusal per node that does not take the pod."""
-    counts = Counter(refusals)
+    {...}, 61 Insufficient GPU.' from the count of nodes that refuse the pod, by why."""
     parts = [f"{n} {why}" for why, n in sorted(counts.items(), key=lambda t: (-t[1], t[0]))]
     return f"0/{total} nodes are available: " + ", ".join(parts) + "."

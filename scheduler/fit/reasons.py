@@ -50,6 +50,7 @@ class Explainer:
         self.state = state
         self._best: dict[int, _ClassBest] = {}
         self._by_shape: dict[tuple, tuple[list[Shortfall], str]] = {}
+        self._admitted: dict[str, np.ndarray] = {}  # filter key -> the classes that take it
 
     def _class_best(self, c: int) -> _ClassBest:
         if c not in self._best:
@@ -118,12 +119,10 @@ class Explainer:
         refused = self.state.filters.refusals(pod)
         total = len(self.state.nodes)
         if refused and sum(refused.values()) >= total:
-            return [Shortfall(resource="node", domain="cluster", amount=1)], summary(
-                refused.elements(), total
-            )
+            return [Shortfall(resource="node", domain="cluster", amount=1)], summary(refused, total)
         shortfalls, reason = self._why_on_admitted(pod)
         if refused:
-            line = summary(refused.elements(), total).rstrip(".")
+            line = summary(refused, total).rstrip(".")
             reason = f"{line}; on the {total - sum(refused.values())} others: {reason}"
         return shortfalls, reason
 
@@ -214,7 +213,10 @@ class Explainer:
             keep &= np.isin(t.model, [i for i, m in enumerate(t.models) if m in pod.gpu_models])
         filters = self.state.filters
         if not filters.trivial:
-            keep &= np.isin(t.kind, filters.admitted_kinds(pod))
+            mask = self._admitted.get(pod.rules_key)
+            if mask is None:
+                mask = self._admitted[pod.rules_key] = np.isin(t.kind, filters.admitted_kinds(pod))
+            keep &= mask
         ids, short = ids[keep], short[keep]
         if not len(ids):
             resource = "model" if pod.gpu_models else "node"

@@ -6,7 +6,6 @@ Field names and meanings follow docs/snapshot-format.md; every field carries a d
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from functools import cached_property
 from typing import Literal
@@ -188,15 +187,22 @@ class Pod(Wire):
         the filters. Cached: asked for every node a look-up considers."""
         if not self.tolerations and not self.node_selector and self.node_affinity is None:
             return ""
-        return json.dumps(
-            [
-                [t.model_dump(mode="json") for t in self.tolerations],
-                sorted(self.node_selector.items()),
-                None
-                if self.node_affinity is None
-                else [t.model_dump(mode="json") for t in self.node_affinity],
-            ]
+
+        def reqs(rs: list) -> tuple:  # type: ignore[type-arg]
+            return tuple((r.key, r.operator, tuple(r.values)) for r in rs)
+
+        tolerations = tuple(
+            (t.key, t.operator, t.value, None if t.effect is None else str(t.effect))
+            for t in self.tolerations
         )
+        affinity = (
+            None
+            if self.node_affinity is None
+            else tuple(
+                (reqs(t.match_expressions), reqs(t.match_fields)) for t in self.node_affinity
+            )
+        )
+        return repr((tolerations, tuple(sorted(self.node_selector.items())), affinity))
 
     @cached_property
     def gang_key(self) -> str | None:
