@@ -41,9 +41,13 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
     cluster.power_domain("facility", None, 60_000)
     cluster.power_domain("rack-h", "facility", 20_000)
     cluster.power_domain("rack-a", "facility", 12_000)
+    # The A100 pool is tainted and labelled as managed pools are; kube-scheduler's filters hold.
+    pool_taint = [{"key": "pool", "value": "a100", "effect": "NoSchedule"}]
     for i in range(4):
-        cluster.gpu_node(f"h-{i}", "rack-h")
-        cluster.gpu_node(f"a-{i}", "rack-a", model="A100-SXM4-80GB")
+        cluster.gpu_node(f"h-{i}", "rack-h", labels={"zone": "z1" if i < 2 else "z2"})
+        cluster.gpu_node(
+            f"a-{i}", "rack-a", model="A100-SXM4-80GB", labels={"pool": "a100"}, taints=pool_taint
+        )
     cluster.nodes_ready(8)
     cluster.namespace("ml")
     cluster.priority_class("high", 1000)
@@ -56,6 +60,30 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
             f"inf-{i}", milli=250 * (1 + i % 3), kind="inference", app="chat", max_per_node=3
         )
     cluster.pod("h100-only", gpus=2, annotations={"wattpack.io/gpu-models": "H100-SXM"})
+    tolerate_pool = [
+        {"key": "nvidia.com/gpu", "operator": "Exists"},
+        {"key": "pool", "operator": "Equal", "value": "a100", "effect": "NoSchedule"},
+    ]
+    for i in range(4):
+        cluster.pod(f"a100-ok-{i}", gpus=2, tolerations=tolerate_pool)
+    cluster.pod("zone-2", gpus=1, nodeSelector={"zone": "z2"})
+    cluster.pod(
+        "not-z1",
+        gpus=1,
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {
+                            "matchExpressions": [
+                                {"key": "zone", "operator": "NotIn", "values": ["z1"]}
+                            ]
+                        }
+                    ]
+                }
+            }
+        },
+    )
     cluster.pod("bad-share", gpus=2, annotations={"wattpack.io/gpu-milli": "300"})
     before = cluster.pods("ml")
 
@@ -82,6 +110,11 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
     assert operator_plan["unplaced"], "and to leave some waiting"
     for part in ("bindings", "evictions", "unplaced"):
         assert file_plan[part] == operator_plan[part], part
+    where = {b["pod"]: b["node"] for b in operator_plan["bindings"]}
+    # Only tolerating pods on the tainted pool; the selector and the affinity held.
+    assert all(n.startswith("a-") is p.startswith("ml/a100-ok") for p, n in where.items())
+    assert where.get("ml/zone-2") in (None, "h-2", "h-3")
+    assert where.get("ml/not-z1") in (None, "h-2", "h-3", "a-0", "a-1", "a-2", "a-3")
     assert file_plan["summary"]["objective"] == operator_plan["summary"]["objective"]
 
     # A dry run writes nothing: no pod bound, annotated or given a condition, no Event.
