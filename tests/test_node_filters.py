@@ -165,7 +165,10 @@ def _filtered(draw):  # type: ignore[no-untyped-def]
         if rng.random() < 0.2:
             taints.append({"key": "dedicated", "value": rng.choice(_VALUES), "effect": "NoExecute"})
         labels = {k: rng.choice(_VALUES) for k in _KEYS if rng.random() < 0.8}
-        nodes.append(_node(f"n{i}", rng.choice([2, 4, 8]), labels=labels, taints=taints))
+        n = _node(f"n{i}", rng.choice([2, 4, 8]), labels=labels, taints=taints)
+        if rng.random() < 0.5:
+            n["resources"] = {"example.com/rdma": rng.randint(0, 2)}
+        nodes.append(n)
     pods = []
     for i in range(rng.randint(1, 10)):
         tol = []
@@ -182,34 +185,41 @@ def _filtered(draw):  # type: ignore[no-untyped-def]
                 {"matchExpressions": [{"key": rng.choice(_KEYS), "operator": op, "values": values}]}
             ]
         size = rng.choice([1, 1, 2, 4])
+        extra = {"resources": {"example.com/rdma": 1}} if rng.random() < 0.25 else {}
         if rng.random() < 0.2:
             pods += [
-                _pod(
-                    f"g{i}-{j}",
-                    size,
-                    tolerations=tol,
-                    selector=sel,
-                    affinity=aff,
-                    gang=(f"g{i}", 2),
-                )
+                {
+                    **_pod(
+                        f"g{i}-{j}",
+                        size,
+                        tolerations=tol,
+                        selector=sel,
+                        affinity=aff,
+                        gang=(f"g{i}", 2),
+                    ),
+                    **extra,
+                }
                 for j in range(2)
             ]
         else:
             pods.append(
-                _pod(
-                    f"p{i}",
-                    size,
-                    tolerations=tol,
-                    selector=sel,
-                    affinity=aff,
-                    priority=rng.randint(0, 2),
-                )
+                {
+                    **_pod(
+                        f"p{i}",
+                        size,
+                        tolerations=tol,
+                        selector=sel,
+                        affinity=aff,
+                        priority=rng.randint(0, 2),
+                    ),
+                    **extra,
+                }
             )
     return snapshot(nodes, pods)
 
 
 @seed(14)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_filtered())
 def test_every_plan_keeps_to_the_filters_and_every_refusal_is_real(snap):  # type: ignore[no-untyped-def]
     pol = policy(solver={"timeLimitSeconds": 1})
@@ -223,7 +233,7 @@ def test_every_plan_keeps_to_the_filters_and_every_refusal_is_real(snap):  # typ
             p = pods[u.pod]
             refusing = sum(1 for n in nodes.values() if refusal(p, n) is not None)
             assert f"0/{len(nodes)} nodes are available" in u.reason
-            assert refusing > 0
+            assert refusing > 0 or ("Insufficient" in u.reason and p.resources)
 
 
 def test_a_snapshot_without_filters_plans_as_before():
@@ -233,3 +243,30 @@ def test_a_snapshot_without_filters_plans_as_before():
     snap = snapshot([node("a", 4)], [pod("p")])
     assert NodeFilters(snap).trivial
     assert isinstance(snap.nodes[0], Node)
+
+
+def test_other_resources_are_fitted_as_kube_scheduler_fits_them():
+    """NodeResourcesFit for a resource beyond GPUs, CPU and memory (an RDMA device): only the
+    node that has it free takes a pod that asks for it; the second such pod says what is short,
+    and the checker counts it itself."""
+    rdma = "example.com/rdma"
+    snap = snapshot(
+        [{**node("with", 4), "resources": {rdma: 1}}, node("without", 4)],
+        [
+            {**pod("r1"), "resources": {rdma: 1}},
+            {**pod("r2"), "resources": {rdma: 1}},
+            pod("plain"),
+        ],
+    )
+    pol = policy()
+    result = plan(snap, pol)
+    bound = {b.pod.split("/")[1]: b.node for b in result.bindings}
+    assert sorted(bound) in (["plain", "r1"], ["plain", "r2"])
+    assert "with" in {bound.get("r1"), bound.get("r2")}
+    (waiting,) = result.unplaced
+    assert waiting.reason == "0/2 nodes are available: 2 Insufficient example.com/rdma."
+    assert check_plan(snap, pol, result) == []
+    from builders import bind, plan_of
+
+    both = plan_of([bind("r1", "with", 0), bind("r2", "with", 1)])
+    assert any(f"{rdma} 2 > allocatable 1" in p for p in check_plan(snap, pol, both))

@@ -11,7 +11,8 @@ left out with its pods, and logged.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -322,6 +323,7 @@ def _node(
             gpu_health=[h for h in health.get(name, []) if h.index < gpus],
             labels=dict(labels),
             taints=_taints(spec),
+            resources=_other_resources(alloc, math.floor),
         ),
         note,
     )
@@ -401,6 +403,45 @@ def _first_error(e: ValueError) -> str:
 
 def _uid(raw: dict[str, Any]) -> str:
     return str(raw["metadata"].get("uid", ""))
+
+
+_NOT_OTHER = ("cpu", "memory", "pods", GPU_RESOURCE)
+
+
+def _other_resources(amounts: dict[str, Any], whole: Any) -> dict[str, int]:
+    """Resources other than GPUs, CPU and memory (and the pod count), in their base units:
+    `whole` rounds (down for what a node has, up for what a pod asks). An amount that is not a
+    quantity is left out."""
+    out = {}
+    for name, amount in amounts.items():
+        if name in _NOT_OTHER:
+            continue
+        try:
+            value = int(whole(parse_quantity(amount)))
+        except (ValueError, TypeError, ArithmeticError):
+            continue
+        if value > 0:
+            out[name] = value
+    return out
+
+
+def _other_requests(spec: dict[str, Any]) -> dict[str, int]:
+    """A pod's requests of other resources: containers summed, or the largest init container
+    (a request defaults to its limit, as for extended resources)."""
+
+    def one(c: dict[str, Any]) -> dict[str, int]:
+        res = c.get("resources") or {}
+        return _other_resources(
+            {**(res.get("limits") or {}), **(res.get("requests") or {})}, math.ceil
+        )
+
+    total: Counter[str] = Counter()
+    for c in spec.get("containers") or []:
+        total.update(one(c))
+    for c in spec.get("initContainers") or []:
+        for name, value in one(c).items():
+            total[name] = max(total[name], value)
+    return dict(total)
 
 
 def _requests(spec: dict[str, Any]) -> tuple[int, int, int]:
@@ -490,6 +531,7 @@ def _pod(raw: dict[str, Any], now: datetime | None = None) -> Pod:
         raise _Bad(f"annotation {PREEMPTIBLE}: {ann[PREEMPTIBLE]!r} is not true or false")
     models = [m.strip() for m in ann.get(GPU_MODELS, "").split(",") if m.strip()]
     rules = _placement_rules(spec)
+    rules["resources"] = _other_requests(spec)
     return Pod(
         name=md["name"],
         namespace=md.get("namespace", "default"),

@@ -26,6 +26,7 @@ class NodeClass:
     apps: tuple[tuple[str, int], ...]
     victims: tuple[tuple, ...]  # per node: signatures of the preemptible pods on it
     kind: int  # the node's kind for the node filters (scheduler.fit.filters)
+    extra: tuple[int, ...]  # free other resources that pods ask for (NodeResourcesFit)
     nodes: list[int] = field(default_factory=list)  # indices into snapshot.nodes
 
     @property
@@ -48,6 +49,7 @@ class NodeClass:
             self.apps,
             self.victims,
             self.kind,
+            self.extra,
         )
 
 
@@ -60,6 +62,7 @@ def fit_shape(pod: Pod) -> tuple:
         pod.memory_mi_b,
         tuple(pod.gpu_models),
         filter_key(pod),
+        tuple(sorted(pod.resources.items())),
         pod.kind,
         pod.app,
         pod.max_per_node,
@@ -97,6 +100,8 @@ def node_classes(
     by_key: dict[tuple, NodeClass] = {}
     of_node: list[int] = []
     kinds = NodeFilters.of(snapshot).kind
+    # Other resources split classes only where a pod asks for them.
+    asked = sorted({r for p in snapshot.pods for r in p.resources})
     for idx, node in enumerate(snapshot.nodes):
         pods = running.get(node.name, [])
         if not node.schedulable:
@@ -122,6 +127,9 @@ def node_classes(
         victims = tuple(
             sorted((victim_signature(p, takes) for p in pods if p.key in evictable), key=repr)
         )
+        extra = tuple(
+            node.resources.get(r, 0) - sum(p.resources.get(r, 0) for p in pods) for r in asked
+        )
         fields = (
             node.gpu_model,
             node.power_domain,
@@ -133,6 +141,7 @@ def node_classes(
             apps,
             victims,
             kinds[idx],
+            extra,
         )
         key = (*fields, idx if singleton else -1)
         cls = by_key.get(key)

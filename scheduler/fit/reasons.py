@@ -118,6 +118,13 @@ class Explainer:
         refuse it, kube-scheduler's count of them by why."""
         refused = self.state.filters.refusals(pod)
         total = len(self.state.nodes)
+        if pod.resources:  # NodeResourcesFit, on the nodes the filters let it onto
+            s = self.state
+            for i, n in enumerate(s.nodes):
+                if n.schedulable and s.filters.admits(pod, i) and not s.extra_ok(pod.resources, i):
+                    free = s.extra[i] if s.extra is not None else n.resources
+                    r = next(r for r, q in sorted(pod.resources.items()) if free.get(r, 0) < q)
+                    refused[f"Insufficient {r}"] += 1
         if refused and sum(refused.values()) >= total:
             return [Shortfall(resource="node", domain="cluster", amount=1)], summary(refused, total)
         shortfalls, reason = self._why_on_admitted(pod)

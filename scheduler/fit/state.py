@@ -58,6 +58,10 @@ class ClusterState:
         self.power = domain_power(snapshot, ((p, p.node) for p in running), policy)  # type: ignore[misc]
         self.cpu = [n.cpu_milli for n in snapshot.nodes]
         self.mem = [n.memory_mi_b for n in snapshot.nodes]
+        # Other resources (NodeResourcesFit), free per node: only where a pod asks for some.
+        self.extra: list[Counter[str]] | None = None
+        if any(p.resources for p in snapshot.pods):
+            self.extra = [Counter(n.resources) for n in snapshot.nodes]
         self.apps: list[Counter[str]] = [Counter() for _ in snapshot.nodes]
         # The spread limits of the pods on each node, by app: every pod's limit binds its app.
         self.limits: list[dict[str, Counter[int]]] = [defaultdict(Counter) for _ in snapshot.nodes]
@@ -66,6 +70,8 @@ class ClusterState:
             i = self.node_index[p.node]  # type: ignore[index]
             self.cpu[i] -= p.cpu_milli
             self.mem[i] -= p.memory_mi_b
+            if p.resources and self.extra is not None:
+                self.extra[i].subtract(p.resources)
             if p.app:
                 self.apps[i][p.app] += 1
                 limit = self.spread_limit(p)
@@ -172,6 +178,7 @@ class ClusterState:
         out = copy.copy(self)
         out.power = dict(self.power)
         out.cpu, out.mem = list(self.cpu), list(self.mem)
+        out.extra = None if self.extra is None else [Counter(e) for e in self.extra]
         out.apps = [Counter(a) for a in self.apps]
         out.limits = [
             defaultdict(Counter, {app: Counter(c) for app, c in lim.items()}) for lim in self.limits
@@ -298,6 +305,8 @@ class ClusterState:
         """Everything but the GPUs: CPU, memory, spread."""
         if self.cpu[node] < pod.cpu_milli or self.mem[node] < pod.memory_mi_b:
             return False
+        if pod.resources and not self.extra_ok(pod.resources, node):
+            return False
         if pod.app is None:
             return True
         if not self.apps[node][pod.app]:
@@ -310,11 +319,19 @@ class ClusterState:
             limits.append(own)
         return not limits or self.apps[node][pod.app] < min(limits)
 
+    def extra_ok(self, wants: dict[str, int], node: int) -> bool:
+        """Resources other than GPUs, CPU and memory free on the node (NodeResourcesFit)."""
+        free = self.extra[node] if self.extra is not None else self.nodes[node].resources
+        return all(free.get(r, 0) >= q for r, q in wants.items())
+
     # -- changes ---------------------------------------------------------------------------
     def _apply(self, pod: Pod, node: int, gpus: Iterable[int], sign: int) -> None:
         self._unindex(node)
         self.cpu[node] -= sign * pod.cpu_milli
         self.mem[node] -= sign * pod.memory_mi_b
+        if pod.resources and self.extra is not None:
+            for r, q in pod.resources.items():
+                self.extra[node][r] -= sign * q
         if pod.app:
             self.apps[node][pod.app] += sign
             limit = self.spread_limit(pod)
@@ -549,7 +566,7 @@ class ClusterState:
         strands = self._strands_of(pod)
         # host_ok's CPU and memory test inlined: this loop weighs tens of nodes per pod.
         cpu, mem, need_cpu, need_mem = self.cpu, self.mem, pod.cpu_milli, pod.memory_mi_b
-        app, apps = pod.app, self.apps
+        app, apps, extra = pod.app, self.apps, pod.resources
         # A pod that asks at least the workload's CPU and memory per GPU milli never lowers a
         # node's stranded capacity (see `strands`): a node where it adds none is the best.
         need = pod.milli_total
@@ -561,6 +578,8 @@ class ClusterState:
                 if within is not None and class_of[node] not in within:
                     continue
                 if cpu[node] < need_cpu or mem[node] < need_mem:
+                    continue
+                if extra and not self.extra_ok(extra, node):
                     continue
                 # Spread limits bind only where the app already runs (host_ok: the rest).
                 if app is not None and apps[node][app] and not self.host_ok(pod, node):
@@ -695,6 +714,11 @@ class ClusterState:
         if self.cpu[node] < sum(p.cpu_milli for p in pods):
             return False
         if self.mem[node] < sum(p.memory_mi_b for p in pods):
+            return False
+        wants: Counter[str] = Counter()
+        for p in pods:
+            wants.update(p.resources)
+        if wants and not self.extra_ok(wants, node):
             return False
         apps = Counter(p.app for p in pods if p.app)
         for app, k in apps.items():

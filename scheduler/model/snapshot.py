@@ -88,6 +88,12 @@ class Node(Wire):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Node labels (node selectors and affinity read them)."
     )
+    resources: dict[str, int] = Field(
+        default_factory=dict,
+        description="Allocatable resources other than GPUs, CPU and memory, in the resource's "
+        "base unit (bytes for ephemeral-storage and hugepages-*, a count for extended "
+        "resources such as rdma/hca): a resource it does not list, it has none of.",
+    )
     taints: list[Taint] = Field(
         default_factory=list,
         description="Taints: a pod that does not tolerate a NoSchedule or NoExecute one does not "
@@ -149,6 +155,11 @@ class Pod(Wire):
         ge=0,
         description="A running pod's work since its last checkpoint, in seconds: what a failure "
         "of its GPU would lose; null = the policy's moves.sinceCheckpointSeconds.",
+    )
+    resources: dict[str, int] = Field(
+        default_factory=dict,
+        description="Requests of resources other than GPUs, CPU and memory, in the resource's "
+        "base unit (NodeResourcesFit: a node must have them free).",
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, description="Taints the pod tolerates."

@@ -38,6 +38,7 @@ def _shape(
         pod.memory_mi_b,
         tuple(sorted(set(pod.gpu_models))),
         filter_key(pod),
+        tuple(sorted(pod.resources.items())),
         pod.kind.value,
         pod.priority,
         app,

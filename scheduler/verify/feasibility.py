@@ -246,6 +246,14 @@ def _node_resource_problems(final: Final) -> list[str]:
         mem[node.name] += pod.memory_mi_b
         nodes[node.name] = node
     problems = []
+    extra: dict[str, Counter[str]] = defaultdict(Counter)
+    for pod, node, _ in final.values():
+        extra[node.name].update(pod.resources)
+    for name, used in sorted(extra.items()):
+        for r, q in sorted(used.items()):
+            if q > nodes[name].resources.get(r, 0):
+                have = nodes[name].resources.get(r, 0)
+                problems.append(f"node {name}: {r} {q} > allocatable {have}")
     for name, node in sorted(nodes.items()):
         if cpu[name] > node.cpu_milli:
             problems.append(f"node {name}: cpuMilli {cpu[name]} > capacity {node.cpu_milli}")

@@ -91,8 +91,10 @@ class Cluster:
         taints: list[dict[str, str]] | None = None,
         pods: int = 110,
         unschedulable: bool = False,
+        extended: dict[str, str] | None = None,
     ) -> None:
         capacity = {"cpu": cpu, "memory": memory, "pods": str(pods), GPU: str(gpus)}
+        capacity.update(extended or {})
         body = {
             "apiVersion": "v1",
             "kind": "Node",
@@ -161,6 +163,7 @@ class Cluster:
         labels: dict[str, str] | None = None,
         annotations: dict[str, str] | None = None,
         tolerations: list[dict[str, Any]] | None = None,
+        extended: dict[str, str] | None = None,
         **spec_fields: Any,
     ) -> dict[str, Any]:
         """A pod; without `tolerations` it tolerates the GPU taint as GPU pods do, and
@@ -175,10 +178,13 @@ class Cluster:
         if max_per_node:
             ann["wattpack.io/max-per-node"] = str(max_per_node)
         res: dict[str, dict[str, str]] = {"requests": {"cpu": cpu, "memory": memory}}
+        if extended:  # extended resources: requests equal to limits, as the API requires
+            res["requests"].update(extended)
+            res["limits"] = dict(extended)
         if milli is not None:
             ann["wattpack.io/gpu-milli"] = str(milli)
         elif gpus:
-            res["limits"] = {GPU: str(gpus)}
+            res["limits"] = {**res.get("limits", {}), GPU: str(gpus)}
             res["requests"][GPU] = str(gpus)
         spec: dict[str, Any] = {
             "schedulerName": scheduler,

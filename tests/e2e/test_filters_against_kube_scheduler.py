@@ -1,11 +1,13 @@
 """A differential test of the node filters against the real kube-scheduler, the oracle.
 
-Random nodes (labels, taints of every effect, some cordoned) and random pods (tolerations,
-nodeSelector, required node affinity with every operator and matchFields) on a real API
+Random nodes (labels, taints of every effect, some cordoned, an extended resource or not) and
+random pods (tolerations, nodeSelector, required node affinity with every operator and
+matchFields, some asking for the extended resource) on a real API
 server. kube-scheduler (default profile) places each pod; the pods ask for so little that none
 takes room another needs, so each is judged as if alone. Then the same pod objects go through
 wattpack's conversion and its filters (scheduler.fit.filters, as the planner asks them): where
-kube-scheduler bound a pod, wattpack must let it onto that node; where kube-scheduler found no
+kube-scheduler bound a pod, wattpack (its filters and NodeResourcesFit) must let it onto that
+node; where kube-scheduler found no
 node, wattpack must find none.
 
 Seeded: WATTPACK_DIFF_SEED (default 14) and WATTPACK_DIFF_CASES (default 500); CI runs the
@@ -23,8 +25,8 @@ import pytest
 from kube import H100, QUICK, Cluster, scheduled_condition, wait_until
 
 from operators.kube.convert import ClusterObjects, convert
-from scheduler.fit.filters import NodeFilters
-from scheduler.model import GpuModel
+from scheduler.fit.state import ClusterState
+from scheduler.model import GpuModel, PackingPolicy
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +36,7 @@ NODES = 16
 KEYS = {"pool": ["a", "b", "c"], "zone": ["z1", "z2"], "gen": ["1", "2", "3", "4"]}
 TAINT_KEYS = {"nvidia.com/gpu": ["present"], "dedicated": ["ml", "infra"], "spot": ["", "true"]}
 EFFECTS = ["NoSchedule", "NoExecute", "PreferNoSchedule"]
+RDMA = "example.com/rdma"
 
 
 def _node(rng: random.Random) -> dict[str, Any]:
@@ -46,7 +49,13 @@ def _node(rng: random.Random) -> dict[str, Any]:
             if value:
                 taint["value"] = value
             taints.append(taint)
-    return {"labels": labels, "taints": taints, "unschedulable": rng.random() < 0.1}
+    return {
+        "labels": labels,
+        "taints": taints,
+        "unschedulable": rng.random() < 0.1,
+        # Plenty or none, so that no pod takes what another needs (each is judged alone).
+        "extended": {RDMA: "1000"} if rng.random() < 0.5 else {},
+    }
 
 
 def _requirement(rng: random.Random) -> dict[str, Any]:
@@ -128,9 +137,11 @@ def test_filters_agree_with_kube_scheduler(cluster: Cluster) -> None:
         spec = _pod_spec(rng, names)
         tolerations = spec.pop("tolerations")
         name = f"case-{i:04d}"
+        # NodeResourcesFit for an extended resource.
+        extended = {RDMA: str(rng.randint(1, 2))} if rng.random() < 0.2 else None
         cluster.pod(
             name, gpus=0, cpu="1m", memory="1Mi", scheduler="default-scheduler",
-            tolerations=tolerations, **spec,
+            tolerations=tolerations, extended=extended, **spec,
         )  # fmt: skip
         specs[name] = spec
 
@@ -157,8 +168,9 @@ def test_filters_agree_with_kube_scheduler(cluster: Cluster) -> None:
     model = GpuModel.model_validate(H100)
     conv = convert(ClusterObjects(nodes, mine, [], [], [model]), exported_at=None)
     assert not conv.problems, conv.problems[:3]
-    # The filters as the planner asks them, on every node, cordoned ones included.
-    filters = NodeFilters(conv.snapshot)
+    # The filters and NodeResourcesFit as the planner asks them, on every node, cordoned ones
+    # included (a state with every pod pending: nothing is taken yet).
+    state = ClusterState.unclassed(conv.snapshot, PackingPolicy())
     index = {n.name: i for i, n in enumerate(conv.snapshot.nodes)}
     assert len(index) == NODES
     by_name = {p.name: p for p in conv.snapshot.pods}
@@ -167,7 +179,7 @@ def test_filters_agree_with_kube_scheduler(cluster: Cluster) -> None:
     for p in pods:
         name = p["metadata"]["name"]
         pod = by_name[name]
-        admitted = {n for n, i in index.items() if filters.admits(pod, i)}
+        admitted = {n for n, i in index.items() if state.model_ok(pod, i) and state.host_ok(pod, i)}
         node = p["spec"].get("nodeName")
         if node:
             bound += 1
