@@ -301,6 +301,8 @@ def test_how_a_running_pod_may_move_follows_its_owner() -> None:
         ),
         _owned(pod("train", node_name="n1", labels=training, phase="Running"), "Job", "job-1"),
         pod("alone", node_name="n1", labels=inference, phase="Running"),
+        # A custom controller may not make an evicted pod again: it never moves.
+        _owned(pod("custom", node_name="n1", labels=training, phase="Running"), "PyTorchJob", "pt"),
     ]
     deployments = [
         _deployment("d-a", 1),  # default strategy: RollingUpdate, maxSurge 25%
@@ -324,6 +326,7 @@ def test_how_a_running_pod_may_move_follows_its_owner() -> None:
         "bare-rs": "restart",
         "train": "restart",
         "alone": "none",
+        "custom": "none",
     }
     assert conv.owners["ml/train"] == "job-1" and "ml/alone" not in conv.owners
     assert list(conv.scalers) == ["ml/web"] and conv.scalers["ml/web"].name == "d-d-a"

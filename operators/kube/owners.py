@@ -1,12 +1,13 @@
 """What recreates a pod, read from its owner references: how it may move (scheduler MoveBy),
 and, for a move, which pods are its replacements.
 
-A pod whose controller is a ReplicaSet, a Job, a StatefulSet or any other controller is
-recreated when it goes, so it may restart elsewhere; a pod with no controller would be lost,
-so it never moves. An inference replica surges (the replica starts first) only where its
-owner allows a surge: its ReplicaSet is the one active ReplicaSet of a Deployment that is not
-paused and whose rolling update allows maxSurge above 0. wattpack scales that Deployment up by
-one for the replica, and down again when the old copy goes.
+A pod whose controller is a ReplicaSet, a StatefulSet, a Job or a ReplicationController is
+recreated when it goes, so it may restart elsewhere; a pod with no controller, or with one that
+may not recreate it (a custom resource's operator), would be lost, so it never moves. An
+inference replica surges (the replica starts first) only where its owner allows a surge: its
+ReplicaSet is the one active ReplicaSet of a Deployment that is not paused and whose rolling
+update allows maxSurge above 0. wattpack scales that Deployment up by one for the replica, and
+down again when the old copy goes.
 """
 
 from __future__ import annotations
@@ -74,10 +75,17 @@ def surge_scalers(
     return out
 
 
+# Controllers that make an evicted pod again. Others (a custom resource's operator, say) may not:
+# their pods never move. A Job counts the eviction against its backoffLimit unless its
+# podFailurePolicy ignores DisruptionTarget.
+RECREATES = ("ReplicaSet", "StatefulSet", "Job", "ReplicationController")
+
+
 def move_by(pod: Pod, raw: dict[str, Any], scalers: dict[str, Scaler]) -> MoveBy:
-    owner = controller_uid(raw)
-    if owner is None:
+    ref = _controller_ref(raw)
+    if ref is None or ref.get("kind") not in RECREATES:
         return MoveBy.NONE
+    owner = str(ref.get("uid"))
     if pod.kind == PodKind.INFERENCE and pod.gang is None and owner in scalers:
         return MoveBy.SURGE
     return MoveBy.RESTART

@@ -55,14 +55,14 @@ class Seen:
     uids: dict[str, str]  # pod key -> uid, every pod
     owners: dict[str, str]  # pod key -> its controller's uid
     pending: frozenset[str]  # pods waiting to be bound
-    running: frozenset[str]  # pods whose phase is Running
+    ready: frozenset[str]  # pods Running with the Ready condition True
     gangs: dict[str, str]  # pod key -> its gang's name
     scalers: dict[str, Scaler] = field(default_factory=dict)  # surging pod -> its Deployment
 
     @classmethod
     def of(cls, raw_pods: Collection[dict[str, Any]], scalers: Mapping[str, Scaler] = {}) -> Seen:
         uids, owners, gangs = {}, {}, {}
-        pending, running = set(), set()
+        pending, ready = set(), set()
         for raw in raw_pods:
             key, md = pod_key(raw), raw["metadata"]
             uids[key] = str(md.get("uid") or "")
@@ -74,9 +74,9 @@ class Seen:
                 gangs[key] = gang
             if is_pending(raw):
                 pending.add(key)
-            elif (raw.get("status") or {}).get("phase") == "Running":
-                running.add(key)
-        return cls(uids, owners, frozenset(pending), frozenset(running), gangs, dict(scalers))
+            elif _ready(raw):
+                ready.add(key)
+        return cls(uids, owners, frozenset(pending), frozenset(ready), gangs, dict(scalers))
 
 
 @dataclass
@@ -103,6 +103,7 @@ class Reservation:
     replacements: dict[int, Replacement] = field(default_factory=dict)  # start step -> its own
     scaled: dict[int, Scaler] = field(default_factory=dict)  # surge start -> Deployment scaled up
     moved: dict[str, Pod] = field(default_factory=dict)  # the plan's moved pods, as planned
+    patience: float = 0.0  # seconds a reservation waits for its next step (extended on progress)
     unscale: list[Scaler] = field(default_factory=list)  # scale-downs the server did not take yet
     checkpoint_seconds: float = 0.0  # the policy's checkpointTimeoutSeconds
 
@@ -118,7 +119,7 @@ class Reservation:
     @property
     def done(self) -> bool:
         """Every step done, and every Deployment a surge scaled back to its size."""
-        return self.run.complete and not self.unscale
+        return self.run.complete and not self.unscale and not self.scaled
 
     @property
     def moving(self) -> set[str]:
@@ -140,10 +141,11 @@ class Reservation:
 
     @property
     def slots(self) -> list[Pod]:
-        """Planned GPUs held for replacements not bound yet: as pods that run there."""
+        """Planned GPUs held for replacements not bound yet, from the moment the move began
+        (the old copy may take a while to leave): as pods that run there."""
         out = []
         for i, r in self.replacements.items():
-            if i in self.run.under_way and not r.bound:
+            if i not in self.run.finished and not r.bound:
                 step = self.run.steps[i]
                 out.append(
                     r.moved.model_copy(
@@ -178,7 +180,7 @@ class Carried:
     waiting: list[str] = field(default_factory=list)  # bindings that wait for evictions
     failed: dict[str, str] = field(default_factory=dict)  # bindings the server refused
     checkpointing: list[str] = field(default_factory=list)  # victims asked to checkpoint first
-    moves_begun: list[str] = field(default_factory=list)  # moved pods whose move began
+    moves_begun: dict[str, str] = field(default_factory=dict)  # moved pod -> why, move begun
     moved: list[str] = field(default_factory=list)  # moved pods whose replacement is in place
     placed: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # bound: node, GPUs
     steps: Counter[str] = field(default_factory=Counter)  # steps begun, by kind
@@ -246,7 +248,7 @@ class ApiTarget:
             self.reservation.replacements[start] = Replacement(
                 pod, owner, self.seen.gangs.get(step.pod), before
             )
-            self.carried.moves_begun.append(step.pod)
+            self.carried.moves_begun[step.pod] = step.reason
             self.applier.moving(step.pod, self.seen.uids.get(step.pod, ""), step.reason)
         return True
 
@@ -280,8 +282,7 @@ class ApiTarget:
             return False
         scaler = self.seen.scalers.get(step.pod)
         if scaler is None or not self.applier.scale(scaler, +1):
-            del self.reservation.replacements[step.id]
-            self.retry.add(step.id)
+            self.retry.add(step.id)  # tried again next cycle; the move has begun already
             return False
         self.reservation.scaled[step.id] = scaler
         return False  # under way until the replica is bound and runs
@@ -322,6 +323,7 @@ def carry_out(
         {},
         now + policy.reservation_seconds + policy.checkpoint_timeout_seconds,
         moved={m.pod: pods[m.pod] for m in plan.moves if m.pod in pods},
+        patience=policy.reservation_seconds + policy.checkpoint_timeout_seconds,
         checkpoint_seconds=policy.checkpoint_timeout_seconds,
     )
     target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
@@ -371,6 +373,7 @@ def resume(
     gang's together), and a surge's is done once it runs; and the steps then ready begin."""
     run = reservation.run
     carried = Carried()
+    finished = len(run.finished)
     reservation.unscale = [s for s in reservation.unscale if not applier.scale(s, -1)]
     for step_id, (deadline, stamp) in list(reservation.checkpointing.items()):
         key, uid = reservation.gone[step_id]
@@ -398,6 +401,8 @@ def resume(
     _place_replacements(reservation, seen, applier, carried)
     run.advance(target)
     _retry(run, target.retry)
+    if len(run.finished) > finished:  # progress: the steps left get their time again
+        reservation.until = max(reservation.until, now + reservation.patience)
     return carried
 
 
@@ -457,9 +462,21 @@ def _place_replacements(
                 carried.moved.append(step.pod)
     for i, r in waiting.items():
         step = run.steps[i]
-        if step.surge and r.bound and r.pod in seen.running:
-            run.done(i)  # the replica runs: its old copy may go
+        if step.surge and r.bound and r.pod in seen.ready:
+            run.done(i)  # the replica serves: its old copy may go
             carried.moved.append(step.pod)
+        elif r.bound and r.pod not in seen.uids:
+            r.pod, r.bound = None, False  # gone before it served (scaled down, deleted)
+
+
+def _ready(raw: dict[str, Any]) -> bool:
+    status = raw.get("status") or {}
+    if status.get("phase") != "Running":
+        return False
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
 
 
 def abandon(reservation: Reservation, applier: Applier) -> None:

@@ -28,6 +28,7 @@ from operators.kube.convert import (
     CHECKPOINTED,
     CHECKPOINTS,
     GPU_INDICES,
+    KIND,
     Conversion,
     pod_key,
 )
@@ -256,10 +257,10 @@ class Operator:
         self.metrics.evictions.inc(len(carried.evicted))
         self.metrics.bindings.inc(len(carried.bound))
         self.metrics.refused.inc(len(carried.refused))
-        reasons = {m.pod: m.reason.split(":", 1)[0] for m in plan.moves} if plan else {}
-        for key in carried.moves_begun:
-            self._moves.append(now)
-            self.metrics.moves.labels(reasons.get(key, "move")).inc()
+        for reason in carried.moves_begun.values():
+            if not self.settings.dry_run:  # a dry run moves nothing: no budget spent
+                self._moves.append(now)
+            self.metrics.moves.labels(reason.split(":", 1)[0]).inc()
         for kind, n in carried.steps.items():
             self.metrics.steps.labels(kind).inc(n)
         for key, (node, gpus) in carried.placed.items():
@@ -282,7 +283,13 @@ class Operator:
         GPUs on the server); let go of expired ones. Whether anything was bound."""
         now = time.monotonic()
         acks = {pod_key(p): _annotation(p, CHECKPOINTED) for p in cached_pods}
-        checkpoints = {pod_key(p) for p in cached_pods if _annotation(p, CHECKPOINTS) == "true"}
+        checkpoints = {  # as _checkpoints says: training and fine-tuning pods that opt in
+            pod_key(p)
+            for p in cached_pods
+            if _annotation(p, CHECKPOINTS) == "true"
+            and (p["metadata"].get("labels") or {}).get(KIND)
+            in (PodKind.TRAINING.value, PodKind.FINE_TUNING.value)
+        }
         bound = False
         kept = []
         for r in self._reservations:
@@ -318,7 +325,7 @@ class Operator:
         held = set().union(*(r.held for r in self._reservations))
         owners = set().union(*(r.owners for r in self._reservations))
         moving = set().union(*(r.moving for r in self._reservations))
-        slots = [p for r in self._reservations for p in r.slots]
+        slots = _fitting(conv.snapshot, [p for r in self._reservations for p in r.slots])
         pods = [
             p.model_copy(update={"preemptible": False}) if p.key in moving else p
             for p in conv.snapshot.pods
@@ -353,6 +360,23 @@ class Operator:
         for key in set(self._assumed) - seen:
             del self._assumed[key]
         return out
+
+
+def _fitting(snapshot: Any, slots: list[Any]) -> list[Any]:
+    """The held GPUs that are free now: where a pod still leaves (a move that trades places),
+    it holds them itself until it is gone, and counting both would fill the GPU twice."""
+    used: dict[tuple[str, int], int] = defaultdict(int)
+    for p in snapshot.pods:
+        for g in p.gpu_indices if p.node is not None else ():
+            used[(p.node, g)] += p.gpu_milli if p.fractional else 1000
+    out = []
+    for s in slots:
+        share = s.gpu_milli if s.fractional else 1000
+        if all(used[(s.node, g)] + share <= 1000 for g in s.gpu_indices):
+            for g in s.gpu_indices:
+                used[(s.node, g)] += share
+            out.append(s)
+    return out
 
 
 def _annotation(raw: dict[str, Any] | None, name: str) -> str:
