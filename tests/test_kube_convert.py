@@ -316,7 +316,21 @@ def test_how_a_running_pod_may_move_follows_its_owner() -> None:
         _replicaset("rs-c2", "d-c", 1),
         _replicaset("rs-x", None, 1),
     ]
-    objs = ClusterObjects([node("n1")], running, [], DOMAINS, [H100], [], replicasets, deployments)
+    # A Deployment an autoscaler scales does not surge: the autoscaler would undo the replica.
+    running.append(
+        _owned(
+            pod("scaled", node_name="n1", labels=inference, phase="Running"), "ReplicaSet", "rs-h"
+        )
+    )
+    deployments.append(_deployment("d-h", 1))
+    replicasets.append(_replicaset("rs-h", "d-h", 1))
+    hpa = {
+        "metadata": {"name": "h", "namespace": "ml"},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d-d-h"}},
+    }
+    objs = ClusterObjects(
+        [node("n1")], running, [], DOMAINS, [H100], [], replicasets, deployments, [hpa]
+    )
     conv = convert(objs)
     how = {p.name: p.move_by for p in conv.snapshot.pods}
     assert how == {
@@ -327,6 +341,7 @@ def test_how_a_running_pod_may_move_follows_its_owner() -> None:
         "train": "restart",
         "alone": "none",
         "custom": "none",
+        "scaled": "restart",
     }
     assert conv.owners["ml/train"] == "job-1" and "ml/alone" not in conv.owners
     assert list(conv.scalers) == ["ml/web"] and conv.scalers["ml/web"].name == "d-d-a"

@@ -73,6 +73,7 @@ class ClusterObjects:
     pdbs: list[dict[str, Any]] = field(default_factory=list)  # policy/v1 PodDisruptionBudgets
     replicasets: list[dict[str, Any]] = field(default_factory=list)  # apps/v1: whether pods surge
     deployments: list[dict[str, Any]] = field(default_factory=list)
+    autoscalers: list[dict[str, Any]] = field(default_factory=list)  # autoscaling/v2 HPAs
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ def convert(
     problems: list[PodProblem] = []
     running: dict[str, list[tuple[Pod, dict[str, Any]]]] = defaultdict(list)
     pending: list[tuple[Pod, dict[str, Any]]] = []
-    surge_via = surge_scalers(objs.replicasets, objs.deployments)
+    surge_via = surge_scalers(objs.replicasets, objs.deployments, objs.autoscalers)
     owners: dict[str, str] = {}
     for raw in objs.pods:
         owner = controller_uid(raw)

@@ -51,12 +51,23 @@ def _allows_surge(deployment: dict[str, Any]) -> bool:
 
 
 def surge_scalers(
-    replicasets: list[dict[str, Any]], deployments: list[dict[str, Any]]
+    replicasets: list[dict[str, Any]],
+    deployments: list[dict[str, Any]],
+    autoscalers: list[dict[str, Any]] = (),  # type: ignore[assignment]
 ) -> dict[str, Scaler]:
     """ReplicaSet uid -> the Deployment a surge of its pods scales, for every ReplicaSet that
     is its Deployment's only one with replicas (not mid-rollout) and whose Deployment allows a
-    surge."""
-    by_uid = {str(d["metadata"].get("uid")): d for d in deployments}
+    surge and has no HorizontalPodAutoscaler (which would undo the extra replica)."""
+    scaled = {
+        ((a["metadata"].get("namespace") or "default"), ref.get("name"))
+        for a in autoscalers
+        if (ref := (a.get("spec") or {}).get("scaleTargetRef") or {}).get("kind") == "Deployment"
+    }
+    by_uid = {
+        str(d["metadata"].get("uid")): d
+        for d in deployments
+        if (d["metadata"].get("namespace") or "default", d["metadata"]["name"]) not in scaled
+    }
     active: dict[str, list[dict[str, Any]]] = {}
     for rs in replicasets:
         ref = _controller_ref(rs)

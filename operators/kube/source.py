@@ -30,6 +30,9 @@ def listers(api: client.ApiClient, namespace: str, config_map: str) -> dict[str,
         "pdbs": client.PolicyV1Api(api).list_pod_disruption_budget_for_all_namespaces,
         "replicasets": client.AppsV1Api(api).list_replica_set_for_all_namespaces,
         "deployments": client.AppsV1Api(api).list_deployment_for_all_namespaces,
+        "autoscalers": client.AutoscalingV2Api(
+            api
+        ).list_horizontal_pod_autoscaler_for_all_namespaces,
         "gpunodes": partial(custom.list_cluster_custom_object, GROUP, VERSION, "gpunodes"),
         "powerdomains": partial(custom.list_cluster_custom_object, GROUP, VERSION, "powerdomains"),
         "config": partial(
@@ -60,6 +63,7 @@ def snapshot_of(
         pdbs=items.get("pdbs", []),
         replicasets=items.get("replicasets", []),
         deployments=items.get("deployments", []),
+        autoscalers=items.get("autoscalers", []),
     )
     return convert(objs, name=name, exported_at=rfc3339())
 
