@@ -382,3 +382,19 @@ def test_placement_rules_and_gates_are_read_as_kube_scheduler_reads_them() -> No
     assert p.node_affinity is not None and p.node_affinity[0].match_expressions[0].values == ["a"]
     (problem,) = conv.problems
     assert problem.pod == "ml/bad" and problem.reason.startswith("spec.affinity.nodeAffinity:")
+
+
+def test_other_resources_and_host_ports_are_read_from_nodes_and_containers() -> None:
+    n = node("n1")
+    n["status"]["allocatable"].update({"example.com/rdma": "2", "hugepages-2Mi": "1Gi"})
+    p = pod("p")
+    c = p["spec"]["containers"][0]
+    c["resources"]["limits"] = {**c["resources"].get("limits", {}), "example.com/rdma": "1"}
+    c["resources"]["requests"]["hugepages-2Mi"] = "512Mi"
+    c["ports"] = [{"containerPort": 80, "hostPort": 8080}, {"containerPort": 81}]
+    conv = run([n], [p])
+    (node_,) = conv.snapshot.nodes
+    assert node_.resources == {"example.com/rdma": 2, "hugepages-2Mi": 2**30}
+    (pod_,) = conv.snapshot.pods
+    assert pod_.resources == {"example.com/rdma": 1, "hugepages-2Mi": 512 * 2**20}
+    assert [(h.port, h.protocol) for h in pod_.host_ports] == [(8080, "TCP")]

@@ -187,6 +187,8 @@ def _filtered(draw):  # type: ignore[no-untyped-def]
         size = rng.choice([1, 1, 2, 4])
         extra = {"resources": {"example.com/rdma": 1}} if rng.random() < 0.25 else {}
         if rng.random() < 0.2:
+            extra["hostPorts"] = [{"port": rng.choice([80, 443])}]
+        if rng.random() < 0.2:
             pods += [
                 {
                     **_pod(
@@ -270,3 +272,33 @@ def test_other_resources_are_fitted_as_kube_scheduler_fits_them():
 
     both = plan_of([bind("r1", "with", 0), bind("r2", "with", 1)])
     assert any(f"{rdma} 2 > allocatable 1" in p for p in check_plan(snap, pol, both))
+
+
+def test_host_ports_keep_two_pods_that_bind_one_off_one_node():
+    """NodePorts: one port, TCP 8080 on every address, binds once per node; a pod binding it
+    on one address only conflicts as well, UDP 8080 does not."""
+    port = [{"port": 8080}]
+    snap = snapshot(
+        [node("a", 4), node("b", 4)],
+        [
+            {**pod("p1"), "hostPorts": port},
+            {**pod("p2"), "hostPorts": port},
+            {**pod("p3"), "hostPorts": [{"port": 8080, "hostIp": "10.0.0.1"}]},
+            {**pod("udp"), "hostPorts": [{"port": 8080, "protocol": "UDP"}]},
+        ],
+    )
+    pol = policy()
+    result = plan(snap, pol)
+    bound = {b.pod.split("/")[1]: b.node for b in result.bindings}
+    assert "udp" in bound and len(bound) == 3
+    tcp = [n for p, n in bound.items() if p != "udp"]
+    assert sorted(tcp) == ["a", "b"]
+    (waiting,) = result.unplaced
+    assert waiting.reason == (
+        "0/2 nodes are available: 2 node(s) didn't have free ports for the requested pod ports."
+    )
+    assert check_plan(snap, pol, result) == []
+    from builders import bind, plan_of
+
+    clash = plan_of([bind("p1", "a", 0), bind("p3", "a", 1)])
+    assert any("both bind port TCP/8080" in p for p in check_plan(snap, pol, clash))

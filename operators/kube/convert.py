@@ -34,7 +34,14 @@ from scheduler.model import (
     PodKind,
     PowerDomain,
 )
-from scheduler.model.node_rules import Requirement, SelectorTerm, Taint, TaintEffect, Toleration
+from scheduler.model.node_rules import (
+    HostPort,
+    Requirement,
+    SelectorTerm,
+    Taint,
+    TaintEffect,
+    Toleration,
+)
 from scheduler.model.snapshot import SnapshotMeta
 
 SCHEDULER_NAME = "wattpack"
@@ -426,6 +433,28 @@ def _other_resources(amounts: dict[str, Any], whole: Any) -> dict[str, int]:
     return out
 
 
+def _host_ports(spec: dict[str, Any]) -> list[HostPort]:
+    """The ports the pod's containers bind on the node (hostPort), as NodePorts reads them."""
+    out = []
+    for c in [*(spec.get("containers") or []), *(spec.get("initContainers") or [])]:
+        for p in c.get("ports") or []:
+            if p.get("hostPort"):
+                try:
+                    out.append(
+                        HostPort(
+                            port=int(p["hostPort"]),
+                            protocol=p.get("protocol") or "TCP",
+                            host_ip=p.get("hostIP") or "",
+                        )
+                    )
+                except ValueError:
+                    raise _Bad(
+                        f"spec.containers[].ports: hostPort {p.get('hostPort')!r} is not a port; "
+                        "give 1..65535"
+                    ) from None
+    return out
+
+
 def _other_requests(spec: dict[str, Any]) -> dict[str, int]:
     """A pod's requests of other resources: containers summed, or the largest init container
     (a request defaults to its limit, as for extended resources)."""
@@ -533,6 +562,7 @@ def _pod(raw: dict[str, Any], now: datetime | None = None) -> Pod:
     models = [m.strip() for m in ann.get(GPU_MODELS, "").split(",") if m.strip()]
     rules = _placement_rules(spec)
     rules["resources"] = _other_requests(spec)
+    rules["host_ports"] = _host_ports(spec)
     return Pod(
         name=md["name"],
         namespace=md.get("namespace", "default"),

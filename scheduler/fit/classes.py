@@ -62,11 +62,21 @@ def fit_shape(pod: Pod) -> tuple:
         pod.memory_mi_b,
         tuple(pod.gpu_models),
         filter_key(pod),
-        tuple(sorted(pod.resources.items())),
+        others(pod),
         pod.kind,
         pod.app,
         pod.max_per_node,
         pod.power_watts_per_gpu,
+    )
+
+
+def others(pod: Pod) -> tuple:
+    """Other resources and host ports: most pods have none, and this is asked per pod often."""
+    if not pod.resources and not pod.host_ports:
+        return ()
+    return (
+        tuple(sorted(pod.resources.items())),
+        tuple(sorted((p.port, p.protocol, p.host_ip) for p in pod.host_ports)),
     )
 
 
@@ -102,6 +112,10 @@ def node_classes(
     kinds = NodeFilters.of(snapshot).kind
     # Other resources split classes only where a pod asks for them.
     asked = sorted({r for p in snapshot.pods for r in p.resources})
+    # Ports split classes only where a pod binds one: by the bound ports pods may ask for.
+    bound_ports = {
+        (h.port, h.protocol) for p in snapshot.pods if p.node is None for h in p.host_ports
+    }
     for idx, node in enumerate(snapshot.nodes):
         pods = running.get(node.name, [])
         if not node.schedulable:
@@ -127,9 +141,20 @@ def node_classes(
         victims = tuple(
             sorted((victim_signature(p, takes) for p in pods if p.key in evictable), key=repr)
         )
-        extra = tuple(
-            node.resources.get(r, 0) - sum(p.resources.get(r, 0) for p in pods) for r in asked
-        )
+        extra: tuple = ()
+        if asked:
+            extra = tuple(
+                node.resources.get(r, 0) - sum(p.resources.get(r, 0) for p in pods) for r in asked
+            )
+        if bound_ports:
+            extra += tuple(
+                sorted(
+                    (h.port, h.protocol, h.host_ip)
+                    for p in pods
+                    for h in p.host_ports
+                    if (h.port, h.protocol) in bound_ports
+                )
+            )  # type: ignore[arg-type]
         fields = (
             node.gpu_model,
             node.power_domain,

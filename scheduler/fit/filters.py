@@ -102,6 +102,10 @@ class NodeFilters:
         self.nodes = snapshot.nodes
         keys = {pod_key(p) for p in snapshot.pods}
         keys.add("")
+        # Whether any pod asks for other resources or host ports (NodeResourcesFit, NodePorts):
+        # read once per snapshot, as the filters are, however many states a cycle builds.
+        self.resources_asked = any(p.resources for p in snapshot.pods)
+        self.ports_asked = any(p.host_ports for p in snapshot.pods)
         self._keys = sorted(keys)
         # Nothing to decide: no pod asks anything and no node has a filtering taint.
         self.trivial = self._keys == [""] and not any(

@@ -118,10 +118,15 @@ class Explainer:
         refuse it, kube-scheduler's count of them by why."""
         refused = self.state.filters.refusals(pod)
         total = len(self.state.nodes)
-        if pod.resources:  # NodeResourcesFit, on the nodes the filters let it onto
+        if pod.resources or pod.host_ports:
+            # NodePorts and NodeResourcesFit, on the nodes the filters let it onto.
             s = self.state
             for i, n in enumerate(s.nodes):
-                if n.schedulable and s.filters.admits(pod, i) and not s.extra_ok(pod.resources, i):
+                if not n.schedulable or not s.filters.admits(pod, i):
+                    continue
+                if not s.ports_ok(pod.host_ports, i):
+                    refused["node(s) didn't have free ports for the requested pod ports"] += 1
+                elif pod.resources and not s.extra_ok(pod.resources, i):
                     free = s.extra[i] if s.extra is not None else n.resources
                     r = next(r for r, q in sorted(pod.resources.items()) if free.get(r, 0) < q)
                     refused[f"Insufficient {r}"] += 1

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Iterable
 from scheduler.fit.classes import NodeClass, victim_signature
 from scheduler.fit.filters import NodeFilters
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
+from scheduler.model.node_rules import HostPort
 from scheduler.power import budgets, domain_chain, domain_power, pod_watts
 
 UNUSABLE = -1  # a GPU that takes no new work (health, policy)
@@ -59,9 +60,16 @@ class ClusterState:
         self.cpu = [n.cpu_milli for n in snapshot.nodes]
         self.mem = [n.memory_mi_b for n in snapshot.nodes]
         # Other resources (NodeResourcesFit), free per node: only where a pod asks for some.
+        asks = NodeFilters.of(snapshot)
         self.extra: list[Counter[str]] | None = None
-        if any(p.resources for p in snapshot.pods):
+        if asks.resources_asked:
             self.extra = [Counter(n.resources) for n in snapshot.nodes]
+        # Host ports bound per node (NodePorts): only where a pod binds some.
+        self.ports: list[Counter[HostPort]] | None = None
+        if asks.ports_asked:
+            self.ports = [Counter() for _ in snapshot.nodes]
+        # Whether any of that is asked at all: the hot paths test this one flag.
+        self._others = self.extra is not None or self.ports is not None
         self.apps: list[Counter[str]] = [Counter() for _ in snapshot.nodes]
         # The spread limits of the pods on each node, by app: every pod's limit binds its app.
         self.limits: list[dict[str, Counter[int]]] = [defaultdict(Counter) for _ in snapshot.nodes]
@@ -72,6 +80,8 @@ class ClusterState:
             self.mem[i] -= p.memory_mi_b
             if p.resources and self.extra is not None:
                 self.extra[i].subtract(p.resources)
+            if p.host_ports and self.ports is not None:
+                self.ports[i].update(p.host_ports)
             if p.app:
                 self.apps[i][p.app] += 1
                 limit = self.spread_limit(p)
@@ -179,6 +189,7 @@ class ClusterState:
         out.power = dict(self.power)
         out.cpu, out.mem = list(self.cpu), list(self.mem)
         out.extra = None if self.extra is None else [Counter(e) for e in self.extra]
+        out.ports = None if self.ports is None else [Counter(p) for p in self.ports]
         out.apps = [Counter(a) for a in self.apps]
         out.limits = [
             defaultdict(Counter, {app: Counter(c) for app, c in lim.items()}) for lim in self.limits
@@ -305,7 +316,7 @@ class ClusterState:
         """Everything but the GPUs: CPU, memory, spread."""
         if self.cpu[node] < pod.cpu_milli or self.mem[node] < pod.memory_mi_b:
             return False
-        if pod.resources and not self.extra_ok(pod.resources, node):
+        if self._others and not self._others_ok(pod, node):
             return False
         if pod.app is None:
             return True
@@ -318,6 +329,18 @@ class ClusterState:
         if own is not None:
             limits.append(own)
         return not limits or self.apps[node][pod.app] < min(limits)
+
+    def _others_ok(self, pod: Pod, node: int) -> bool:
+        if pod.resources and not self.extra_ok(pod.resources, node):
+            return False
+        return not pod.host_ports or self.ports_ok(pod.host_ports, node)
+
+    def ports_ok(self, wants: Iterable[HostPort], node: int) -> bool:
+        """None of the ports is bound on the node already (NodePorts)."""
+        if self.ports is None:
+            return True
+        used = [p for p, n in self.ports[node].items() if n > 0]
+        return not any(w.conflicts(u) for w in wants for u in used)
 
     def extra_ok(self, wants: dict[str, int], node: int) -> bool:
         """Resources other than GPUs, CPU and memory free on the node (NodeResourcesFit)."""
@@ -332,6 +355,9 @@ class ClusterState:
         if pod.resources and self.extra is not None:
             for r, q in pod.resources.items():
                 self.extra[node][r] -= sign * q
+        if pod.host_ports and self.ports is not None:
+            for hp in pod.host_ports:
+                self.ports[node][hp] += sign
         if pod.app:
             self.apps[node][pod.app] += sign
             limit = self.spread_limit(pod)
@@ -566,7 +592,7 @@ class ClusterState:
         strands = self._strands_of(pod)
         # host_ok's CPU and memory test inlined: this loop weighs tens of nodes per pod.
         cpu, mem, need_cpu, need_mem = self.cpu, self.mem, pod.cpu_milli, pod.memory_mi_b
-        app, apps, extra = pod.app, self.apps, pod.resources
+        app, apps, others = pod.app, self.apps, self._others
         # A pod that asks at least the workload's CPU and memory per GPU milli never lowers a
         # node's stranded capacity (see `strands`): a node where it adds none is the best.
         need = pod.milli_total
@@ -579,7 +605,7 @@ class ClusterState:
                     continue
                 if cpu[node] < need_cpu or mem[node] < need_mem:
                     continue
-                if extra and not self.extra_ok(extra, node):
+                if others and not self._others_ok(pod, node):
                     continue
                 # Spread limits bind only where the app already runs (host_ok: the rest).
                 if app is not None and apps[node][app] and not self.host_ok(pod, node):
@@ -715,11 +741,19 @@ class ClusterState:
             return False
         if self.mem[node] < sum(p.memory_mi_b for p in pods):
             return False
-        wants: Counter[str] = Counter()
-        for p in pods:
-            wants.update(p.resources)
-        if wants and not self.extra_ok(wants, node):
-            return False
+        if self.extra is not None:  # only where a pod asks for other resources (hot path)
+            wants: Counter[str] = Counter()
+            for p in pods:
+                wants.update(p.resources)
+            if wants and not self.extra_ok(wants, node):
+                return False
+        if self.ports is not None:
+            binds = [hp for p in pods for hp in p.host_ports]
+            if binds and (
+                not self.ports_ok(binds, node)
+                or any(a.conflicts(b) for i, a in enumerate(binds) for b in binds[i + 1 :])
+            ):
+                return False
         apps = Counter(p.app for p in pods if p.app)
         for app, k in apps.items():
             limits = [lim for lim, n in self.limits[node][app].items() if n > 0]

@@ -84,3 +84,20 @@ class SelectorTerm(Wire):
         return all(r.matches(labels) for r in self.match_expressions) and all(
             r.matches(fields) for r in self.match_fields
         )
+
+
+class HostPort(Wire):
+    """A container port bound on the node (hostPort): kube-scheduler's NodePorts filter keeps
+    two pods that would bind the same one off the same node."""
+
+    port: int = Field(ge=1, le=65535, description="The node's port.")
+    protocol: str = Field(
+        default="TCP", pattern="^(TCP|UDP|SCTP)$", description="TCP | UDP | SCTP."
+    )
+    host_ip: str = Field(default="", description="The node address it binds; empty: all.")
+
+    def conflicts(self, other: HostPort) -> bool:
+        if self.port != other.port or self.protocol != other.protocol:
+            return False
+        wild = ("", "0.0.0.0", "::")
+        return self.host_ip in wild or other.host_ip in wild or self.host_ip == other.host_ip

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from scheduler.model.base import Wire
 from scheduler.model.consistency import snapshot_problems
-from scheduler.model.node_rules import SelectorTerm, Taint, Toleration
+from scheduler.model.node_rules import HostPort, SelectorTerm, Taint, Toleration
 
 
 class PodKind(StrEnum):
@@ -160,6 +160,9 @@ class Pod(Wire):
         default_factory=dict,
         description="Requests of resources other than GPUs, CPU and memory, in the resource's "
         "base unit (NodeResourcesFit: a node must have them free).",
+    )
+    host_ports: list[HostPort] = Field(
+        default_factory=list, description="Ports it binds on its node (NodePorts)."
     )
     tolerations: list[Toleration] = Field(
         default_factory=list, description="Taints the pod tolerates."

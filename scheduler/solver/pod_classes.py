@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from scheduler.fit.classes import others
 from scheduler.fit.filters import pod_key as filter_key
 from scheduler.fit.state import ClusterState
 from scheduler.fit.value import pod_value
@@ -38,7 +39,7 @@ def _shape(
         pod.memory_mi_b,
         tuple(sorted(set(pod.gpu_models))),
         filter_key(pod),
-        tuple(sorted(pod.resources.items())),
+        others(pod),
         pod.kind.value,
         pod.priority,
         app,

@@ -245,10 +245,19 @@ def _node_resource_problems(final: Final) -> list[str]:
         cpu[node.name] += pod.cpu_milli
         mem[node.name] += pod.memory_mi_b
         nodes[node.name] = node
-    problems = []
+    problems: list[str] = []
     extra: dict[str, Counter[str]] = defaultdict(Counter)
+    ports: dict[str, list[tuple[str, object]]] = defaultdict(list)
     for pod, node, _ in final.values():
         extra[node.name].update(pod.resources)
+        for hp in pod.host_ports:
+            for other, taken in ports[node.name]:
+                if hp.conflicts(taken):  # type: ignore[arg-type]
+                    problems.append(
+                        f"node {node.name}: {pod.key} and {other} both bind port "
+                        f"{hp.protocol}/{hp.port}"
+                    )
+            ports[node.name].append((pod.key, hp))
     for name, used in sorted(extra.items()):
         for r, q in sorted(used.items()):
             if q > nodes[name].resources.get(r, 0):
