@@ -13,6 +13,7 @@ would be and none is made.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from operators.kube.convert import (
     share_milli,
 )
 from operators.kube.errors import describe
-from operators.kube.owners import Scaler
+from operators.kube.owners import SURGE, Scaler, surged
 from operators.timestamps import rfc3339
 from scheduler.model import Binding, Eviction
 
@@ -74,6 +75,9 @@ class Applier:
         self.may_write = may_write
         self.custom = client.CustomObjectsApi(api)
         self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
+        # Deployments this process scaled, and when (monotonic): a surge annotation it has not
+        # seen yet in its cache is its own, not an orphan.
+        self.scaled_at: dict[tuple[str, str], float] = {}
         self._domains: dict[str, dict[str, Any]] = {}  # domain -> the status last written
 
     # -- bind ---------------------------------------------------------------------------------
@@ -267,9 +271,12 @@ class Applier:
         self._event(key, uid, "Moved", f"replaces {old}: {reason}", "Normal")
 
     def scale(self, scaler: Scaler, by: int) -> bool:
-        """A surge: the Deployment's replicas up (or back down) by `by`, read and written with
-        its resourceVersion, so a change made meanwhile by someone else is not overwritten; a
-        conflict (its controller writes its status all the time) is read again and retried."""
+        """A surge: the Deployment's replicas up (or back down) by `by`, and its
+        wattpack.io/surge annotation (the replicas wattpack added and has not taken back) with
+        them, in one write with the resourceVersion read, so a change made meanwhile by someone
+        else is not overwritten, and a leader that takes over finds what a dead one left
+        (Operator: orphaned surges). A conflict (its controller writes its status all the time)
+        is read again and retried."""
         if self.dry_run:
             log.info("would_scale", deployment=f"{scaler.namespace}/{scaler.name}", by=by)
             return False
@@ -277,15 +284,17 @@ class Applier:
             if not self.may_write():
                 return False
             try:
-                scale = read_json(
-                    self.apps.read_namespaced_deployment_scale(
+                d = read_json(
+                    self.apps.read_namespaced_deployment(
                         scaler.name, scaler.namespace, _preload_content=False
                     )
                 )
-                replicas = max(0, int((scale.get("spec") or {}).get("replicas") or 0) + by)
-                scale["spec"] = {"replicas": replicas}  # metadata keeps the resourceVersion read
-                self.apps.replace_namespaced_deployment_scale(
-                    scaler.name, scaler.namespace, scale, _preload_content=False
+                replicas = max(0, int((d.get("spec") or {}).get("replicas") or 0) + by)
+                ann = d["metadata"].setdefault("annotations", {})
+                ann[SURGE] = str(max(0, surged(d) + by))
+                d["spec"]["replicas"] = replicas  # metadata keeps the resourceVersion read
+                self.apps.replace_namespaced_deployment(
+                    scaler.name, scaler.namespace, d, _preload_content=False
                 )
             except ApiException as e:
                 if e.status == 409:
@@ -296,6 +305,7 @@ class Applier:
                 log.warning("scale_failed", deployment=scaler.name, by=by, error=describe(e))
                 return False
             log.info("scaled", deployment=f"{scaler.namespace}/{scaler.name}", replicas=replicas)
+            self.scaled_at[(scaler.namespace, scaler.name)] = time.monotonic()
             return True
         log.warning("scale_failed", deployment=scaler.name, by=by, error="409 conflicts")
         return False

@@ -17,6 +17,16 @@ from typing import Any
 
 from scheduler.model import MoveBy, Pod, PodKind
 
+SURGE = "wattpack.io/surge"  # on a Deployment: replicas a surge added and has not taken back
+
+
+def surged(deployment: dict[str, Any]) -> int:
+    """The replicas wattpack's surges added to the Deployment (its wattpack.io/surge)."""
+    try:
+        return max(0, int((deployment["metadata"].get("annotations") or {}).get(SURGE, "0")))
+    except ValueError:
+        return 0
+
 
 @dataclass(frozen=True)
 class Scaler:

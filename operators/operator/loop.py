@@ -32,6 +32,7 @@ from operators.kube.convert import (
     Conversion,
     pod_key,
 )
+from operators.kube.owners import Scaler, surged
 from operators.kube.source import config_of, listers, snapshot_of
 from operators.kube.target import Carried, Reservation, Seen, abandon, carry_out, resume
 from operators.operator.metrics import OperatorMetrics
@@ -141,6 +142,7 @@ class Operator:
         if self._reservations and self._resume(seen, cached_pods, policy):
             items["pods"] = self._with_assumed(cached_pods)  # what the reservations bound
             conv = snapshot_of(items, models, self.settings.cluster_name)
+        self._release_orphaned_surges(items.get("deployments", []))
         conv = self._without_held(conv)
         policy = self._move_guard(policy)
         if conv.notes != self._notes:  # what is left out is said when it changes, not every cycle
@@ -269,6 +271,27 @@ class Operator:
     def _gauges(self) -> None:
         self.metrics.reserved.set(sum(len(r.held) for r in self._reservations))
         self.metrics.moves_in_flight.set(sum(r.moves_in_flight for r in self._reservations))
+
+    def _release_orphaned_surges(self, deployments: list[dict[str, Any]]) -> None:
+        """Replicas a surge added that no reservation of this process follows (its leader died
+        mid-surge, or it expired here) are taken back: the Deployment returns to its size."""
+        if self.settings.dry_run:
+            return
+        now = time.monotonic()
+        mine: dict[tuple[str, str], int] = defaultdict(int)
+        for r in self._reservations:
+            for s in [*r.scaled.values(), *r.unscale]:
+                mine[(s.namespace, s.name)] += 1
+        for d in deployments:
+            key = (d["metadata"].get("namespace") or "default", d["metadata"]["name"])
+            extra = surged(d) - mine[key]
+            # What this process scaled lately may not be in its cache yet: not an orphan.
+            if (
+                extra > 0
+                and now - self.applier.scaled_at.get(key, -1e18) > self.settings.assume_for
+            ):
+                log.warning("surge_orphaned", deployment=f"{key[0]}/{key[1]}", replicas=extra)
+                self.applier.scale(Scaler(*key), -extra)
 
     def _move_guard(self, policy: PackingPolicy) -> PackingPolicy:
         """The policy with this cycle's move budget: no more than moves.maxInFlight under way."""

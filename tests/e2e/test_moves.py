@@ -325,3 +325,36 @@ def test_a_degraded_gpu_is_emptied_with_a_checkpoint_and_replicas_one_at_a_time(
     text = cluster.operators[0].tail(600)
     assert "reservation_expired" not in text and "surge_abandoned" not in text, text[-3000:]
     assert len(bound(pods)) == 4
+
+
+def test_a_surge_a_dead_leader_left_is_taken_back(cluster: Cluster) -> None:
+    """A Deployment scaled up for a surge by a leader that died before it finished
+    (wattpack.io/surge: "1", one replica over): the next leader, following no such move,
+    scales it back."""
+    cluster.cp.start_controller_manager(CONTROLLERS)
+    cluster.set_config(QUICK, [H100])
+    cluster.power_domain("facility", None, None)
+    cluster.gpu_node("a1", "facility", gpus=4)
+    cluster.nodes_ready(1)
+    cluster.namespace("ml")
+    apps = client.AppsV1Api(cluster.api)
+    svc = _template(
+        "inference", {"app": "svc", "wattpack.io/app": "svc"}, {"wattpack.io/gpu-milli": "250"}
+    )
+    apps.create_namespaced_deployment(
+        "ml",
+        {
+            "metadata": {"name": "svc", "annotations": {"wattpack.io/surge": "1"}},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "svc"}}, "template": svc},
+        },
+    )
+    cluster.start_operator("--interval=1")
+
+    def back() -> bool:
+        d = apps.read_namespaced_deployment("svc", "ml")
+        return d.spec.replicas == 2 and d.metadata.annotations.get("wattpack.io/surge") == "0"
+
+    wait_until(back, 60, "the orphaned surge taken back")
+    time.sleep(3)  # and no more than that
+    assert back()
+    assert "surge_orphaned" in cluster.operators[0].tail(400)
