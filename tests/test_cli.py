@@ -95,6 +95,7 @@ def test_plan_table_shows_placements_power_and_solver(snapshot_file: Path) -> No
     out = r.stdout
     for heading in ("Bindings", "Still pending", "Power per domain", "% of budget", "Summary"):
         assert heading in out
+    assert "the indices are advisory" in out  # under the NVIDIA device plugin
     for pod in ("ml/train", "ml/serve", "ml/gang-0", "ml/gang-1"):
         assert pod in out
     for name in ("facility", "rack-a", "rack-b", "solver status", "gap", "solve seconds"):

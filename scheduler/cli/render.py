@@ -54,6 +54,12 @@ def plan_tables(
         lambda b: [b.pod, b.node, _indices(b.gpu_indices)],
         max_rows,
     )
+    if plan.bindings:
+        # Where the NVIDIA device plugin hands out GPUs, it picks the devices itself.
+        console.print(
+            "[dim]GPU indices: with the NVIDIA device plugin, the node and the GPU count hold "
+            "and the indices are advisory (wattpack.io/gpu-indices); docs/kubernetes.md[/dim]"
+        )
     _rows(
         console,
         "Evictions",
