@@ -116,6 +116,12 @@ class Reservation:
             if s.kind == StepKind.BIND and i not in self.run.finished
         }
 
+    def start_of(self, pod: str) -> int:
+        """The step that starts the moved pod's replacement."""
+        return next(
+            i for i, s in self.run.steps.items() if s.kind == StepKind.START and s.pod == pod
+        )
+
     @property
     def done(self) -> bool:
         """Every step done, and every Deployment a surge scaled back to its size."""
@@ -232,11 +238,7 @@ class ApiTarget:
     def _expect(self, step: Step) -> bool:
         """The move begins: its replacement is a pod of the same controller that is not there
         now (read before the old copy goes, since its controller recreates it at once)."""
-        start = next(
-            i
-            for i, s in self.reservation.run.steps.items()
-            if s.kind == StepKind.START and s.pod == step.pod
-        )
+        start = self.reservation.start_of(step.pod)
         pod = self.reservation.moved.get(step.pod)
         owner = self.seen.owners.get(step.pod)
         if pod is None or owner is None:
@@ -261,11 +263,7 @@ class ApiTarget:
         # The replacement runs: the old copy goes, and its Deployment back to its size.
         before = len(self.carried.evicted)
         self._leave(step, None)
-        start = next(
-            i
-            for i, s in self.reservation.run.steps.items()
-            if s.kind == StepKind.START and s.pod == step.pod
-        )
+        start = self.reservation.start_of(step.pod)
         scaler = self.reservation.scaled.pop(start, None)
         if len(self.carried.evicted) > before and scaler is not None:
             if not self.applier.scale(scaler, -1):
@@ -317,13 +315,14 @@ def carry_out(
     kept = _without_refused(steps, applier, seen.uids, carried)
     run = Execution(kept)
     pods = {p.key: p for p in snapshot.pods}
+    patience = policy.reservation_seconds + policy.checkpoint_timeout_seconds
     reservation = Reservation(
         run,
         {},
         {},
-        now + policy.reservation_seconds + policy.checkpoint_timeout_seconds,
+        now + patience,
         moved={m.pod: pods[m.pod] for m in plan.moves if m.pod in pods},
-        patience=policy.reservation_seconds + policy.checkpoint_timeout_seconds,
+        patience=patience,
         checkpoint_seconds=policy.checkpoint_timeout_seconds,
     )
     target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)

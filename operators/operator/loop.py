@@ -28,7 +28,6 @@ from operators.kube.convert import (
     CHECKPOINTED,
     CHECKPOINTS,
     GPU_INDICES,
-    KIND,
     Conversion,
     pod_key,
 )
@@ -139,7 +138,9 @@ class Operator:
         policy, models = config
         conv = snapshot_of(items, models, self.settings.cluster_name)
         seen = Seen.of(cached_pods, conv.scalers)
-        if self._reservations and self._resume(seen, cached_pods, policy):
+        # Who takes part in the checkpoint handshake, for this cycle's plan and reservations.
+        checkpoints = _checkpoints(conv, cached_pods)
+        if self._reservations and self._resume(seen, cached_pods, checkpoints):
             items["pods"] = self._with_assumed(cached_pods)  # what the reservations bound
             conv = snapshot_of(items, models, self.settings.cluster_name)
         self._release_orphaned_surges(items.get("deployments", []))
@@ -151,7 +152,7 @@ class Operator:
             self._notes = conv.notes
         plan = make_plan(conv.snapshot, policy)
         raw_pods = {pod_key(p): p for p in items["pods"]}
-        carried = self._carry_out(plan, conv, raw_pods, policy, seen)
+        carried = self._carry_out(plan, conv, raw_pods, policy, seen, checkpoints)
         pending = [p for p in conv.snapshot.pods if p.node is None]
         placed = set(carried.bound)
         by_kind: dict[Any, int] = defaultdict(int)
@@ -207,6 +208,7 @@ class Operator:
         raw_pods: dict[str, dict],
         policy: PackingPolicy,
         seen: Seen,
+        checkpoints: set[str],
     ) -> Carried:
         uids = conv.uids
         # The plan's steps in their order (operators.kube.target): a binding that waits for
@@ -214,7 +216,6 @@ class Operator:
         # when its victims are gone; one whose victims the server would refuse is not made,
         # and none of its victims is evicted.
         now = time.monotonic()
-        checkpoints = self._checkpoints(conv, raw_pods)
         carried = carry_out(plan, conv.snapshot, policy, self.applier, seen, now, checkpoints)
         self._count(carried, plan, now)
         # A dry run writes nothing, so nothing it planned is under way: nothing to follow.
@@ -242,16 +243,6 @@ class Operator:
         }
         self.applier.forget(live)
         return carried
-
-    def _checkpoints(self, conv: Conversion, raw_pods: dict[str, dict]) -> set[str]:
-        """Running training and fine-tuning pods that take part in the checkpoint handshake."""
-        return {
-            p.key
-            for p in conv.snapshot.pods
-            if p.node is not None
-            and p.kind in (PodKind.TRAINING, PodKind.FINE_TUNING)
-            and _annotation(raw_pods.get(p.key), CHECKPOINTS) == "true"
-        }
 
     def _count(self, carried: Carried, plan: Plan | None, now: float) -> None:
         """Metrics of what a cycle's steps did, and the bindings assumed until the cache
@@ -300,19 +291,12 @@ class Operator:
         most = max(0, min(rules.per_cycle, rules.max_in_flight - in_flight))
         return policy.model_copy(update={"moves": rules.model_copy(update={"per_cycle": most})})
 
-    def _resume(self, seen: Seen, cached_pods: list[dict[str, Any]], policy: PackingPolicy) -> bool:
+    def _resume(self, seen: Seen, cached_pods: list[dict[str, Any]], checkpoints: set[str]) -> bool:
         """Carry the reservations on: evict what has checkpointed, bind what their victims'
         leaving has made ready and the replacements that have appeared (the binder checks the
         GPUs on the server); let go of expired ones. Whether anything was bound."""
         now = time.monotonic()
         acks = {pod_key(p): _annotation(p, CHECKPOINTED) for p in cached_pods}
-        checkpoints = {  # as _checkpoints says: training and fine-tuning pods that opt in
-            pod_key(p)
-            for p in cached_pods
-            if _annotation(p, CHECKPOINTS) == "true"
-            and (p["metadata"].get("labels") or {}).get(KIND)
-            in (PodKind.TRAINING.value, PodKind.FINE_TUNING.value)
-        }
         bound = False
         kept = []
         for r in self._reservations:
@@ -383,6 +367,18 @@ class Operator:
         for key in set(self._assumed) - seen:
             del self._assumed[key]
         return out
+
+
+def _checkpoints(conv: Conversion, pods: list[dict[str, Any]]) -> set[str]:
+    """Running training and fine-tuning pods that take part in the checkpoint handshake."""
+    raw = {pod_key(p): p for p in pods}
+    return {
+        p.key
+        for p in conv.snapshot.pods
+        if p.node is not None
+        and p.kind in (PodKind.TRAINING, PodKind.FINE_TUNING)
+        and _annotation(raw.get(p.key), CHECKPOINTS) == "true"
+    }
 
 
 def _fitting(snapshot: Any, slots: list[Any]) -> list[Any]:

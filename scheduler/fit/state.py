@@ -59,14 +59,16 @@ class ClusterState:
         self.power = domain_power(snapshot, ((p, p.node) for p in running), policy)  # type: ignore[misc]
         self.cpu = [n.cpu_milli for n in snapshot.nodes]
         self.mem = [n.memory_mi_b for n in snapshot.nodes]
+        # kube-scheduler's filters, and what pods ask beyond GPUs, CPU and memory: read once
+        # per snapshot however many states a cycle builds.
+        self.filters = NodeFilters.of(snapshot)
         # Other resources (NodeResourcesFit), free per node: only where a pod asks for some.
-        asks = NodeFilters.of(snapshot)
         self.extra: list[Counter[str]] | None = None
-        if asks.resources_asked:
+        if self.filters.resources_asked:
             self.extra = [Counter(n.resources) for n in snapshot.nodes]
         # Host ports bound per node (NodePorts): only where a pod binds some.
         self.ports: list[Counter[HostPort]] | None = None
-        if asks.ports_asked:
+        if self.filters.ports_asked:
             self.ports = [Counter() for _ in snapshot.nodes]
         # Whether any of that is asked at all: the hot paths test this one flag.
         self._others = self.extra is not None or self.ports is not None
@@ -131,7 +133,6 @@ class ClusterState:
         self.pool_of = [-1] * len(snapshot.nodes)
         self.pool_rep: list[int] = []
         # A pool is also one kind of node for the filters: one check stands for its nodes.
-        self.filters = NodeFilters.of(snapshot)
         if self.filters.trivial:  # the hot path: no filter has a say, so none is asked
             self.model_ok = self._model_ok  # type: ignore[method-assign]
         pool_ids: dict[tuple[str, str, int], int] = {}

@@ -284,6 +284,20 @@ def gpus_in_use(pods: list[dict[str, Any]]) -> list[int]:
     )
 
 
+def required_affinity(*terms: dict[str, Any]) -> dict[str, Any]:
+    """A pod's affinity with required node affinity: a node that matches any of the terms."""
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}
+        }
+    }
+
+
+def not_in(key: str, *values: str) -> dict[str, Any]:
+    """A node selector term: the label is not one of the values."""
+    return {"matchExpressions": [{"key": key, "operator": "NotIn", "values": list(values)}]}
+
+
 def scrape(port: int) -> dict[str, float]:
     """The wattpack_ samples a process serves on its metrics port, by name with labels."""
     import urllib.request

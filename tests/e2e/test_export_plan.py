@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kube import Cluster, wait_until
+from kube import Cluster, not_in, required_affinity, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -70,19 +70,7 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
     cluster.pod(
         "not-z1",
         gpus=1,
-        affinity={
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": "zone", "operator": "NotIn", "values": ["z1"]}
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
+        affinity=required_affinity(not_in("zone", "z1")),
     )
     cluster.pod("bad-share", gpus=2, annotations={"wattpack.io/gpu-milli": "300"})
     before = cluster.pods("ml")

@@ -22,7 +22,7 @@ import random
 from typing import Any
 
 import pytest
-from kube import H100, QUICK, Cluster, scheduled_condition, wait_until
+from kube import H100, QUICK, Cluster, required_affinity, scheduled_condition, wait_until
 
 from operators.kube.convert import ClusterObjects, convert
 from scheduler.fit.state import ClusterState
@@ -114,11 +114,7 @@ def _pod_spec(rng: random.Random, node_names: list[str]) -> dict[str, Any]:
                     }
                 ]
             terms.append(term)
-        spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
-            }
-        }
+        spec["affinity"] = required_affinity(*terms)
     return spec
 
 

@@ -6,7 +6,16 @@ from __future__ import annotations
 import time
 
 import pytest
-from kube import H100, QUICK, Cluster, once_bound, scheduled_condition, wait_until
+from kube import (
+    H100,
+    QUICK,
+    Cluster,
+    not_in,
+    once_bound,
+    required_affinity,
+    scheduled_condition,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +35,7 @@ def test_taints_selectors_affinity_and_gates(cluster: Cluster) -> None:
     cluster.pod(
         "not-a",
         gpus=2,
-        affinity={
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [
-                        {
-                            "matchExpressions": [
-                                {"key": "pool", "operator": "NotIn", "values": ["a"]}
-                            ]
-                        }
-                    ]
-                }
-            }
-        },
+        affinity=required_affinity(not_in("pool", "a")),
     )
     cluster.pod("nowhere", gpus=1, nodeSelector={"pool": "c"})
     cluster.pod("gated", gpus=1, schedulingGates=[{"name": "example.com/quota"}])

@@ -43,6 +43,24 @@ def _template(kind: str, labels: dict[str, str], annotations: dict[str, str], gp
     }
 
 
+def _serving(apps: client.AppsV1Api, replicas: int, annotations: dict | None = None) -> None:
+    """The Deployment svc: replicas of an inference app taking a quarter GPU each."""
+    template = _template(
+        "inference", {"app": "svc", "wattpack.io/app": "svc"}, {"wattpack.io/gpu-milli": "250"}
+    )
+    apps.create_namespaced_deployment(
+        "ml",
+        {
+            "metadata": {"name": "svc", "annotations": annotations or {}},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "svc"}},
+                "template": template,
+            },
+        },
+    )
+
+
 def _bind(cluster: Cluster, where: dict[str, tuple[str, list[int]]]) -> None:
     """The test places pods itself (before the operator runs), so each case starts from the
     state it names."""
@@ -186,20 +204,7 @@ def test_a_degraded_gpu_is_emptied_with_a_checkpoint_and_replicas_one_at_a_time(
             },
         },
     )
-    svc = _template(
-        "inference", {"app": "svc", "wattpack.io/app": "svc"}, {"wattpack.io/gpu-milli": "250"}
-    )
-    apps.create_namespaced_deployment(
-        "ml",
-        {
-            "metadata": {"name": "svc"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "svc"}},
-                "template": svc,
-            },
-        },
-    )
+    _serving(apps, replicas=2)
     gang = wait_until(
         lambda: (lambda ps: ps if len(ps) == 2 else None)(_owned_by(cluster, "g-")),
         60,
@@ -338,16 +343,8 @@ def test_a_surge_a_dead_leader_left_is_taken_back(cluster: Cluster) -> None:
     cluster.nodes_ready(1)
     cluster.namespace("ml")
     apps = client.AppsV1Api(cluster.api)
-    svc = _template(
-        "inference", {"app": "svc", "wattpack.io/app": "svc"}, {"wattpack.io/gpu-milli": "250"}
-    )
-    apps.create_namespaced_deployment(
-        "ml",
-        {
-            "metadata": {"name": "svc", "annotations": {"wattpack.io/surge": "1"}},
-            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "svc"}}, "template": svc},
-        },
-    )
+    # As a leader that died mid-surge leaves it: one replica over, counted as a surge's.
+    _serving(apps, replicas=3, annotations={"wattpack.io/surge": "1"})
     cluster.start_operator("--interval=1")
 
     def back() -> bool:
