@@ -398,3 +398,59 @@ def test_other_resources_and_host_ports_are_read_from_nodes_and_containers() -> 
     (pod_,) = conv.snapshot.pods
     assert pod_.resources == {"example.com/rdma": 1, "hugepages-2Mi": 512 * 2**20}
     assert [(h.port, h.protocol) for h in pod_.host_ports] == [(8080, "TCP")]
+
+
+def test_pod_affinity_and_spread_are_read_and_namespaces_labelled_only_where_selected() -> None:
+    term = {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "zone"}
+    by_ns = {**term, "namespaceSelector": {"matchLabels": {"team": "ml"}}}
+    spread = [
+        {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+         "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+         "minDomains": 2, "nodeTaintsPolicy": "Honor"},
+        # Soft: weighs only in kube-scheduler's scores, so it is not a rule here.
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+         "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {}},
+    ]  # fmt: skip
+    ruled = pod(
+        "ruled",
+        labels={"app": "web"},
+        affinity={
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term]},
+            "podAntiAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": [by_ns],
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "podAffinityTerm": term}
+                ],
+            },
+        },
+        topologySpreadConstraints=spread,
+    )
+    bad = pod("bad", topologySpreadConstraints=[{"maxSkew": 0, "topologyKey": "zone"}])
+    running = pod("run", node_name="n1", labels={"app": "db"}, scheduler="default-scheduler")
+    namespaces = [
+        {"metadata": {"name": "ml", "labels": {"team": "ml"}}},
+        {"metadata": {"name": "other"}},
+    ]
+    objs = ClusterObjects(
+        [node("n1")], [ruled, bad, running], [], DOMAINS, [H100], namespaces=namespaces
+    )
+    conv = convert(objs)
+    pods = {p.name: p for p in conv.snapshot.pods}
+    p = pods["ruled"]
+    assert p.labels == {"app": "web"} and pods["run"].labels == {"app": "db"}
+    assert [t.topology_key for t in p.pod_affinity] == ["zone"]
+    (anti,) = p.pod_anti_affinity
+    assert anti.namespace_selector is not None and anti.namespace_selector.match_labels == {
+        "team": "ml"
+    }
+    (c,) = p.topology_spread
+    assert (c.max_skew, c.min_domains, c.node_taints_policy, c.node_affinity_policy) == (
+        1, 2, "Honor", "Honor",
+    )  # fmt: skip
+    assert conv.snapshot.namespace_labels == {"ml": {"team": "ml"}, "other": {}}
+    (problem,) = conv.problems
+    assert problem.pod == "ml/bad" and problem.reason.startswith("spec.topologySpreadConstraints:")
+    # Without a namespace selector anywhere, namespaces are not read into the snapshot.
+    plain = [pod("plain", labels={"app": "x"})]
+    objs = ClusterObjects([node("n1")], plain, [], DOMAINS, [H100], namespaces=namespaces)
+    assert convert(objs).snapshot.namespace_labels == {}

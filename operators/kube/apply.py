@@ -35,6 +35,7 @@ from operators.kube.convert import (
     holds_resources,
     share_milli,
 )
+from operators.kube.dra_apply import ClaimRefused, ClaimWriter, Written
 from operators.kube.errors import describe
 from operators.kube.owners import SURGE, Scaler, surged
 from operators.timestamps import rfc3339
@@ -74,6 +75,7 @@ class Applier:
         # lost its lease), so a cycle in flight writes nothing more.
         self.may_write = may_write
         self.custom = client.CustomObjectsApi(api)
+        self.claims = ClaimWriter(api, lambda: self.may_write())  # DRA: claims before binds
         self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
         # Deployments this process scaled, and when (monotonic): a surge annotation it has not
         # seen yet in its cache is its own, not an orphan.
@@ -90,8 +92,9 @@ class Applier:
                 log.info("would_bind", pod=b.pod, node=b.node, gpus=b.gpu_indices)
             return out
         needs: dict[str, int] = {}
+        pods: dict[str, dict[str, Any]] = {}
         for b in bindings:
-            why, need = self._unbindable(b.pod, uids.get(b.pod, ""))
+            why, need, pods[b.pod] = self._unbindable(b.pod, uids.get(b.pod, ""))
             if why:
                 return self._not_bound(bindings, out, b.pod, why)
             needs[b.pod] = need
@@ -100,9 +103,23 @@ class Applier:
         taken = self._taken_now(bindings, needs)
         if taken:
             return self._not_bound(bindings, out, taken[0], taken[1])
+        # DRA: every member's claims are allocated to its planned GPUs before any is bound;
+        # where one cannot be, what was written is taken back and none is bound.
+        written = Written()
+        try:
+            held = self.claims.reserve(bindings, pods, written)
+        except ClaimRefused as e:
+            self.claims.undo(written, set(pods))
+            member, _, why = str(e).partition(": ")
+            if member not in pods:
+                member, why = bindings[0].pod, str(e)
+            return self._not_bound(bindings, out, member, why)
         for b in bindings:
             if not self.may_write():
+                self.claims.undo(written, set(pods) - set(out.bound))
                 return self._not_bound(bindings, out, b.pod, "this replica no longer leads")
+            if b.pod in held:  # the annotation names the devices its claims hold
+                b = b.model_copy(update={"gpu_indices": held[b.pod]})
             try:
                 self._bind(b, uids.get(b.pod, ""))
                 out.bound.append(b.pod)
@@ -116,6 +133,7 @@ class Applier:
                 # else in between. A gang is all or nothing: the members already bound are
                 # taken back (deleted: their controller makes them again, pending), so no half
                 # gang holds GPUs.
+                self.claims.undo(written, set(pods) - set(out.bound))
                 self._take_back(bindings, out, uids)
                 out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
                 return out
@@ -144,23 +162,24 @@ class Applier:
         out.failed.update({x.pod: f"{member}: {why}" for x in bindings})
         return out
 
-    def _unbindable(self, key: str, uid: str) -> tuple[str | None, int]:
-        """Why the pod cannot be bound now, if it cannot; and the milli it takes of each GPU."""
+    def _unbindable(self, key: str, uid: str) -> tuple[str | None, int, dict[str, Any]]:
+        """Why the pod cannot be bound now, if it cannot; the milli it takes of each GPU; and
+        the pod as the server has it now."""
         ns, name = _split(key)
         try:
             pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
         except ApiException as e:
-            return ("gone" if e.status == 404 else describe(e)), 0
+            return ("gone" if e.status == 404 else describe(e)), 0, {}
         except HTTPError as e:
-            return describe(e), 0
+            return describe(e), 0, {}
         md, spec = pod["metadata"], pod.get("spec", {})
         if uid and md.get("uid") != uid:
-            return "replaced by a new pod of the same name", 0
+            return "replaced by a new pod of the same name", 0, pod
         if md.get("deletionTimestamp"):
-            return "being deleted", 0
+            return "being deleted", 0, pod
         if spec.get("nodeName"):
-            return f"already bound to {spec['nodeName']}", 0
-        return None, share_milli(pod)
+            return f"already bound to {spec['nodeName']}", 0, pod
+        return None, share_milli(pod), pod
 
     def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
         """A member whose GPUs pods bound on the server already hold (by their GPU annotation),

@@ -20,6 +20,8 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from operators.kube.dra import ClaimProblem, has_claims
+from operators.kube.dra_convert import DraView
 from operators.kube.owners import Scaler, controller_uid, move_by, surge_scalers
 from scheduler.model import (
     ClusterSnapshot,
@@ -42,6 +44,7 @@ from scheduler.model.node_rules import (
     TaintEffect,
     Toleration,
 )
+from scheduler.model.pod_rules import LabelSelector, PodAffinityTerm, SpreadConstraint
 from scheduler.model.snapshot import SnapshotMeta
 
 SCHEDULER_NAME = "wattpack"
@@ -81,6 +84,9 @@ class ClusterObjects:
     replicasets: list[dict[str, Any]] = field(default_factory=list)  # apps/v1: whether pods surge
     deployments: list[dict[str, Any]] = field(default_factory=list)
     autoscalers: list[dict[str, Any]] = field(default_factory=list)  # autoscaling/v2 HPAs
+    namespaces: list[dict[str, Any]] = field(default_factory=list)  # their labels
+    resourceslices: list[dict[str, Any]] = field(default_factory=list)  # resource.k8s.io/v1
+    resourceclaims: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -145,9 +151,12 @@ def convert(
     domains, domain_notes = _domains(objs.powerdomains)
     notes += domain_notes
     health = _health_by_node(objs.gpunodes)
+    waiting_pods = [p for p in objs.pods if is_pending(p)]
+    view = DraView(objs.resourceslices, objs.resourceclaims, objs.gpunodes, waiting_pods)
+    notes += view.notes
     nodes: dict[str, Node] = {}
     for raw in objs.nodes:
-        node, note = _node(raw, models, domains, health)
+        node, note = _node(raw, models, domains, health, view.gpus_of(raw["metadata"]["name"]))
         if note:
             notes.append(note)
         if node is not None:
@@ -174,12 +183,20 @@ def convert(
             running[node_name].append((pod, raw))
         elif is_pending(raw):
             try:
-                pending.append((_pod(raw, now), raw))
+                pod = _pod(raw, now)
+                pending.append((view.pending(pod, raw, GPU_MILLI) if has_claims(raw) else pod, raw))
             except _Bad as e:
                 problems.append(PodProblem(pod_key(raw), _uid(raw), str(e)))
+            except ClaimProblem as e:
+                problems.append(PodProblem(pod_key(raw), _uid(raw), str(e), waiting=e.waiting))
 
     placed: list[Pod] = []
     for node_name, pods in running.items():
+        # A running pod with claims holds its claims' devices (a shared claim's for the first).
+        pods = [
+            (view.running(p, raw, _indices(raw)) if has_claims(raw) else p, raw)
+            for p, raw in sorted(pods, key=lambda t: t[0].key)
+        ]
         kept, node_notes = _assign_indices(nodes[node_name], pods)
         placed += kept
         notes += node_notes
@@ -187,9 +204,13 @@ def convert(
     problems += gang_problems
 
     placed = _loosen_broken_gangs(placed, [p for p, _ in waiting])
-    pods = placed + [p for p, _ in waiting]
+    stand_ins, stand_in_uids = view.stand_ins(nodes, placed)
+    placed += stand_ins
+    node_list, pods = view.finish(list(nodes.values()), placed + [p for p, _ in waiting])
+    nodes = {n.name: n for n in node_list}
     uids = {p.key: _uid(raw) for raw_list in running.values() for p, raw in raw_list}
     uids.update({p.key: _uid(raw) for p, raw in pending})
+    uids.update(stand_in_uids)
     used = {n.gpu_model for n in nodes.values()}
     used |= {m for p in pods for m in p.gpu_models}
     snapshot = ClusterSnapshot(
@@ -199,11 +220,29 @@ def convert(
         nodes=sorted(nodes.values(), key=lambda n: n.name),
         pods=sorted(pods, key=lambda p: p.key),
         disruption_budgets=_disruption_budgets(objs.pdbs, objs.pods, {p.key for p in placed}),
+        namespace_labels=_namespace_labels(objs.namespaces, pods),
     )
     scalers = {p.key: surge_via[owners[p.key]] for p in placed if p.move_by == MoveBy.SURGE}
     return Conversion(
         snapshot, problems, notes, {p.key: uids[p.key] for p in pods}, owners, scalers
     )
+
+
+def _namespace_labels(
+    namespaces: list[dict[str, Any]], pods: list[Pod]
+) -> dict[str, dict[str, str]]:
+    """Namespaces' labels, where an affinity term selects namespaces by them (only then: a
+    cluster has hundreds of namespaces, and nothing else reads them)."""
+    if not any(
+        t.namespace_selector is not None
+        for p in pods
+        for t in (*p.pod_affinity, *p.pod_anti_affinity)
+    ):
+        return {}
+    return {
+        ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
+        for ns in sorted(namespaces, key=lambda n: n["metadata"]["name"])
+    }
 
 
 # -- disruption budgets ------------------------------------------------------------------------
@@ -298,11 +337,13 @@ def _node(
     models: dict[str, GpuModel],
     domains: dict[str, PowerDomain],
     health: dict[str, list[GpuHealth]],
+    dra_gpus: int = 0,
 ) -> tuple[Node | None, str | None]:
     md, spec, status = raw["metadata"], raw.get("spec", {}), raw.get("status", {})
     name, labels = md["name"], md.get("labels") or {}
     alloc = status.get("allocatable") or {}
-    gpus = int(parse_quantity(alloc.get(GPU_RESOURCE, 0)))
+    # GPUs the DRA driver publishes are the node's GPUs (operators.kube.dra_convert).
+    gpus = dra_gpus or int(parse_quantity(alloc.get(GPU_RESOURCE, 0)))
     if gpus <= 0:
         return None, None  # not a GPU node
     model = labels.get(GPU_MODEL) or labels.get(PRODUCT_LABEL)
@@ -387,7 +428,66 @@ def _placement_rules(spec: dict[str, Any]) -> dict[str, Any]:
             raise _Bad(
                 f"spec.affinity.nodeAffinity: {_first_error(e)}; fix the node selector term"
             ) from None
-    return {"tolerations": tolerations, "node_selector": selector, "node_affinity": terms}
+    return {
+        "tolerations": tolerations,
+        "node_selector": selector,
+        "node_affinity": terms,
+        **_pod_rules(spec),
+    }
+
+
+def _pod_rules(spec: dict[str, Any]) -> dict[str, Any]:
+    """Required pod affinity and anti-affinity, and DoNotSchedule topology spread (the
+    preferred terms and ScheduleAnyway constraints only weigh in kube-scheduler's scores). The
+    API server has merged matchLabelKeys into the selectors already."""
+    affinity = spec.get("affinity") or {}
+
+    def terms(kind: str) -> list[PodAffinityTerm]:
+        rules = (affinity.get(kind) or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+        try:
+            return [
+                PodAffinityTerm(
+                    label_selector=_label_selector(t.get("labelSelector")),
+                    namespaces=[str(n) for n in t.get("namespaces") or []],
+                    namespace_selector=_label_selector(t.get("namespaceSelector")),
+                    topology_key=t.get("topologyKey") or "",
+                )
+                for t in rules or []
+            ]
+        except ValueError as e:
+            raise _Bad(f"spec.affinity.{kind}: {_first_error(e)}; fix the term") from None
+
+    try:
+        spread = [
+            SpreadConstraint(
+                max_skew=int(c.get("maxSkew") or 0),
+                topology_key=c.get("topologyKey") or "",
+                label_selector=_label_selector(c.get("labelSelector")),
+                min_domains=c.get("minDomains"),
+                node_affinity_policy=c.get("nodeAffinityPolicy") or "Honor",
+                node_taints_policy=c.get("nodeTaintsPolicy") or "Ignore",
+            )
+            for c in spec.get("topologySpreadConstraints") or []
+            if c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
+        ]
+    except ValueError as e:
+        raise _Bad(
+            f"spec.topologySpreadConstraints: {_first_error(e)}; fix the constraint"
+        ) from None
+    return {
+        "pod_affinity": terms("podAffinity"),
+        "pod_anti_affinity": terms("podAntiAffinity"),
+        "topology_spread": spread,
+    }
+
+
+def _label_selector(raw: dict[str, Any] | None) -> LabelSelector | None:
+    if raw is None:
+        return None
+    return LabelSelector(
+        match_labels={str(k): str(v) for k, v in (raw.get("matchLabels") or {}).items()},
+        match_expressions=[_requirement(r) for r in raw.get("matchExpressions") or []],
+    )
 
 
 def _requirement(r: dict[str, Any]) -> Requirement:
@@ -579,6 +679,7 @@ def _pod(raw: dict[str, Any], now: datetime | None = None) -> Pod:
         preemptible=preemptible_text == "true",
         power_watts_per_gpu=_int(ann, POWER_PER_GPU, 0, None, "give watts per GPU"),
         waiting_seconds=_waiting(md, now),
+        labels={str(k): str(v) for k, v in labels.items()},
         **rules,
     )
 
@@ -599,6 +700,7 @@ def _running_pod(raw: dict[str, Any], node: str) -> Pod:
             gpus=gpus,
             cpu_milli=cpu,
             memory_mi_b=mem,
+            labels={str(k): str(v) for k, v in (md.get("labels") or {}).items()},
         )
     preemptible = pod.preemptible and is_ours(raw) and md.get("deletionTimestamp") is None
     return pod.model_copy(update={"node": node, "preemptible": preemptible})
@@ -645,7 +747,7 @@ def _assign_indices(
         if pod.gpus == 0:
             out.append(pod.model_copy(update={"gpu_indices": []}))
             continue
-        idx = _indices(raw)
+        idx = pod.gpu_indices or _indices(raw)  # set: the devices of its claims (DRA)
         share = pod.gpu_milli if pod.fractional else 1000
         ok = (
             idx is not None

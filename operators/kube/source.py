@@ -25,8 +25,10 @@ def listers(api: client.ApiClient, namespace: str, config_map: str) -> dict[str,
     core = client.CoreV1Api(api)
     custom = client.CustomObjectsApi(api)
     return {
+        **_dra_listers(api),
         "nodes": core.list_node,
         "pods": core.list_pod_for_all_namespaces,
+        "namespaces": core.list_namespace,  # affinity terms may select namespaces by label
         "pdbs": client.PolicyV1Api(api).list_pod_disruption_budget_for_all_namespaces,
         "replicasets": client.AppsV1Api(api).list_replica_set_for_all_namespaces,
         "deployments": client.AppsV1Api(api).list_deployment_for_all_namespaces,
@@ -40,6 +42,30 @@ def listers(api: client.ApiClient, namespace: str, config_map: str) -> dict[str,
             namespace,
             field_selector=f"metadata.name={config_map}",
         ),
+    }
+
+
+def _dra_listers(api: client.ApiClient) -> dict[str, Lister]:
+    """ResourceSlices and ResourceClaims, where the server has resource.k8s.io/v1 (Kubernetes
+    1.34 on): elsewhere no pod's GPUs come through DRA, and a cache of a resource the server
+    does not serve would never sync."""
+    res = client.ResourceV1Api(api)
+    try:
+        res.get_api_resources(_preload_content=False).release_conn()
+    except ApiException as e:
+        if e.status == 404:
+            return {}
+        raise UserError(
+            f"reading resource.k8s.io/v1 failed: {e.status} {e.reason}",
+            "check the kubeconfig's access (manifests/rbac.yaml)",
+        ) from None
+    except HTTPError as e:
+        raise UserError(
+            f"cannot reach the API server ({e})", "check --kubeconfig and the network"
+        ) from None
+    return {
+        "resourceslices": res.list_resource_slice,
+        "resourceclaims": res.list_resource_claim_for_all_namespaces,
     }
 
 
@@ -64,6 +90,9 @@ def snapshot_of(
         replicasets=items.get("replicasets", []),
         deployments=items.get("deployments", []),
         autoscalers=items.get("autoscalers", []),
+        namespaces=items.get("namespaces", []),
+        resourceslices=items.get("resourceslices", []),
+        resourceclaims=items.get("resourceclaims", []),
     )
     return convert(objs, name=name, exported_at=rfc3339())
 

@@ -55,10 +55,12 @@ def plan_tables(
         max_rows,
     )
     if plan.bindings:
-        # Where the NVIDIA device plugin hands out GPUs, it picks the devices itself.
+        # Where the NVIDIA device plugin hands out GPUs, it picks the devices itself; DRA
+        # claims are allocated by wattpack to the planned devices.
         console.print(
             "[dim]GPU indices: with the NVIDIA device plugin, the node and the GPU count hold "
-            "and the indices are advisory (wattpack.io/gpu-indices); docs/kubernetes.md[/dim]"
+            "and the indices are advisory (wattpack.io/gpu-indices); for pods with DRA "
+            "ResourceClaims they hold; docs/kubernetes.md[/dim]"
         )
     _rows(
         console,

@@ -74,6 +74,17 @@ def _refusal(key: str, node: Node) -> str | None:
     return None
 
 
+def node_affinity_allows(pod: Pod, node: Node) -> bool:
+    """The pod's nodeSelector and required node affinity allow the node."""
+    _, selector, affinity = _rules(pod_key(pod))
+    return _matches(selector, affinity, node)
+
+
+def tolerates(pod: Pod, node: Node) -> bool:
+    """The pod tolerates every NoSchedule and NoExecute taint of the node."""
+    return _untolerated(_rules(pod_key(pod))[0], node) is None
+
+
 def refusal(pod: Pod, node: Node) -> str | None:
     """Why the node does not take the pod, in kube-scheduler's words (NodeAffinity first, then
     TaintToleration, its filter order); None if it may."""

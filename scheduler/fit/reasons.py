@@ -102,7 +102,8 @@ class Explainer:
 
     def explain(self, pod: Pod, gang_note: str | None = None, gang_missing: int = 0) -> Unplaced:
         # Pods of one shape fall short the same way: the state is final when this runs.
-        shape = fit_shape(pod)
+        # ... except where rules on other pods have a say: those differ pod by pod.
+        shape = fit_shape(pod) if self.state.pod_rules is None else (pod.key,)
         if shape not in self._by_shape:
             self._by_shape[shape] = self._why(pod)
         shortfalls, reason = self._by_shape[shape]
@@ -118,9 +119,10 @@ class Explainer:
         refuse it, kube-scheduler's count of them by why."""
         refused = self.state.filters.refusals(pod)
         total = len(self.state.nodes)
-        if pod.resources or pod.host_ports:
-            # NodePorts and NodeResourcesFit, on the nodes the filters let it onto.
-            s = self.state
+        s = self.state
+        if pod.resources or pod.host_ports or s.pod_rules is not None:
+            # NodePorts and NodeResourcesFit, on the nodes the filters let it onto; then, on
+            # those with room for it, PodTopologySpread and InterPodAffinity.
             for i, n in enumerate(s.nodes):
                 if not n.schedulable or not s.filters.admits(pod, i):
                     continue
@@ -130,6 +132,10 @@ class Explainer:
                     free = s.extra[i] if s.extra is not None else n.resources
                     r = next(r for r, q in sorted(pod.resources.items()) if free.get(r, 0) < q)
                     refused[f"Insufficient {r}"] += 1
+                elif s.pod_rules is not None:
+                    why = self._short(pod, i) or s.pod_rules.refusal(pod, i)
+                    if why is not None:
+                        refused[why] += 1
         if refused and sum(refused.values()) >= total:
             return [Shortfall(resource="node", domain="cluster", amount=1)], summary(refused, total)
         shortfalls, reason = self._why_on_admitted(pod)
@@ -137,6 +143,17 @@ class Explainer:
             line = summary(refused, total).rstrip(".")
             reason = f"{line}; on the {total - sum(refused.values())} others: {reason}"
         return shortfalls, reason
+
+    def _short(self, pod: Pod, node: int) -> str | None:
+        """NodeResourcesFit's word for a node without room for the pod, in its order."""
+        s = self.state
+        if s.cpu[node] < pod.cpu_milli:
+            return "Insufficient cpu"
+        if s.mem[node] < pod.memory_mi_b:
+            return "Insufficient memory"
+        if s.gpus_for(pod, node) is None:
+            return "Insufficient nvidia.com/gpu"
+        return None
 
     def _why_on_admitted(self, pod: Pod) -> tuple[list[Shortfall], str]:
         shortfalls = self._shortfalls(pod)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from scheduler.fit.classes import NodeClass, victim_signature
 from scheduler.fit.filters import NodeFilters
+from scheduler.fit.pod_rules import PodRules
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod
 from scheduler.model.node_rules import HostPort
 from scheduler.power import budgets, domain_chain, domain_power, pod_watts
@@ -70,6 +71,9 @@ class ClusterState:
         self.ports: list[Counter[HostPort]] | None = None
         if self.filters.ports_asked:
             self.ports = [Counter() for _ in snapshot.nodes]
+        # Inter-pod affinity and topology spread (scheduler.fit.pod_rules): only on a state that
+        # places the pods they bear on (planner.pod_rules), see follow_pod_rules.
+        self.pod_rules: PodRules | None = None
         # Whether any of that is asked at all: the hot paths test this one flag.
         self._others = self.extra is not None or self.ports is not None
         self.apps: list[Counter[str]] = [Counter() for _ in snapshot.nodes]
@@ -161,6 +165,11 @@ class ClusterState:
         for i in range(len(snapshot.nodes)):
             self._index(i)
 
+    def follow_pod_rules(self, rules: PodRules) -> None:
+        """Look-ups from now on keep to the rules, and places and removals update them."""
+        self.pod_rules = rules
+        self._others = True
+
     @classmethod
     def unclassed(cls, snapshot: ClusterSnapshot, policy: PackingPolicy) -> ClusterState:
         """The cluster read in without node classes, for look-ups over the whole cluster
@@ -191,6 +200,7 @@ class ClusterState:
         out.cpu, out.mem = list(self.cpu), list(self.mem)
         out.extra = None if self.extra is None else [Counter(e) for e in self.extra]
         out.ports = None if self.ports is None else [Counter(p) for p in self.ports]
+        out.pod_rules = None if self.pod_rules is None else self.pod_rules.copy()
         out.apps = [Counter(a) for a in self.apps]
         out.limits = [
             defaultdict(Counter, {app: Counter(c) for app, c in lim.items()}) for lim in self.limits
@@ -334,7 +344,9 @@ class ClusterState:
     def _others_ok(self, pod: Pod, node: int) -> bool:
         if pod.resources and not self.extra_ok(pod.resources, node):
             return False
-        return not pod.host_ports or self.ports_ok(pod.host_ports, node)
+        if pod.host_ports and not self.ports_ok(pod.host_ports, node):
+            return False
+        return self.pod_rules is None or self.pod_rules.admits(pod, node)
 
     def ports_ok(self, wants: Iterable[HostPort], node: int) -> bool:
         """None of the ports is bound on the node already (NodePorts)."""
@@ -359,6 +371,8 @@ class ClusterState:
         if pod.host_ports and self.ports is not None:
             for hp in pod.host_ports:
                 self.ports[node][hp] += sign
+        if self.pod_rules is not None:
+            self.pod_rules.add(pod, node, sign)
         if pod.app:
             self.apps[node][pod.app] += sign
             limit = self.spread_limit(pod)

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from scheduler.model.base import Wire
 from scheduler.model.consistency import snapshot_problems
 from scheduler.model.node_rules import HostPort, SelectorTerm, Taint, Toleration
+from scheduler.model.pod_rules import PodAffinityTerm, SpreadConstraint
 
 
 class PodKind(StrEnum):
@@ -180,6 +181,22 @@ class Pod(Wire):
         description="How long a pending pod has waited, as of the snapshot (the policy's "
         "starvingGangSeconds reads it); null = not known.",
     )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pod labels (other pods' affinity terms and spread constraints read them).",
+    )
+    pod_affinity: list[PodAffinityTerm] = Field(
+        default_factory=list,
+        description="Required pod affinity: each term's pods run in the node's domain.",
+    )
+    pod_anti_affinity: list[PodAffinityTerm] = Field(
+        default_factory=list,
+        description="Required pod anti-affinity: no term's pod runs in the node's domain.",
+    )
+    topology_spread: list[SpreadConstraint] = Field(
+        default_factory=list,
+        description="Topology spread constraints with whenUnsatisfiable DoNotSchedule.",
+    )
 
     @cached_property
     def key(self) -> str:
@@ -221,6 +238,11 @@ class Pod(Wire):
     @cached_property
     def gang_key(self) -> str | None:
         return f"{self.namespace}/{self.gang.name}" if self.gang else None
+
+    @property
+    def neighbour_rules(self) -> bool:
+        """Whether where it may go depends on other pods (inter-pod affinity, spread)."""
+        return bool(self.pod_affinity or self.pod_anti_affinity or self.topology_spread)
 
     @property
     def movable(self) -> bool:
@@ -284,6 +306,11 @@ class ClusterSnapshot(Wire):
     )
     nodes: list[Node] = Field(description="GPU nodes.")
     pods: list[Pod] = Field(default_factory=list, description="Running and pending pods.")
+    namespace_labels: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Labels of namespaces, by name (affinity terms' namespaceSelector reads "
+        "them); a namespace not listed has none.",
+    )
     disruption_budgets: list[DisruptionBudget] = Field(
         default_factory=list,
         description="PodDisruptionBudgets: no plan evicts or moves more of a budget's pods than "

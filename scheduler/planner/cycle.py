@@ -39,6 +39,7 @@ from scheduler.planner.improve import improve
 from scheduler.planner.moves import plan_moves
 from scheduler.planner.notes import power_notes
 from scheduler.planner.repair import repair
+from scheduler.planner.rules_first import plan_rules_first
 from scheduler.planner.swap import swap
 from scheduler.solver import AggregateModel, Demand, Group, OutOfTime, classify, group_classes
 
@@ -283,7 +284,9 @@ def plan(
 ) -> Plan:
     """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
     with _collector_paused():
-        return _plan(snapshot, policy, clock, model_sink)
+        return plan_rules_first(
+            snapshot, policy, lambda rest: _plan(rest, policy, clock, model_sink)
+        )
 
 
 def _plan(

@@ -10,6 +10,7 @@ from collections import Counter, defaultdict
 
 from scheduler.model import ClusterSnapshot, Node, PackingPolicy, Plan, Pod, PodKind
 from scheduler.power import budgets, domain_chain, domain_power
+from scheduler.verify.pod_rules import pod_rule_problems
 
 # pod key -> (node name, GPU indices)
 Placement = dict[str, tuple[str, tuple[int, ...]]]
@@ -63,6 +64,7 @@ def check_plan(snapshot: ClusterSnapshot, policy: PackingPolicy, plan: Plan) -> 
     problems += _model_problems(final)
     problems += _gang_problems(snapshot, final)
     problems += _spread_problems(final, policy)
+    problems += pod_rule_problems(snapshot, plan, final)
     problems += _power_problems(snapshot, final, policy)
     problems += _justification_problems(snapshot, policy, plan, pods, nodes)
     problems += _disruption_problems(snapshot, plan)

@@ -19,6 +19,8 @@ MODELS = [
     {"name": "A100-SXM4-80GB", "tdpWatts": 400, "idleWatts": 50, "memoryMiB": 81920},
 ]
 # One deterministic worker: the same snapshot gives the same plan in any process.
+HOST = "kubernetes.io/hostname"
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 POLICY = {"solver": {"timeLimitSeconds": 10, "workers": 1, "deterministic": True}}
 
 
@@ -73,6 +75,24 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
         affinity=required_affinity(not_in("zone", "z1")),
     )
     cluster.pod("bad-share", gpus=2, annotations={"wattpack.io/gpu-milli": "300"})
+    # Rules on other pods: replicas one per node, a pod near the gang's zone, a zone spread,
+    # and an anti-affinity over every namespace (namespace labels go into the export).
+    web = {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": HOST}
+    for i in range(3):
+        cluster.pod(
+            f"web-{i}", gpus=1, kind="inference", labels={"app": "web"},
+            affinity={"podAntiAffinity": {REQUIRED: [{**web, "namespaceSelector": {}}]}},
+        )  # fmt: skip
+    near = {"labelSelector": {"matchLabels": {"wattpack.io/gang": "big"}}, "topologyKey": "zone"}
+    cluster.pod("near-gang", gpus=1, affinity={"podAffinity": {REQUIRED: [near]}})
+    spread = {
+        "maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app": "spread"}},
+    }  # fmt: skip
+    for i in range(4):
+        cluster.pod(
+            f"spread-{i}", gpus=1, labels={"app": "spread"}, topologySpreadConstraints=[spread]
+        )
     before = cluster.pods("ml")
 
     op = cluster.start_operator("--dry-run", "--interval=2")
@@ -104,6 +124,13 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
     assert where.get("ml/zone-2") in (None, "h-2", "h-3")
     assert where.get("ml/not-z1") in (None, "h-2", "h-3", "a-0", "a-1", "a-2", "a-3")
     assert file_plan["summary"]["objective"] == operator_plan["summary"]["objective"]
+    webs = [where.get(f"ml/web-{i}") for i in range(3)]
+    assert None not in webs and len(set(webs)) == 3
+    zone = {"h-0": "z1", "h-1": "z1", "h-2": "z2", "h-3": "z2"}
+    gang_zones = {zone[where[f"ml/gang-{i}"]] for i in range(3) if f"ml/gang-{i}" in where}
+    assert where.get("ml/near-gang") is None or zone[where["ml/near-gang"]] in gang_zones
+    spread_zones = [zone[where[f"ml/spread-{i}"]] for i in range(4) if f"ml/spread-{i}" in where]
+    assert len(spread_zones) == 4 and spread_zones.count("z1") == 2
 
     # A dry run writes nothing: no pod bound, annotated or given a condition, no Event.
     after = cluster.pods("ml")

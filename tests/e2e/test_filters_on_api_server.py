@@ -70,3 +70,49 @@ def test_taints_selectors_affinity_and_gates(cluster: Cluster) -> None:
         "gated", "ml", [{"op": "remove", "path": "/spec/schedulingGates"}]
     )
     wait_until(once_bound(cluster, "gated"), 60, "the pod bound once its gates are removed")
+
+
+def test_pod_affinity_anti_affinity_and_spread_through_the_operator(cluster: Cluster) -> None:
+    """Replicas one per node (the fourth waits, saying why), a pod that follows them into their
+    zone, and a running pod's anti-affinity that keeps a noisy pod off its node."""
+    cluster.set_config(QUICK, [H100])
+    cluster.power_domain("facility", None, None)
+    for i, zone in enumerate(["z1", "z1", "z2"]):
+        cluster.gpu_node(f"n{i}", "facility", gpus=8, labels={"zone": zone}, taints=[GPU_TAINT])
+    cluster.nodes_ready(3)
+    cluster.namespace("ml")
+    required = "requiredDuringSchedulingIgnoredDuringExecution"
+    host = "kubernetes.io/hostname"
+    guard = {"labelSelector": {"matchLabels": {"app": "noisy"}}, "topologyKey": host}
+    cluster.pod(
+        "guard", gpus=1, labels={"app": "guard"}, nodeName="n2",
+        affinity={"podAntiAffinity": {required: [guard]}},
+    )  # fmt: skip
+    web = {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": host}
+    for i in range(4):
+        cluster.pod(
+            f"web-{i}", gpus=1, kind="inference", labels={"app": "web"},
+            affinity={"podAntiAffinity": {required: [web]}},
+        )  # fmt: skip
+    cluster.pod("noisy", gpus=1, labels={"app": "noisy"}, nodeSelector={"zone": "z2"})
+    cluster.start_operator("--interval=1")
+
+    def settled():
+        pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+        webs = [pods[f"web-{i}"]["spec"].get("nodeName") for i in range(4)]
+        left = [pods[f"web-{i}"] for i in range(4) if webs[i] is None]
+        explained = len(left) == 1 and scheduled_condition(left[0])
+        return pods if explained and scheduled_condition(pods["noisy"]) else None
+
+    pods = wait_until(settled, 60, "three replicas bound, the fourth and the noisy pod explained")
+    webs = {pods[f"web-{i}"]["spec"].get("nodeName") for i in range(4)} - {None}
+    assert webs == {"n0", "n1", "n2"}
+    (left,) = [pods[f"web-{i}"] for i in range(4) if not pods[f"web-{i}"]["spec"].get("nodeName")]
+    assert scheduled_condition(left)["message"] == (
+        "0/3 nodes are available: 3 node(s) didn't match pod anti-affinity rules."
+    )
+    assert not pods["noisy"]["spec"].get("nodeName")
+    assert scheduled_condition(pods["noisy"])["message"] == (
+        "0/3 nodes are available: 2 node(s) didn't match Pod's node affinity/selector, "
+        "1 node(s) didn't satisfy existing pods anti-affinity rules."
+    )
