@@ -133,7 +133,8 @@ class ClaimWriter:
                 if (obj.get("status") or {}).get("allocation"):
                     raise ClaimRefused(f"{key}: ResourceClaim {ns}/{name} got allocated meanwhile")
             self._writable()
-            try:
+
+            def write(obj: dict[str, Any] = obj) -> None:
                 if dra.FINALIZER not in (obj["metadata"].get("finalizers") or []):
                     obj["metadata"].setdefault("finalizers", []).append(dra.FINALIZER)
                     obj = read_json(
@@ -144,19 +145,33 @@ class ClaimWriter:
                 status = obj.setdefault("status", {})
                 status["allocation"] = dra.allocation(obj, device_class, node, devices)
                 status["reservedFor"] = [*(status.get("reservedFor") or []), dra.consumer(pod)]
-                self.res.replace_namespaced_resource_claim_status(
-                    name, ns, obj, _preload_content=False
-                ).release_conn()
-            except ApiException as e:
-                if e.status == 409 and attempt + 1 < _TRIES:
-                    continue
-                raise ClaimRefused(f"{key}: ResourceClaim {ns}/{name}: {describe(e)}") from None
-            except HTTPError as e:
-                raise ClaimRefused(f"{key}: ResourceClaim {ns}/{name}: {describe(e)}") from None
+                self._put_status(ns, name, obj)
+
+            if not self._written(key, f"{ns}/{name}", write, attempt):
+                continue
             written.add(key, f"{ns}/{name}", pod["metadata"].get("uid", ""), allocated=True)
             log.info("claim_allocated", pod=key, claim=f"{ns}/{name}", node=node,
                      devices=[d.name for d in devices])  # fmt: skip
             return
+
+    def _put_status(self, ns: str, name: str, obj: dict[str, Any]) -> None:
+        self.res.replace_namespaced_resource_claim_status(
+            name, ns, obj, _preload_content=False
+        ).release_conn()
+
+    @staticmethod
+    def _written(key: str, claim: str, write: Callable[[], None], attempt: int) -> bool:
+        """Whether the write went through; False: a conflict, worth another try from a fresh
+        read. Any other failure refuses the claim."""
+        try:
+            write()
+        except ApiException as e:
+            if e.status == 409 and attempt + 1 < _TRIES:
+                return False
+            raise ClaimRefused(f"{key}: ResourceClaim {claim}: {describe(e)}") from None
+        except HTTPError as e:
+            raise ClaimRefused(f"{key}: ResourceClaim {claim}: {describe(e)}") from None
+        return True
 
     def _reserve(self, key: str, pod: dict[str, Any], claim: str, written: Written) -> None:
         """A claim already allocated (shared by several pods): the pod joins reservedFor."""
@@ -170,16 +185,8 @@ class ClaimWriter:
                 return
             self._writable()
             status["reservedFor"] = [*reserved, dra.consumer(pod)]
-            try:
-                self.res.replace_namespaced_resource_claim_status(
-                    name, ns, obj, _preload_content=False
-                ).release_conn()
-            except ApiException as e:
-                if e.status == 409 and attempt + 1 < _TRIES:
-                    continue
-                raise ClaimRefused(f"{key}: ResourceClaim {claim}: {describe(e)}") from None
-            except HTTPError as e:
-                raise ClaimRefused(f"{key}: ResourceClaim {claim}: {describe(e)}") from None
+            if not self._written(key, claim, lambda o=obj: self._put_status(ns, name, o), attempt):
+                continue
             written.add(key, claim, uid, allocated=False)
             log.info("claim_reserved", pod=key, claim=claim)
             return
