@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from scheduler.fit.filters import node_affinity_allows, tolerates
 from scheduler.model import ClusterSnapshot, Node, Pod
-from scheduler.model.pod_rules import PodAffinityTerm, SpreadConstraint
+from scheduler.model.pod_rules import LabelSelector, PodAffinityTerm, SpreadConstraint
 
 SPREAD_LABEL = "node(s) didn't match pod topology spread constraints (missing required label)"
 SPREAD = "node(s) didn't match pod topology spread constraints"
@@ -45,8 +45,10 @@ def touched(snapshot: ClusterSnapshot) -> set[str]:
     if not own:
         return set()
     ns = snapshot.namespace_labels
-    anti = [(p.namespace, t) for p in snapshot.pods for t in p.pod_anti_affinity]
+    anti = _unique((p.namespace, t) for p in snapshot.pods for t in p.pod_anti_affinity)
     near = [p for p in own if p.node is None and p.pod_affinity]
+    near = list({(p.namespace, _json(p.pod_affinity)): p for p in near}.values())
+    read = _read_keys(own)
 
     def excluded(q: Pod) -> bool:
         return any(t.selects(owner, q.namespace, q.labels, ns) for owner, t in anti)
@@ -57,7 +59,27 @@ def touched(snapshot: ClusterSnapshot) -> set[str]:
             for p in near
         )
 
-    return {p.key for p in own} | {q.key for q in snapshot.pods if excluded(q) or partner(q)}
+    # Pods alike in namespace, the labels the rules read and whether they wait are alike here.
+    verdict: dict[tuple, bool] = {}  # type: ignore[type-arg]
+    out = {p.key for p in own}
+    for q in snapshot.pods:
+        labels = tuple(sorted((k, v) for k, v in q.labels.items() if k in read))
+        sig = (q.namespace, labels, q.node is None)
+        hit = verdict.get(sig)
+        if hit is None:
+            hit = verdict[sig] = excluded(q) or partner(q)
+        if hit:
+            out.add(q.key)
+    return out
+
+
+def _json(terms: list[PodAffinityTerm]) -> str:
+    return "".join(t.model_dump_json() for t in terms)
+
+
+def _unique(terms: Iterable[tuple[str, PodAffinityTerm]]) -> list[tuple[str, PodAffinityTerm]]:
+    """Alike terms once (replicas carry the same ones)."""
+    return list({(ns, t.model_dump_json()): (ns, t) for ns, t in terms}.values())
 
 
 @dataclass
@@ -78,11 +100,26 @@ class PodRules:
         self._read = _read_keys(snapshot.pods)
         self._groups: dict[_Group, Counter[int]] = {}
         self._labels: dict[_Group, dict[str, str]] = {}
+        # Placed pods per group, topology key (of any affinity term) and domain, kept as they
+        # come and go: a pod's affinity verdicts then sum domains, not nodes.
+        self._keys = sorted(
+            {t.topology_key for p in snapshot.pods for t in (*p.pod_affinity, *p.pod_anti_affinity)}
+            | {c.topology_key for p in snapshot.pods for c in p.topology_spread}
+        )
+        self._in_domain: dict[_Group, dict[str, Counter[str]]] = {}
+        # Groups by label (key, value): a selector's matchLabels narrow the groups to test to
+        # those with every pair (apps have a label each; there may be thousands).
+        self._by_label: dict[tuple[str, str], set[_Group]] = {}
         # Anti-affinity terms of placed pods, alike ones together: (owner namespace, term,
         # the nodes of the pods that carry it).
         self._anti: dict[str, tuple[str, PodAffinityTerm, Counter[int]]] = {}
+        # ... by a label (key, value) their selector's matchLabels require ("" for none): a
+        # pod need only be tested against the terms its labels could meet.
+        self._anti_by_label: dict[tuple[str, str] | str, set[str]] = {}
         self._version = 0
         self._seen: dict[str, tuple[int, _Verdicts]] = {}
+        self._eligible_of: dict[tuple, tuple[list[tuple[int, str]], bool]] = {}  # type: ignore[type-arg]
+        self._values_of: dict[str, list[str]] = {}
         index = {n.name: i for i, n in enumerate(self.nodes)}
         for p in snapshot.pods:
             if p.node is not None and p.node in index:
@@ -94,9 +131,15 @@ class PodRules:
         out = object.__new__(PodRules)
         out.nodes, out.ns_labels, out._read = self.nodes, self.ns_labels, self._read
         out._groups = {g: Counter(c) for g, c in self._groups.items()}
-        out._labels = self._labels
+        out._labels, out._keys = self._labels, self._keys
+        out._by_label = {k: set(v) for k, v in self._by_label.items()}
+        out._in_domain = {
+            g: {k: Counter(c) for k, c in by_key.items()} for g, by_key in self._in_domain.items()
+        }
         out._anti = {k: (ns, t, Counter(c)) for k, (ns, t, c) in self._anti.items()}
+        out._anti_by_label = {k: set(v) for k, v in self._anti_by_label.items()}
         out._version, out._seen = self._version, {}
+        out._eligible_of, out._values_of = self._eligible_of, self._values_of
         return out
 
     def _group(self, pod: Pod) -> _Group:
@@ -109,12 +152,23 @@ class PodRules:
         g = self._group(pod)
         if g not in self._groups:
             self._groups[g] = Counter()
+            self._in_domain[g] = {k: Counter() for k in self._keys}
             self._labels[g] = dict(g[1])
+            for pair in g[1]:
+                self._by_label.setdefault(pair, set()).add(g)
+        labels = self.nodes[node].labels
+        for k, counts in self._in_domain[g].items():
+            value = labels.get(k)
+            if value is not None:
+                counts[value] += sign
         self._groups[g][node] += sign
         for t in pod.pod_anti_affinity:
             key = f"{pod.namespace}\0{t.model_dump_json()}"
             if key not in self._anti:
                 self._anti[key] = (pod.namespace, t, Counter())
+                sel = t.label_selector
+                pair = min(sel.match_labels.items()) if sel and sel.match_labels else ""
+                self._anti_by_label.setdefault(pair, set()).add(key)
             self._anti[key][2][node] += sign
 
     # -- verdicts ----------------------------------------------------------------------------
@@ -171,7 +225,8 @@ class PodRules:
             )
         if pod.pod_anti_affinity:
             v.anti = self._domains(pod, pod.pod_anti_affinity, every=False)
-        for owner, t, nodes in self._anti.values():
+        for key in self._anti_about(pod):
+            owner, t, nodes = self._anti[key]
             if t.selects(owner, pod.namespace, pod.labels, self.ns_labels):
                 for n, k in nodes.items():
                     value = self.nodes[n].labels.get(t.topology_key) if k > 0 else None
@@ -180,9 +235,29 @@ class PodRules:
         self._seen[pod.key] = (self._version, v)
         return v
 
-    def _placed(self) -> Iterable[tuple[_Group, dict[str, str], Counter[int]]]:
-        for g, nodes in self._groups.items():
-            yield g, self._labels[g], nodes
+    def _anti_about(self, pod: Pod) -> Iterable[str]:
+        """Placed pods' anti-affinity terms that may select the pod."""
+        yield from self._anti_by_label.get("", ())
+        for pair in pod.labels.items():
+            yield from self._anti_by_label.get(pair, ())
+
+    def _placed(
+        self, selector: LabelSelector | None = None
+    ) -> Iterable[tuple[_Group, dict[str, str], Counter[int]]]:
+        """The groups of placed pods; with a selector, only those that may match it (a group
+        without one of its matchLabels cannot)."""
+        groups: Iterable[_Group] = self._groups
+        if selector is not None and selector.match_labels:
+            sets = [self._by_label.get(pair, set()) for pair in selector.match_labels.items()]
+            groups = min(sets, key=len)
+        for g in groups:
+            yield g, self._labels[g], self._groups[g]
+
+    @staticmethod
+    def _narrowing(terms: list[PodAffinityTerm], every: bool) -> LabelSelector | None:
+        """A selector every group that matters must match: for affinity (every term) any
+        term's; for anti-affinity (any term) one only where there is a single term."""
+        return terms[0].label_selector if every or len(terms) == 1 else None
 
     def _domains(
         self, pod: Pod, terms: list[PodAffinityTerm], every: bool
@@ -191,18 +266,47 @@ class PodRules:
         count for each term's domain; for anti-affinity, a pod counts for each term it
         matches."""
         out: Counter[tuple[str, str]] = Counter()
-        for (ns, _), labels, nodes in self._placed():
-            hits = [t for t in terms if t.selects(pod.namespace, ns, labels, self.ns_labels)]
+        if any(t.label_selector is None for t in terms) and (every or len(terms) == 1):
+            return out  # a null selector selects no pod
+        for g, labels, _ in self._placed(self._narrowing(terms, every)):
+            hits = [t for t in terms if t.selects(pod.namespace, g[0], labels, self.ns_labels)]
             if not hits or (every and len(hits) < len(terms)):
                 continue
-            for n, k in nodes.items():
-                if k <= 0:
-                    continue
-                node_labels = self.nodes[n].labels
-                for t in hits:
-                    value = node_labels.get(t.topology_key)
-                    if value is not None:
+            for t in hits:
+                for value, k in self._in_domain[g][t.topology_key].items():
+                    if k > 0:
                         out[(t.topology_key, value)] += k
+        return out
+
+    def _domain_values(self, key: str) -> list[str]:
+        values = self._values_of.get(key)
+        if values is None:
+            values = self._values_of[key] = sorted(
+                {n.labels[key] for n in self.nodes if key in n.labels}
+            )
+        return values
+
+    def _eligible(
+        self, pod: Pod, c: SpreadConstraint, keys: list[str]
+    ) -> tuple[list[tuple[int, str]], bool]:
+        """The nodes a constraint counts, with their domain: every constraint's key on the node,
+        and the node inclusion policies; and whether that is every node with its key. They
+        depend on the nodes alone, so they are worked out once per kind of pod (what the node
+        filters read of it) and constraint."""
+        key = (pod.rules_key, tuple(keys), c.topology_key, c.node_affinity_policy,
+               c.node_taints_policy)  # fmt: skip
+        out = self._eligible_of.get(key)
+        if out is None:
+            nodes = [
+                (i, n.labels[c.topology_key])
+                for i, n in enumerate(self.nodes)
+                if all(k in n.labels for k in keys)
+                and (c.node_affinity_policy != "Honor" or node_affinity_allows(pod, n))
+                and (c.node_taints_policy != "Honor" or tolerates(pod, n))
+            ]
+            with_key = sum(1 for n in self.nodes if c.topology_key in n.labels)
+            out = (nodes, len(nodes) == with_key)
+            self._eligible_of[key] = out
         return out
 
     def _spread(self, pod: Pod) -> list[tuple[SpreadConstraint, dict[str, int], int, int]]:
@@ -210,26 +314,29 @@ class PodRules:
         (0 with fewer domains than minDomains), and whether the pod counts itself."""
         constraints = pod.topology_spread
         keys = [c.topology_key for c in constraints]
-        counts: list[dict[str, int]] = [{} for _ in constraints]
-        per_node: list[Counter[int]] = []
+        counts: list[dict[str, int]] = []
         for c in constraints:
-            matching: Counter[int] = Counter()
+            eligible, every_node = self._eligible(pod, c, keys)
             # A null or empty selector counts no pod (as kube-scheduler's countPodsMatchSelector).
-            if c.label_selector is not None and not c.label_selector.empty:
-                for (ns, _), labels, nodes in self._placed():
-                    if ns == pod.namespace and c.label_selector.matches(labels):
-                        matching.update(nodes)
-            per_node.append(matching)
-        for i, n in enumerate(self.nodes):
-            if any(k not in n.labels for k in keys):
-                continue  # a node must have every constraint's key to count at all
-            for j, c in enumerate(constraints):
-                if c.node_affinity_policy == "Honor" and not node_affinity_allows(pod, n):
-                    continue
-                if c.node_taints_policy == "Honor" and not tolerates(pod, n):
-                    continue
-                value = n.labels[c.topology_key]
-                counts[j][value] = counts[j].get(value, 0) + max(0, per_node[j][i])
+            sel = c.label_selector
+            groups = [] if sel is None or sel.empty else [
+                g for g, labels, _ in self._placed(sel)
+                if g[0] == pod.namespace and sel.matches(labels)
+            ]  # fmt: skip
+            if every_node:
+                # Every node with the key counts: sum the groups' domains, not their nodes.
+                domains = dict.fromkeys(self._domain_values(c.topology_key), 0)
+                for g in groups:
+                    for value, k in self._in_domain[g][c.topology_key].items():
+                        domains[value] += max(0, k)
+            else:
+                matching: Counter[int] = Counter()
+                for g in groups:
+                    matching.update(self._groups[g])
+                domains = {}
+                for i, value in eligible:
+                    domains[value] = domains.get(value, 0) + max(0, matching[i])
+            counts.append(domains)
         out = []
         for c, domains in zip(constraints, counts, strict=True):
             least = min(domains.values()) if domains else 0

@@ -285,7 +285,7 @@ def plan(
     """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
     with _collector_paused():
         return plan_rules_first(
-            snapshot, policy, lambda rest: _plan(rest, policy, clock, model_sink)
+            snapshot, policy, lambda rest, pol: _plan(rest, pol, clock, model_sink), clock
         )
 
 

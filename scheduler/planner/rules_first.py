@@ -34,13 +34,17 @@ from scheduler.model import (
 
 
 def plan_rules_first(
-    snapshot: ClusterSnapshot, policy: PackingPolicy, rest: Callable[[ClusterSnapshot], Plan]
+    snapshot: ClusterSnapshot,
+    policy: PackingPolicy,
+    rest: Callable[[ClusterSnapshot, PackingPolicy], Plan],
+    clock: Callable[[], float],
 ) -> Plan:
     """The plan: the pods the rules bear on placed first, then `rest` on the cluster as it
-    stands after them."""
+    stands after them, within what is left of the time limit."""
+    start = clock()
     bound_by_rules = touched(snapshot)
     if not bound_by_rules:
-        return rest(snapshot)
+        return rest(snapshot, policy)
     cycle = start_cycle(snapshot, policy)
     gangs = {p.gang_key for p in cycle.pending if p.key in bound_by_rules and p.gang_key}
     first = [p for p in cycle.pending if p.key in bound_by_rules or p.gang_key in gangs]
@@ -77,7 +81,8 @@ def plan_rules_first(
         elif p.node is not None and p.key in bound_by_rules:
             p = p.model_copy(update={"move_by": MoveBy.NONE})
         pods.append(p)
-    after = rest(snapshot.model_copy(update={"pods": pods}))
+    spent = clock() - start
+    after = rest(snapshot.model_copy(update={"pods": pods}), _less_time(policy, spent))
     # In the order they were placed: each was judged with the ones before it in place.
     by_key = {p.key: p for p in first}
     first_placed = [by_key[k] for k in placed]
@@ -85,28 +90,61 @@ def plan_rules_first(
         Binding(pod=p.key, node=nodes[placed[p.key][0]].name, gpu_indices=list(placed[p.key][1]))
         for p in first_placed
     ]
-    return _merged(after, bindings, unplaced, first, first_placed, state, policy)
+    out = _merged(after, bindings, unplaced, first, first_placed, state, policy)
+    summary = out.summary.model_copy(update={"solve_seconds": round(clock() - start, 4)})
+    return out.model_copy(update={"summary": summary})
+
+
+def _less_time(policy: PackingPolicy, spent: float) -> PackingPolicy:
+    """The policy with the time this step took off the limit (a deterministic solve keeps
+    its limit: the same snapshot must give the same plan however long this step took)."""
+    solver = policy.solver
+    if solver.deterministic:
+        return policy
+    left = max(0.1 * solver.time_limit_seconds, solver.time_limit_seconds - spent)
+    return policy.model_copy(
+        update={"solver": solver.model_copy(update={"time_limit_seconds": left})}
+    )
 
 
 def _leaned_on(snapshot: ClusterSnapshot, placed: list[Pod]) -> set[str]:
     """Running pods that a placed pod's affinity or spread constraints count."""
-    ns = snapshot.namespace_labels
-    out = set()
-    for q in snapshot.pods:
-        if q.node is None:
-            continue
-        for p in placed:
+    ns_labels = snapshot.namespace_labels
+    # Alike rules once (replicas carry the same), as (namespace, affinity terms, selectors).
+    rules = {
+        (
+            p.namespace,
+            "".join(t.model_dump_json() for t in p.pod_affinity),
+            "".join(c.model_dump_json() for c in p.topology_spread),
+        ): p
+        for p in placed
+        if p.pod_affinity or p.topology_spread
+    }
+
+    def counted(q: Pod) -> bool:
+        for p in rules.values():
             if p.pod_affinity and all(
-                t.selects(p.namespace, q.namespace, q.labels, ns) for t in p.pod_affinity
+                t.selects(p.namespace, q.namespace, q.labels, ns_labels) for t in p.pod_affinity
             ):
-                out.add(q.key)
-                break
-            if any(
+                return True
+            if q.namespace == p.namespace and any(
                 c.label_selector is not None and c.label_selector.matches(q.labels)
                 for c in p.topology_spread
-            ) and (q.namespace == p.namespace):
-                out.add(q.key)
-                break
+            ):
+                return True
+        return False
+
+    seen: dict[tuple, bool] = {}  # type: ignore[type-arg]
+    out = set()
+    for q in snapshot.pods:
+        if q.node is None or not rules:
+            continue
+        sig = (q.namespace, tuple(sorted(q.labels.items())))
+        hit = seen.get(sig)
+        if hit is None:
+            hit = seen[sig] = counted(q)
+        if hit:
+            out.add(q.key)
     return out
 
 

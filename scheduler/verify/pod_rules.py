@@ -20,13 +20,30 @@ def pod_rule_problems(
     order = [m.pod for m in plan.moves] + [b.pod for b in plan.bindings]
     order = [k for k in order if k in final]
     later = set(order)
+    # Only a pod with rules of its own, or one that some pod's anti-affinity selects, can be
+    # placed against the rules.
+    anti = {
+        (q.namespace, t.model_dump_json()): (q, t)
+        for q in pods.values()
+        for t in q.pod_anti_affinity
+    }
+    ns = snapshot.namespace_labels
+    judged = {
+        k
+        for k in later
+        if pods[k].pod_affinity
+        or pods[k].pod_anti_affinity
+        or pods[k].topology_spread
+        or any(_about(t, q, pods[k], ns) for q, t in anti.values())
+    }
+    in_place = [(p, n) for k, (p, n, _) in final.items() if k not in later]
     problems = []
     for key in order:
-        later.discard(key)
         pod, node, _ = final[key]
-        others = [(p, n) for k, (p, n, _) in final.items() if k != key and k not in later]
-        for why in _why_not(pod, node, others, snapshot):
-            problems.append(f"{key} on {node.name}: {why}")
+        if key in judged:
+            for why in _why_not(pod, node, in_place, snapshot):
+                problems.append(f"{key} on {node.name}: {why}")
+        in_place.append((pod, node))
     return problems
 
 
@@ -43,7 +60,7 @@ def _why_not(pod: Pod, node: Node, others: _Placed, snapshot: ClusterSnapshot) -
         if any(_same_domain(node, n, t.topology_key) and _about(t, pod, q, ns) for q, n in others):
             out.append(f"a pod its anti-affinity ({t.topology_key}) excludes runs in its domain")
     for q, n in others:
-        for t in q.pod_anti_affinity:
+        for t in q.pod_anti_affinity:  # (an empty list for nearly every pod)
             if _same_domain(node, n, t.topology_key) and _about(t, q, pod, ns):
                 out.append(f"{q.key}'s anti-affinity ({t.topology_key}) excludes it there")
     return out
