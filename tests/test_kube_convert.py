@@ -361,6 +361,9 @@ def test_placement_rules_and_gates_are_read_as_kube_scheduler_reads_them() -> No
             }
         },
     }
+    spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = [
+        {"weight": 30, "preference": {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}}
+    ]
     gated = pod("gated", schedulingGates=[{"name": "example.com/quota"}])
     bad = pod(
         "bad",
@@ -380,6 +383,8 @@ def test_placement_rules_and_gates_are_read_as_kube_scheduler_reads_them() -> No
     p = pods["p"]
     assert p.node_selector == {"pool": "h100"} and p.tolerations[0].operator == "Exists"
     assert p.node_affinity is not None and p.node_affinity[0].match_expressions[0].values == ["a"]
+    (preferred,) = p.preferred_node_affinity
+    assert preferred.weight == 30 and preferred.preference.match_expressions[0].key == "disk"
     (problem,) = conv.problems
     assert problem.pod == "ml/bad" and problem.reason.startswith("spec.affinity.nodeAffinity:")
 

@@ -209,3 +209,82 @@ def test_the_allocation_names_the_devices_pins_the_node_and_carries_the_config()
     term = alloc["nodeSelector"]["nodeSelectorTerms"][0]["matchFields"][0]
     assert term == {"key": "metadata.name", "operator": "In", "values": ["d1"]}
     assert dra.taken([claim("x", 1, ["gpu-1"])]) == {("gpu.nvidia.com", "d1", "gpu-1"): "ml/x"}
+
+
+def test_a_claim_is_usable_as_kube_scheduler_judges_it() -> None:
+    p = pod("p", ["c1"])
+    ok = dra.usable(p, claim("c1"), from_template=False)
+    assert ok.key == "ml/c1" and ok.gpus == 1
+    # A claim being deleted: the API server refuses new reservations on it.
+    gone = claim("c1", 1, ["gpu-0"])
+    gone["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    try:
+        dra.usable(p, gone, from_template=False)
+        raise AssertionError("a claim being deleted was usable")
+    except dra.ClaimProblem as e:
+        assert "being deleted" in str(e) and not e.waiting
+    # A claim named directly may be another pod's (kube-scheduler checks no owner then) ...
+    theirs = claim("c1")
+    theirs["metadata"]["ownerReferences"] = [{"kind": "Pod", "uid": "uid-q", "controller": True}]
+    assert dra.usable(p, theirs, from_template=False).key == "ml/c1"
+    # ... but a template's claim must be the pod's own, and one without an owner is not.
+    for owners in ([{"kind": "Pod", "uid": "uid-q", "controller": True}], []):
+        made = claim("t-x")
+        made["metadata"]["ownerReferences"] = owners
+        try:
+            dra.usable(p, made, from_template=True)
+            raise AssertionError(f"a template's claim owned by {owners} was usable")
+        except dra.ClaimProblem as e:
+            assert "made for another pod" in str(e) and e.waiting
+    made["metadata"]["ownerReferences"] = [{"kind": "Pod", "uid": "uid-p", "controller": True}]
+    assert dra.usable(p, made, from_template=True).key == "ml/t-x"
+
+
+def test_a_shared_claim_reserved_for_256_pods_takes_no_more() -> None:
+    full = claim("c1", 1, ["gpu-0"], reserved=[f"r{i}" for i in range(dra.RESERVED_MAX)])
+    conv = run([pod("late", ["c1"])], [full])
+    (late,) = conv.problems
+    assert late.waiting and "reserved for 256 pods" in late.reason
+    assert "ml/late" not in {p.key for p in conv.snapshot.pods}
+    # A pod already among them is not refused.
+    assert dra.usable(pod("r7", ["c1"]), full, from_template=False).key == "ml/c1"
+    one_less = claim("c1", 1, ["gpu-0"], reserved=[f"r{i}" for i in range(dra.RESERVED_MAX - 1)])
+    assert dra.usable(pod("late", ["c1"]), one_less, from_template=False).key == "ml/c1"
+
+
+def _dynamic_mig(minor: int, uuid: str) -> list[dict[str, Any]]:
+    """A GPU and one of its MIG partitions as the driver's DynamicMIG publishes them: both
+    consume the GPU's counter set."""
+    counters = [{"counterSet": f"gpu-{minor}-counter-set", "counters": {}}]
+    full = gpu(minor, uuid)
+    full["consumesCounters"] = counters
+    attrs = {"type": {"string": "mig"}, "profile": {"string": "1g.24gb"}}
+    part = {"name": f"gpu-{minor}-mig-1g24gb-0", "consumesCounters": counters, "attributes": attrs}
+    return [full, part]
+
+
+def test_a_mig_partition_another_scheduler_allocated_takes_its_whole_gpu() -> None:
+    devices = [d for i in range(4) for d in _dynamic_mig(i, f"GPU-{i}")]
+    devices.append({"name": "gpu-vfio-0", "attributes": {"type": {"string": "vfio"}}})
+    nodes, _ = dra.node_gpus([slice_("d1", devices)], [])
+    at = dra.device_at(nodes)
+    assert at[("gpu.nvidia.com", "d1", "gpu-2-mig-1g24gb-0")] == ("d1", 2)
+    assert ("gpu.nvidia.com", "d1", "gpu-vfio-0") not in at  # tied to no GPU: left out
+
+    def mig(name: str, minor: int, reserved: list[str]) -> dict[str, Any]:
+        return claim(name, 1, [f"gpu-{minor}-mig-1g24gb-0"], reserved=reserved)
+
+    # Two pods kube-scheduler placed on partitions of GPU 1 (one each), and an allocation of a
+    # partition of GPU 3 that no running pod holds.
+    conv = run(
+        [pod("ma", ["m1"], node_name="d1"), pod("mb", ["m2"], node_name="d1"),
+         pod("new", ["c2"])],
+        [mig("m1", 1, ["ma"]), mig("m2", 1, ["mb"]), mig("m3", 3, []), claim("c2", 2)],
+        slices=[slice_("d1", devices)],
+    )  # fmt: skip
+    pods = {p.key: p for p in conv.snapshot.pods}
+    assert (pods["ml/ma"].gpus, pods["ml/ma"].gpu_indices) == (1, [1])
+    assert (pods["ml/mb"].gpus, pods["ml/mb"].gpu_indices) == (0, [])  # GPU 1 counts once
+    assert pods["ml/resourceclaim/m3"].gpu_indices == [3]
+    plan_free = {0, 1, 2, 3} - {i for p in pods.values() for i in p.gpu_indices}
+    assert plan_free == {0, 2}

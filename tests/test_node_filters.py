@@ -302,3 +302,29 @@ def test_host_ports_keep_two_pods_that_bind_one_off_one_node():
 
     clash = plan_of([bind("p1", "a", 0), bind("p3", "a", 1)])
     assert any("both bind port TCP/8080" in p for p in check_plan(snap, pol, clash))
+
+
+def test_a_pod_every_node_refuses_reads_as_kube_scheduler_counts_it():
+    """Filters on some nodes, capacity on the rest: one line that counts every node by why,
+    as kube-scheduler's does, then what falls short."""
+    tolerate = [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    nodes = [_node(f"t{i}", 8, taints=[GPU_TAINT]) for i in range(3)]
+    nodes += [_node(f"open{i}", 4) for i in range(2)]
+    running = [
+        {
+            **_pod(f"r{i}", 2, tolerations=tolerate, preemptible=False),
+            "node": f"open{i}",
+            "gpuIndices": [0, 1],
+        }
+        for i in range(2)
+    ]
+    snap = snapshot(nodes, [*running, _pod("big", 4), _pod("small", 1)])
+    result = plan(snap, policy())
+    assert check_plan(snap, policy(), result) == []
+    reasons = {u.pod.split("/")[1]: u.reason for u in result.unplaced}
+    assert reasons["big"].startswith(
+        "0/5 nodes are available: 3 node(s) had untolerated taint {nvidia.com/gpu: present}, "
+        "2 Insufficient nvidia.com/gpu. gpu: needs 4 free healthy GPUs on one node;"
+    ), reasons["big"]
+    # Room on the open nodes: a pod that fits one is placed, never told the cluster is full.
+    assert "small" not in reasons

@@ -38,6 +38,7 @@ from scheduler.model import (
 )
 from scheduler.model.node_rules import (
     HostPort,
+    PreferredTerm,
     Requirement,
     SelectorTerm,
     Taint,
@@ -417,21 +418,29 @@ def _placement_rules(spec: dict[str, Any]) -> dict[str, Any]:
     terms = None
     if required is not None:
         try:
-            terms = [
-                SelectorTerm(
-                    match_expressions=[_requirement(r) for r in t.get("matchExpressions") or []],
-                    match_fields=[_requirement(r) for r in t.get("matchFields") or []],
-                )
-                for t in required.get("nodeSelectorTerms") or []
-            ]
+            terms = [_term(t) for t in required.get("nodeSelectorTerms") or []]
         except ValueError as e:
             raise _Bad(
                 f"spec.affinity.nodeAffinity: {_first_error(e)}; fix the node selector term"
             ) from None
+    preferred = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    )
+    try:
+        preferences = [
+            PreferredTerm(weight=int(t.get("weight") or 0), preference=_term(t.get("preference")))
+            for t in preferred or []
+        ]
+    except ValueError as e:
+        raise _Bad(
+            f"spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution: "
+            f"{_first_error(e)}; fix the preferred term"
+        ) from None
     return {
         "tolerations": tolerations,
         "node_selector": selector,
         "node_affinity": terms,
+        "preferred_node_affinity": preferences,
         **_pod_rules(spec),
     }
 
@@ -487,6 +496,14 @@ def _label_selector(raw: dict[str, Any] | None) -> LabelSelector | None:
     return LabelSelector(
         match_labels={str(k): str(v) for k, v in (raw.get("matchLabels") or {}).items()},
         match_expressions=[_requirement(r) for r in raw.get("matchExpressions") or []],
+    )
+
+
+def _term(raw: dict[str, Any] | None) -> SelectorTerm:
+    raw = raw or {}
+    return SelectorTerm(
+        match_expressions=[_requirement(r) for r in raw.get("matchExpressions") or []],
+        match_fields=[_requirement(r) for r in raw.get("matchFields") or []],
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 DRIVER = "gpu.nvidia.com"
 GPU_CLASS = "gpu.nvidia.com"
 FINALIZER = "resource.kubernetes.io/delete-protection"  # the allocator's, as kube-scheduler sets
+RESERVED_MAX = 256  # resource/v1 ResourceClaimReservedForMaxSize: status.reservedFor's limit
 _NAME = re.compile(r"^gpu-(\d+)$")
 _FILTERING = ("NoSchedule", "NoExecute")
 
@@ -51,6 +52,10 @@ class NodeGpus:
     node: str
     devices: dict[int, Device] = field(default_factory=dict)
     tainted: dict[int, tuple[str, str]] = field(default_factory=dict)  # index -> effect, taint
+    # What ties another device to a GPU (counter set, PCI bus ID) -> that GPU's index, and the
+    # devices so tied (MIG partitions, VFIO devices) -> the index of the GPU they are part of.
+    shares: dict[tuple[str, ...], int] = field(default_factory=dict)
+    parts: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     @property
     def gpus(self) -> int:
@@ -120,16 +125,20 @@ def node_gpus(
     slices: list[dict[str, Any]], gpunodes: list[dict[str, Any]]
 ) -> tuple[dict[str, NodeGpus], list[str]]:
     """Each node's full GPUs from the driver's ResourceSlices (MIG and VFIO devices are not
-    GPUs to the planner), and notes on what was left out."""
+    GPUs to the planner, but each stands for the GPU it is part of: `parts`), and notes on
+    what was left out."""
     uuids = _uuids(gpunodes)
     out: dict[str, NodeGpus] = {}
     notes: list[str] = []
+    others: list[tuple[str, str, dict[str, Any]]] = []
     for s in _current(slices):
         spec = s["spec"]
         pool = (spec.get("pool") or {}).get("name", "")
         for d in spec.get("devices") or []:
             node = spec.get("nodeName") or d.get("nodeName")
             if _attribute(d, "type") != "gpu":
+                if node:
+                    others.append((node, pool, d))
                 continue
             if not node:
                 notes.append(
@@ -146,17 +155,47 @@ def node_gpus(
                 )
                 continue
             gpus.devices[index] = Device(DRIVER, pool, str(d["name"]), index)
+            gpus.shares.update({k: index for k in _physical(pool, d)})
             taints = [t for t in d.get("taints") or [] if t.get("effect") in _FILTERING]
             if taints:
                 t = taints[0]
                 value = f"={t['value']}" if t.get("value") else ""
                 gpus.tainted[index] = (t["effect"], f"{t.get('key')}{value}:{t['effect']}")
+    for node, pool, d in others:
+        _part_of(out.get(node), pool, d)
     return out, notes
 
 
+def _physical(pool: str, device: dict[str, Any]) -> set[tuple[str, ...]]:
+    """What ties a device to one physical GPU: the counter sets it consumes (the driver's
+    DynamicMIG publishes a GPU and its MIG partitions consuming one counter set per GPU,
+    `gpu-<minor>-counter-set`) and its PCI bus ID (a GPU and its VFIO passthrough device)."""
+    keys: set[tuple[str, ...]] = {
+        ("counterSet", pool, str(c.get("counterSet"))) for c in device.get("consumesCounters") or []
+    }
+    bus = _attribute(device, "resource.kubernetes.io/pciBusID")
+    if bus:
+        keys.add(("pciBusID", str(bus)))
+    return keys
+
+
+def _part_of(gpus: NodeGpus | None, pool: str, device: dict[str, Any]) -> None:
+    """A partition or passthrough device of one of the node's GPUs: allocated, it takes that
+    GPU (kube-scheduler may allocate a MIG partition of a GPU wattpack would otherwise give)."""
+    if gpus is None:
+        return
+    for k in sorted(_physical(pool, device)):
+        if k in gpus.shares:
+            gpus.parts[(DRIVER, pool, str(device.get("name")))] = gpus.shares[k]
+            return
+
+
 def device_at(nodes: dict[str, NodeGpus]) -> dict[tuple[str, str, str], tuple[str, int]]:
-    """(driver, pool, device) -> (node, GPU index), to read allocations back."""
-    return {d.ref: (n.node, i) for n in nodes.values() for i, d in n.devices.items()}
+    """(driver, pool, device) -> (node, GPU index), to read allocations back; a partition of a
+    GPU reads as that GPU."""
+    out = {ref: (n.node, i) for n in nodes.values() for ref, i in n.parts.items()}
+    out.update({d.ref: (n.node, i) for n in nodes.values() for i, d in n.devices.items()})
+    return out
 
 
 # -- claims ------------------------------------------------------------------------------------
@@ -197,15 +236,21 @@ def has_claims(pod: dict[str, Any]) -> bool:
 def claim_names(pod: dict[str, Any]) -> list[str]:
     """The names of the ResourceClaims the pod uses: its own, or the one made from its
     template (pod.status.resourceClaimStatuses, written by the resourceclaim controller)."""
+    return [name for name, _ in claim_refs(pod)]
+
+
+def claim_refs(pod: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(claim name, made from a template) for each claim the pod uses: a claim made from a
+    template must be the pod's own (resourceclaim.Name's mustCheckOwner)."""
     md, spec = pod["metadata"], pod.get("spec") or {}
     made = {
         s["name"]: s.get("resourceClaimName")
         for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []
     }
-    out = []
+    out: list[tuple[str, bool]] = []
     for c in spec.get("resourceClaims") or []:
         if c.get("resourceClaimName"):
-            out.append(c["resourceClaimName"])
+            out.append((c["resourceClaimName"], False))
         elif c.get("resourceClaimTemplateName"):
             if c["name"] not in made:
                 raise ClaimProblem(
@@ -215,7 +260,7 @@ def claim_names(pod: dict[str, Any]) -> list[str]:
                     waiting=True,
                 )
             if made[c["name"]]:  # null: the controller found no claim is needed
-                out.append(made[c["name"]])
+                out.append((made[c["name"]], True))
     if not out and spec.get("resourceClaims"):
         raise ClaimProblem(f"pod {md['name']}: spec.resourceClaims name no claim")
     return out
@@ -230,8 +275,6 @@ def read_claim(obj: dict[str, Any]) -> Claim:
     reserved = tuple(r.get("uid", "") for r in status.get("reservedFor") or [])
     requests: tuple[tuple[str, int], ...] = ()
     if not status.get("allocation"):
-        if md.get("deletionTimestamp"):
-            raise ClaimProblem(f"ResourceClaim {key} is being deleted")
         requests = tuple(_request(key, r) for r in _devices(obj).get("requests") or [])
         if not requests:
             raise ClaimProblem(f"ResourceClaim {key} requests no device")
@@ -284,15 +327,35 @@ def pod_claims(pod: dict[str, Any], claims: dict[str, dict[str, Any]]) -> list[C
     """The pod's claims (`claims`: every ResourceClaim by namespace/name)."""
     ns = pod["metadata"].get("namespace", "default")
     out = []
-    for name in claim_names(pod):
+    for name, from_template in claim_refs(pod):
         obj = claims.get(f"{ns}/{name}")
         if obj is None:
             raise ClaimProblem(f"ResourceClaim {ns}/{name} does not exist yet", waiting=True)
-        owner = _owner_pod(obj)
-        if owner is not None and owner != pod["metadata"].get("uid"):
-            raise ClaimProblem(f"ResourceClaim {ns}/{name} was made for another pod", waiting=True)
-        out.append(read_claim(obj))
+        out.append(usable(pod, obj, from_template))
     return out
+
+
+def usable(pod: dict[str, Any], obj: dict[str, Any], from_template: bool) -> Claim:
+    """The claim, if the pod may be scheduled with it now, as kube-scheduler's PreFilter
+    judges (foreachPodResourceClaim): not being deleted, the pod's own when made from a
+    template, and room in reservedFor for the pod when allocated already."""
+    claim = read_claim(obj)
+    md, uid = obj["metadata"], pod["metadata"].get("uid", "")
+    if md.get("deletionTimestamp"):
+        # The API server refuses new reservedFor entries then; the resourceclaim controller
+        # makes the template's claim again once this one is gone.
+        raise ClaimProblem(f"ResourceClaim {claim.key} is being deleted", waiting=from_template)
+    if from_template and _owner_pod(obj) != uid:
+        # Not (or no longer) made for this pod: the controller makes the pod its own.
+        raise ClaimProblem(f"ResourceClaim {claim.key} was made for another pod", waiting=True)
+    if claim.allocated and uid not in claim.reserved and len(claim.reserved) >= RESERVED_MAX:
+        raise ClaimProblem(
+            f"ResourceClaim {claim.key} is reserved for {len(claim.reserved)} pods, the most "
+            "the API server allows (ResourceClaimReservedForMaxSize); the pod waits for one "
+            "of them to finish",
+            waiting=True,
+        )
+    return claim
 
 
 def _owner_pod(obj: dict[str, Any]) -> str | None:

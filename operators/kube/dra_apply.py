@@ -38,15 +38,17 @@ class ClaimRefused(Exception):
 
 @dataclass
 class Written:
-    """What a group wrote to claims, to take back: claim key -> (pod uids added, allocated)."""
+    """What a group wrote to claims, to take back: per claim the pods it added to reservedFor
+    (pod key -> uid), and the claims it allocated. Per pod, so that taking back the members
+    not bound never drops the reservation of a member that was (a claim two members share)."""
 
-    claims: dict[str, tuple[list[str], bool]] = field(default_factory=dict)
-    pods: dict[str, list[str]] = field(default_factory=dict)  # pod key -> claim keys
+    reserved: dict[str, dict[str, str]] = field(default_factory=dict)
+    allocated: set[str] = field(default_factory=set)
 
     def add(self, pod: str, claim: str, uid: str, allocated: bool) -> None:
-        uids, was = self.claims.get(claim, ([], False))
-        self.claims[claim] = ([*uids, uid], was or allocated)
-        self.pods.setdefault(pod, []).append(claim)
+        self.reserved.setdefault(claim, {})[pod] = uid
+        if allocated:
+            self.allocated.add(claim)
 
 
 class ClaimWriter:
@@ -70,8 +72,12 @@ class ClaimWriter:
         for b in with_claims:
             pod = pods[b.pod]
             gpus = self._node_gpus(b.node)
+            # A GPU is taken when any device of it is: itself, or a MIG partition or VFIO
+            # device of it that another scheduler allocated.
+            at = dra.device_at({b.node: gpus})
+            busy = {at[ref][1]: c for ref, c in taken.items() if ref in at}
             try:
-                names = dra.claim_names(pod)
+                refs = dra.claim_refs(pod)
             except dra.ClaimProblem as e:
                 raise ClaimRefused(f"{b.pod}: {e}") from None
             chosen = [gpus.devices.get(i) for i in b.gpu_indices]
@@ -80,12 +86,12 @@ class ClaimWriter:
                                    "published as DRA devices")  # fmt: skip
             left: list[dra.Device] = list(chosen)  # type: ignore[arg-type]
             indices: list[int] = []
-            for name in names:
+            for name, from_template in refs:
                 ns = pod["metadata"].get("namespace", "default")
                 obj = self._get(ns, name)
-                claim = self._read(b.pod, obj)
+                claim = self._usable(b.pod, pod, obj, from_template)
                 if claim.allocated:
-                    where = dra.nodes_of(claim, dra.device_at({b.node: gpus}))
+                    where = dra.nodes_of(claim, at)
                     if list(where) != [b.node]:
                         raise ClaimRefused(
                             f"{b.pod}: ResourceClaim {claim.key} is allocated on another node"
@@ -97,24 +103,29 @@ class ClaimWriter:
                 if len(mine) < claim.gpus:
                     raise ClaimRefused(f"{b.pod}: the plan gives fewer GPUs than its claims ask")
                 for d in mine:
-                    if d.ref in taken:
+                    if d.index in busy:
                         raise ClaimRefused(
                             f"{b.pod}: device {d.name} (GPU {d.index}) of {b.node} is already "
-                            f"allocated to ResourceClaim {taken[d.ref]}"
+                            f"allocated to ResourceClaim {busy[d.index]}"
                         )
                 self._allocate(b.pod, pod, obj, b.node, mine, written)
                 taken.update({d.ref: claim.key for d in mine})
+                busy.update({d.index: claim.key for d in mine})
                 indices += [d.index for d in mine]
             if left:
                 raise ClaimRefused(f"{b.pod}: the plan gives more GPUs than its claims ask")
             held[b.pod] = sorted(indices)
         return held
 
-    def _read(self, pod: str, obj: dict[str, Any]) -> dra.Claim:
+    @staticmethod
+    def _usable(
+        key: str, pod: dict[str, Any], obj: dict[str, Any], from_template: bool
+    ) -> dra.Claim:
+        """The claim as read now, checked as when it was planned (it may have changed)."""
         try:
-            return dra.read_claim(obj)
+            return dra.usable(pod, obj, from_template)
         except dra.ClaimProblem as e:
-            raise ClaimRefused(f"{pod}: {e}") from None
+            raise ClaimRefused(f"{key}: {e}") from None
 
     def _allocate(
         self,
@@ -196,42 +207,48 @@ class ClaimWriter:
     def undo(self, written: Written, pods: set[str]) -> None:
         """Take back what the group wrote for `pods` (members not bound): they leave
         reservedFor, and a claim the group allocated that no one else holds is deallocated and
-        loses the finalizer again, as kube-scheduler's Unreserve does."""
-        for claim in sorted({c for p in pods for c in written.pods.get(p, [])}):
-            uids, allocated = written.claims[claim]
-            ns, name = claim.split("/", 1)
-            for attempt in range(_TRIES):
-                try:
-                    obj = self._get(ns, name)
-                    status = obj.setdefault("status", {})
-                    status["reservedFor"] = [
-                        r for r in status.get("reservedFor") or [] if r.get("uid") not in uids
-                    ]
-                    if allocated and not status["reservedFor"]:
-                        status["allocation"] = None
-                    obj = read_json(
-                        self.res.replace_namespaced_resource_claim_status(
-                            name, ns, obj, _preload_content=False
-                        )
+        loses the finalizer again, as kube-scheduler's Unreserve does. A member that was bound
+        keeps its reservation (the kubelet prepares its devices from it)."""
+        for claim, users in sorted(written.reserved.items()):
+            uids = {uid for pod, uid in users.items() if pod in pods}
+            if uids:
+                self._release(claim, uids, claim in written.allocated)
+
+    def _release(self, claim: str, uids: set[str], allocated: bool) -> None:
+        ns, name = claim.split("/", 1)
+        for attempt in range(_TRIES):
+            try:
+                obj = self._get(ns, name)
+                status = obj.setdefault("status", {})
+                status["reservedFor"] = [
+                    r for r in status.get("reservedFor") or [] if r.get("uid") not in uids
+                ]
+                if allocated and not status["reservedFor"]:
+                    status["allocation"] = None
+                obj = read_json(
+                    self.res.replace_namespaced_resource_claim_status(
+                        name, ns, obj, _preload_content=False
                     )
-                    if not (obj.get("status") or {}).get("allocation"):
-                        fin = obj["metadata"].get("finalizers") or []
-                        if dra.FINALIZER in fin:
-                            obj["metadata"]["finalizers"] = [f for f in fin if f != dra.FINALIZER]
-                            self.res.replace_namespaced_resource_claim(
-                                name, ns, obj, _preload_content=False
-                            ).release_conn()
-                    log.warning("claim_taken_back", claim=claim, pods=uids)
-                    break
-                except (ApiException, ClaimRefused) as e:
-                    if isinstance(e, ApiException) and e.status == 409 and attempt + 1 < _TRIES:
-                        continue
-                    # The resourceclaim controller drops reservations of pods that are gone.
-                    log.error("claim_take_back_failed", claim=claim, error=str(e)[:200])
-                    break
-                except HTTPError as e:
-                    log.error("claim_take_back_failed", claim=claim, error=describe(e))
-                    break
+                )
+                if not (obj.get("status") or {}).get("allocation"):
+                    fin = obj["metadata"].get("finalizers") or []
+                    if dra.FINALIZER in fin:
+                        obj["metadata"]["finalizers"] = [f for f in fin if f != dra.FINALIZER]
+                        self.res.replace_namespaced_resource_claim(
+                            name, ns, obj, _preload_content=False
+                        ).release_conn()
+                log.warning("claim_taken_back", claim=claim, pods=sorted(uids))
+                return
+            except (ApiException, ClaimRefused) as e:
+                if isinstance(e, ApiException) and e.status == 409 and attempt + 1 < _TRIES:
+                    continue
+                # The resourceclaim controller drops reservations of pods that are gone; a
+                # pending pod still reserved follows the allocation on the next cycle.
+                log.error("claim_take_back_failed", claim=claim, error=describe(e))
+                return
+            except HTTPError as e:
+                log.error("claim_take_back_failed", claim=claim, error=describe(e))
+                return
 
     # -- reading ----------------------------------------------------------------------------
 

@@ -45,6 +45,9 @@ class DraView:
         self.where = dra.device_at(self.nodes)
         self.claims = dra.by_key(claims)
         self.held: set[str] = set()  # allocated claims a running pod holds
+        # GPU indices running pods hold, by node: partitions of one GPU (MIG devices of a
+        # DynamicMIG GPU) in several claims hold it once.
+        self.counted: dict[str, set[int]] = defaultdict(set)
         self.users: set[str] = set()  # pods whose GPUs come from claims
         # An unallocated claim shared by pending pods counts for the first by key.
         self.first: dict[str, str] = {}
@@ -130,7 +133,10 @@ class DraView:
             if key in self.held:
                 continue  # a shared claim: its devices count once
             self.held.add(key)
-            indices += dra.nodes_of(claim, self.where).get(pod.node or "", [])
+            for i in dra.nodes_of(claim, self.where).get(pod.node or "", []):
+                if i not in self.counted[pod.node or ""]:
+                    self.counted[pod.node or ""].add(i)
+                    indices.append(i)
         self.users.add(pod.key)
         if not allocated:
             # Bound so lately that the claims' cache lags: what we annotated when we bound it.

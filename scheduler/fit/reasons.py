@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -23,6 +24,14 @@ class _ClassBest:
 
 
 _UNBUDGETED = 2**62  # the power headroom of a class with no budget above it
+
+
+def _first_of(state: ClusterState, models: list[str]) -> list[str]:
+    """A node of each model, by name (a pod's watts on a node depend on the model alone)."""
+    first: dict[str, str] = {}
+    for n in state.nodes:
+        first.setdefault(n.gpu_model, n.name)
+    return [first[m] for m in models]
 
 
 @dataclass
@@ -120,12 +129,14 @@ class Explainer:
         refused = self.state.filters.refusals(pod)
         total = len(self.state.nodes)
         s = self.state
+        counted: set[int] = set()  # nodes counted below, beyond the filters' own
         if pod.resources or pod.host_ports or s.pod_rules is not None:
             # NodePorts and NodeResourcesFit, on the nodes the filters let it onto; then, on
             # those with room for it, PodTopologySpread and InterPodAffinity.
             for i, n in enumerate(s.nodes):
                 if not n.schedulable or not s.filters.admits(pod, i):
                     continue
+                counted.add(i)
                 if not s.ports_ok(pod.host_ports, i):
                     refused["node(s) didn't have free ports for the requested pod ports"] += 1
                 elif pod.resources and not s.extra_ok(pod.resources, i):
@@ -136,13 +147,75 @@ class Explainer:
                     why = self._short(pod, i) or s.pod_rules.refusal(pod, i)
                     if why is not None:
                         refused[why] += 1
+                    else:
+                        counted.discard(i)
+                else:
+                    counted.discard(i)
         if refused and sum(refused.values()) >= total:
             return [Shortfall(resource="node", domain="cluster", amount=1)], summary(refused, total)
         shortfalls, reason = self._why_on_admitted(pod)
         if refused:
+            short = self._short_everywhere(pod, counted)
+            if short is not None:
+                # Every node refuses it: kube-scheduler's whole line, then what falls short.
+                refused.update(short)
+                return shortfalls, f"{summary(refused, total)} {reason}"
             line = summary(refused, total).rstrip(".")
             reason = f"{line}; on the {total - sum(refused.values())} others: {reason}"
         return shortfalls, reason
+
+    @cached_property
+    def _per_node(self) -> dict[str, np.ndarray]:
+        """Every node's free capacity, as arrays (asked once per pending shape)."""
+        s = self.state
+        headroom = [
+            min((s.budget[d] - s.power[d] for d in chain if d in s.budget), default=_UNBUDGETED)
+            for chain in s.chain
+        ]
+        models = self._models = sorted({n.gpu_model for n in s.nodes})
+        return {
+            "open": np.array([c >= 0 for c in s.class_of], dtype=bool),
+            "kind": np.array(s.filters.kind, dtype=np.int64),
+            "nfree": np.array(s.nfree, dtype=np.int64),
+            "residual": np.array([max(r, default=0) for r in s.res], dtype=np.int64),
+            "cpu": np.array(s.cpu, dtype=np.int64),
+            "mem": np.array(s.mem, dtype=np.int64),
+            "headroom": np.array(headroom, dtype=np.int64),
+            "model": np.array([models.index(n.gpu_model) for n in s.nodes], dtype=np.int64),
+            "models": np.array([s.node_index[n] for n in _first_of(s, models)], dtype=np.int64),
+        }
+
+    def _short_everywhere(self, pod: Pod, counted: set[int]) -> Counter[str] | None:
+        """NodeResourcesFit's words (and the power budget's) for every node the filters let the
+        pod onto and nothing above counted; None where one of them has room for it."""
+        s, t = self.state, self._per_node
+        left = t["open"] & np.isin(t["kind"], s.filters.admitted_kinds(pod))
+        if counted:
+            left[list(counted)] = False
+        if pod.gpus == 0:
+            gpu = np.zeros(len(left), dtype=bool)
+        elif pod.fractional:
+            gpu = t["residual"] < pod.gpu_milli
+        else:
+            gpu = t["nfree"] < pod.gpus
+        watts = np.array([s.watts(pod, int(i)) for i in t["models"]], dtype=np.int64)[t["model"]]
+        shorts = {
+            "Insufficient nvidia.com/gpu": gpu,
+            "Insufficient cpu": t["cpu"] < pod.cpu_milli,
+            "Insufficient memory": t["mem"] < pod.memory_mi_b,
+            "node(s) had no power headroom for it": watts > t["headroom"],
+        }
+        if pod.gpu_models:
+            wanted = [i for i, m in enumerate(self._models) if m in pod.gpu_models]
+            shorts["node(s) had none of its GPU models"] = ~np.isin(t["model"], wanted)
+        if (left & ~np.logical_or.reduce(list(shorts.values()))).any():
+            return None
+        out: Counter[str] = Counter()
+        for why, mask in shorts.items():
+            n = int((left & mask).sum())
+            if n:
+                out[why] = n
+        return out
 
     def _short(self, pod: Pod, node: int) -> str | None:
         """NodeResourcesFit's word for a node without room for the pod, in its order."""

@@ -86,6 +86,13 @@ class SelectorTerm(Wire):
         )
 
 
+class PreferredTerm(Wire):
+    """A preferred node affinity term: nodes matching it are preferred, by its weight."""
+
+    weight: int = Field(ge=1, le=100, description="1..100: how much it counts.")
+    preference: SelectorTerm = Field(description="The nodes it prefers.")
+
+
 class HostPort(Wire):
     """A container port bound on the node (hostPort): kube-scheduler's NodePorts filter keeps
     two pods that would bind the same one off the same node."""

@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from scheduler.model.base import Wire
 from scheduler.model.consistency import snapshot_problems
-from scheduler.model.node_rules import HostPort, SelectorTerm, Taint, Toleration
+from scheduler.model.node_rules import HostPort, PreferredTerm, SelectorTerm, Taint, Toleration
 from scheduler.model.pod_rules import PodAffinityTerm, SpreadConstraint
 
 
@@ -174,6 +174,11 @@ class Pod(Wire):
     node_affinity: list[SelectorTerm] | None = Field(
         default=None,
         description="Required node affinity: a node matching any of the terms; null = any.",
+    )
+    preferred_node_affinity: list[PreferredTerm] = Field(
+        default_factory=list,
+        description="Preferred node affinity: where a plan can choose among nodes at no cost "
+        "to what it places, it takes the one these weigh highest.",
     )
     waiting_seconds: float | None = Field(
         default=None,

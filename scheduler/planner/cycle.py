@@ -38,6 +38,7 @@ from scheduler.planner.improve import REPACK_SECONDS as IMPROVE_SECONDS
 from scheduler.planner.improve import improve
 from scheduler.planner.moves import plan_moves
 from scheduler.planner.notes import power_notes
+from scheduler.planner.preferences import honour_preferences
 from scheduler.planner.repair import repair
 from scheduler.planner.rules_first import plan_rules_first
 from scheduler.planner.swap import swap
@@ -339,6 +340,11 @@ def _plan(
     def finish(best: Candidate, status: str, bound: float) -> Plan:
         for line in notes:
             log.warning("plan degraded", note=line)
+        preferred = honour_preferences(
+            best.cycle.state, best.cycle.pending, best.placed, best.evicted_nodes
+        )
+        if preferred:
+            log.info("preferences", moved=preferred)
         out = assemble(
             best.cycle.state,
             best.cycle.pending,

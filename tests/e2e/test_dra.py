@@ -18,6 +18,7 @@ from kube import H100, QUICK, Cluster, bound, scheduled_condition, wait_until
 from kubernetes import client
 
 from operators.kube.apply import Applier
+from operators.kube.dra_apply import ClaimWriter, Written
 from scheduler.model import Binding
 
 pytestmark = pytest.mark.slow
@@ -249,6 +250,36 @@ def test_a_gang_whose_claim_cannot_be_allocated_is_not_bound_and_nothing_stays_w
     assert sorted(out.bound) == ["ml/gang-a", "ml/gang-b"]
     claims = _claims(cluster)
     assert _devices(claims["ga"]) == ["gpu-1"] and _devices(claims["gb"]) == ["gpu-0"]
+
+
+def test_taking_back_a_member_keeps_the_reservation_of_one_sharing_its_claim(
+    cluster: Cluster,
+) -> None:
+    # Two members of a group share one claim; one is bound and the other is not (its bind
+    # failed, or the replica lost its lease between the two): only the other's reservation is
+    # taken back, and the claim stays allocated for the bound one, whose kubelet prepares it.
+    _setup(cluster)
+    _claim(cluster, "both")
+    for name in ("sa", "sb"):
+        _claim_pod(cluster, name, "both")
+    pods = {f"ml/{p['metadata']['name']}": p for p in cluster.pods("ml")}
+    writer, written = ClaimWriter(cluster.api, lambda: True), Written()
+    held = writer.reserve(
+        [Binding(pod="ml/sa", node=NODE, gpu_indices=[0]),
+         Binding(pod="ml/sb", node=NODE, gpu_indices=[])], pods, written,
+    )  # fmt: skip
+    assert held == {"ml/sa": [0], "ml/sb": [0]}
+
+    writer.undo(written, {"ml/sb"})
+    c = _claims(cluster)["both"]
+    assert [r["name"] for r in c["status"]["reservedFor"]] == ["sa"]
+    assert [INDEX_OF[d] for d in _devices(c)] == [0]
+    assert "resource.kubernetes.io/delete-protection" in c["metadata"]["finalizers"]
+
+    writer.undo(written, {"ml/sa"})  # the last one out: the allocation goes with it
+    c = _claims(cluster)["both"]
+    assert not (c.get("status") or {}).get("allocation") and not c["status"].get("reservedFor")
+    assert "resource.kubernetes.io/delete-protection" not in (c["metadata"].get("finalizers") or [])
 
 
 def _wattpack(*args: str) -> subprocess.CompletedProcess[str]:
