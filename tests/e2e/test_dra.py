@@ -34,6 +34,9 @@ INDEX_OF = {f"gpu-{m}": i for m, i in MINOR_TO_INDEX.items()}
 DEGRADED = 2
 
 
+HOST = "kubernetes.io/hostname"
+
+
 def _res(cluster: Cluster) -> client.ResourceV1Api:
     return client.ResourceV1Api(cluster.api)
 
@@ -292,6 +295,20 @@ def test_export_then_plan_is_the_operators_plan_with_claims(
     cluster: Cluster, tmp_path: Path
 ) -> None:
     _setup(cluster, {"solver": {"timeLimitSeconds": 10, "workers": 1, "deterministic": True}})
+    # One cluster with taints, affinities and claims: a tainted device-plugin node in zone z2,
+    # replicas one per node, a pod pinned to the zone.
+    dedicated = {"key": "dedicated", "value": "ml", "effect": "NoSchedule"}
+    cluster.gpu_node("plug-t", "facility", gpus=4, labels={"zone": "z2"}, taints=[dedicated])
+    cluster.nodes_ready(3)
+    tolerate = [{"key": "dedicated", "operator": "Exists"}]
+    web = {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": HOST}
+    for i in range(3):
+        cluster.pod(
+            f"web-{i}", gpus=1, labels={"app": "web"}, tolerations=tolerate,
+            affinity={"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [web]}},
+        )  # fmt: skip
+    cluster.pod("z2", gpus=1, tolerations=tolerate, nodeSelector={"zone": "z2"})
+    cluster.pod("intolerant", gpus=1, nodeSelector={"zone": "z2"})
     _claim(cluster, "pair", 2)
     _claim(cluster, "held")
     _claim(cluster, "four", 4)
@@ -320,8 +337,13 @@ def test_export_then_plan_is_the_operators_plan_with_claims(
         assert file_plan[part] == operator_plan[part], part
     where = {b["pod"]: (b["node"], b["gpuIndices"]) for b in operator_plan["bindings"]}
     assert where["ml/plugin"][0] == "plug-a1"
+    # The device-plugin web replicas: one per node, two nodes, so one waits.
+    webs = [where[f"ml/web-{i}"][0] for i in range(3) if f"ml/web-{i}" in where]
+    assert len(webs) == len(set(webs)) == 2 and set(webs) <= {"plug-a1", "plug-t"}
+    assert where["ml/z2"][0] == "plug-t" and "ml/intolerant" not in where
     assert where["ml/a"][0] == where["ml/c"][0] == NODE
     assert DEGRADED not in where["ml/a"][1] + where["ml/c"][1]
     unplaced = {u["pod"]: u["reason"] for u in operator_plan["unplaced"]}
+    assert "untolerated taint {dedicated: ml}" in unplaced["ml/intolerant"]
     assert "ml/big" in unplaced and "ml/b" not in where
     assert not any(_devices(c) for c in _claims(cluster).values())  # a dry run writes nothing
