@@ -33,8 +33,18 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+_current: tuple[LogLevel, LogFormat] = (LogLevel.INFO, LogFormat.AUTO)
+
+
+def current() -> tuple[LogLevel, LogFormat]:
+    """What the last configure was given: worker processes are set up the same way."""
+    return _current
+
+
 def configure(level: LogLevel, fmt: LogFormat) -> None:
     """Readable lines on a terminal, JSON lines otherwise (or when asked)."""
+    global _current
+    _current = (level, fmt)
     stream = sys.stderr
     as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not stream.isatty())
     # The console renderer formats exceptions itself; JSON needs them as a field.

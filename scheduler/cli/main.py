@@ -17,9 +17,11 @@ from typer.core import TyperGroup
 
 from scheduler.cli import documents, files, logs, render
 from scheduler.cli import simulate as simulate_commands
+from scheduler.cli import tune as tune_commands
 from scheduler.cli.render import OutputFormat
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+from scheduler.tune.space import TuningSpace
 
 log = structlog.get_logger("wattpack.cli")
 
@@ -85,12 +87,14 @@ class SchemaName(StrEnum):
     SNAPSHOT = "snapshot"
     POLICY = "policy"
     PLAN = "plan"
+    SPACE = "space"
 
 
-_SCHEMAS: dict[SchemaName, type[ClusterSnapshot | PackingPolicy | Plan]] = {
+_SCHEMAS: dict[SchemaName, type[ClusterSnapshot | PackingPolicy | Plan | TuningSpace]] = {
     SchemaName.SNAPSHOT: ClusterSnapshot,
     SchemaName.POLICY: PackingPolicy,
     SchemaName.PLAN: Plan,
+    SchemaName.SPACE: TuningSpace,
 }
 
 
@@ -302,6 +306,7 @@ def _first(*values: float | None) -> float | None:
 
 
 simulate_commands.register(app, Problems)
+tune_commands.register(app)
 
 
 def run() -> None:

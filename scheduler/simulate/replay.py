@@ -18,6 +18,7 @@ from scheduler.baselines.online import NodeArrays
 from scheduler.errors import UserError
 from scheduler.fit.classes import fit_shape
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, PodKind
+from scheduler.model.policy import KindPowerFactors
 from scheduler.simulate.carry_out import LedgerTarget, carry_out
 from scheduler.simulate.failures import GpuAlarm, GpuFailure
 from scheduler.simulate.ledger import Ledger, PowerBound, Running, SimulationBug
@@ -58,6 +59,10 @@ class ReplaySettings:
     # and resumes from it. None: it restarts from the beginning.
     checkpoint_seconds: float | None = None
     hang_seconds: float = 1800.0  # none: until the job's collective times out (NCCL watchdog)
+    # What GPUs of each kind really draw (the ledger's power, the budgets' truth); None: what
+    # the policy says. Tuning sets it: a trial's power factors are the planner's belief, and
+    # one that believes in less than the GPUs draw must show as budgets broken, not as room.
+    physics: KindPowerFactors | None = None
 
 
 @dataclass
@@ -95,8 +100,11 @@ class _Replay:
         )
         workload = [p for j in self.jobs for p in j.pods]
         self.runner = make_runner(scheduler, inventory, workload, policy)
-        self.ledger = Ledger(inventory, policy)
-        self.bound = PowerBound(inventory, policy, self.ledger.usable)
+        truth = policy
+        if settings.physics is not None:
+            truth = policy.model_copy(update={"power_factors": settings.physics})
+        self.ledger = Ledger(inventory, truth)
+        self.bound = PowerBound(inventory, truth, self.ledger.usable)
         start = self.jobs[0].submit if self.jobs else 0.0
         self.meter = Meter(self.ledger, start)
         self.events: list[tuple] = []

@@ -1,0 +1,1 @@
+"""Policy tuning: optuna multi-objective search over the trace replay (wattpack tune)."""

@@ -1,0 +1,123 @@
+"""`wattpack tune` end to end on a tiny study (SQLite storage), its errors, and the rules that
+keep a trial honest: a policy that assumes less power than the GPUs draw breaks budgets and is
+never chosen. Two workers on a real PostgreSQL server: tests/test_tune_postgres.py."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import yaml
+from test_cli import REPO, wattpack
+
+from scheduler.cli.simulate import load_cluster
+from scheduler.model import PackingPolicy
+from scheduler.simulate.replay import ReplaySettings
+from scheduler.traces import read_trace
+from scheduler.tune.outcome import Entry, Scored, choose
+from scheduler.tune.search import Problem, Scores
+from scheduler.tune.space import TuningSpace
+
+TRACE, CLUSTER = "examples/trace-small.csv", "examples/cluster-small.yaml"
+SPACE = "examples/tune-space.yaml"
+
+
+def _tune(out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return wattpack(
+        "tune", "--trace", TRACE, "--cluster", CLUSTER, "--space", SPACE, "--out", str(out),
+        "--no-progress", "--output", "json", *extra,
+    )  # fmt: skip
+
+
+def test_a_tiny_study_writes_a_policy_that_plan_accepts_and_resumes(tmp_path: Path) -> None:
+    r = _tune(tmp_path, "--trials", "4")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["trials"] == 4 and report["storage"].startswith("sqlite:///")
+    assert report["default"]["holdout"] is not None  # the later arrivals were held out
+    for e in report["front"]:
+        assert e["tuning"]["budgetViolations"] == 0 and e["params"]
+    chosen = yaml.safe_load((tmp_path / "policy.yaml").read_text())
+    PackingPolicy.model_validate(chosen)
+    assert "<html" in (tmp_path / "report.html").read_text()
+    planned = wattpack(
+        "plan", "examples/small-cluster.yaml", "--policy", str(tmp_path / "policy.yaml")
+    )
+    assert planned.returncode == 0, planned.stderr
+    # The same study, asked for more trials, resumes: the four it has count.
+    r = _tune(tmp_path, "--trials", "6")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["trials"] == 6
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        (n,) = db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()
+    assert n == 6
+
+
+def test_a_bad_space_or_an_unreachable_storage_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("params:\n  - path: kindWeights.nope\n    int: {low: 1, high: 5}\n")
+    r = wattpack("tune", "--trace", TRACE, "--cluster", CLUSTER, "--space", str(space),
+                 "--out", str(tmp_path / "o"), "--no-progress")  # fmt: skip
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "nope is not a field" in r.stderr, r.stderr
+    space.write_text("params:\n  - path: moves.perCycle\n    int: {low: -3, high: 5}\n")
+    r = wattpack("tune", "--trace", TRACE, "--cluster", CLUSTER, "--space", str(space),
+                 "--out", str(tmp_path / "o"), "--no-progress")  # fmt: skip
+    assert r.returncode == 2 and "moves.perCycle = -3" in r.stderr, r.stderr
+    r = _tune(tmp_path / "o2", "--trials", "2", "--storage", "postgresql://nobody@127.0.0.1:1/x")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "cannot open the study" in r.stderr, r.stderr
+
+
+def test_a_policy_that_assumes_less_power_than_gpus_draw_breaks_budgets() -> None:
+    inventory = load_cluster(CLUSTER, 4)
+    jobs = tuple(read_trace("csv", TRACE))
+    base = PackingPolicy()
+    believer = PackingPolicy.model_validate(
+        {"powerFactors": {"training": 0.3, "fine-tuning": 0.3, "inference": 0.05}}
+    )
+    truth = ReplaySettings(physics=base.power_factors)
+    assert Problem(inventory, jobs, truth).score(base).budget_violations == 0
+    cheat = Problem(inventory, jobs, truth).score(believer)
+    assert cheat.budget_violations > 0
+    # Judged by its own belief it would look like a winner: that is why the truth is kept.
+    assert Problem(inventory, jobs, ReplaySettings()).score(believer).budget_violations == 0
+
+
+def _entry(label: str, hold: tuple[float, float, float]) -> Entry:
+    s = Scored.of(Scores(*hold, 0))
+    return Entry(label=label, params={"x": 1} if label != "default" else {}, tuning=s, holdout=s)
+
+
+def test_the_chosen_policy_beats_the_default_on_the_holdout_and_loses_on_nothing() -> None:
+    default = _entry("default", (0.80, 100.0, 2.0))
+    overfit = _entry("trial 1", (0.85, 300.0, 2.0))  # better allocation, worse waits
+    honest = _entry("trial 2", (0.82, 100.0, 1.0))
+    tie = _entry("trial 3", (0.80, 100.0, 2.0))
+    assert choose(default, [overfit, honest, tie])[0] == "trial 2"
+    label, why = choose(default, [overfit, tie])
+    assert label == "default" and "without losing" in why
+
+
+def test_the_space_format_has_a_schema_and_the_example_follows_it() -> None:
+    r = wattpack("schema", "space")
+    assert r.returncode == 0
+    assert "params" in json.loads(r.stdout)["properties"]
+    space = TuningSpace.model_validate(yaml.safe_load((REPO / SPACE).read_text()))
+    space.check()
+    assert {"kindWeights.inference", "moves.perCycle", "solver.timeLimitSeconds"} <= {
+        p.path for p in space.params
+    }
+
+
+def test_worker_processes_on_one_machine_share_the_study(tmp_path: Path) -> None:
+    r = _tune(tmp_path, "--trials", "12", "--jobs", "2")
+    assert r.returncode == 0, r.stderr
+    # Each worker stops once the study holds twelve; one in flight each may finish past it.
+    assert 12 <= json.loads(r.stdout)["trials"] <= 14
+    with sqlite3.connect(tmp_path / "study.db") as db:
+        workers = db.execute(
+            "select count(distinct value_json) from trial_user_attributes where key = 'worker'"
+        ).fetchone()[0]
+    assert workers == 2
