@@ -3,9 +3,12 @@ holdout and choose."""
 
 from __future__ import annotations
 
+import multiprocessing
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 
@@ -13,7 +16,7 @@ from scheduler.model import ClusterSnapshot, PackingPolicy
 from scheduler.simulate.replay import ReplaySettings
 from scheduler.traces.workload import TraceJob
 from scheduler.tune.outcome import Entry, Scored, TuneReport, choose
-from scheduler.tune.search import Problem, front, run_workers, safe_url
+from scheduler.tune.search import Problem, Scores, front, run_workers, safe_url
 from scheduler.tune.space import TuningSpace
 
 FRONT_SCORED = 8  # front policies scored on the holdout, best allocation first
@@ -44,25 +47,33 @@ def tune(
         space, problem, settings.storage, settings.study, settings.trials, settings.jobs,
         settings.seed, progress, setup,
     )  # fmt: skip
-    best = front(study)
+    best = front(study)[:FRONT_SCORED]
     check = Problem(inventory, tuple(holdout), settings.replay) if holdout else None
-    base = space.policy({})
+    params = [{}] + [dict(t.params) for t in best]  # the base policy first
+    # The replays left: the base on the tuning slice, and every policy on the holdout, over the
+    # same worker processes as the search.
+    runs = [(problem, {})] + ([(check, p) for p in params] if check is not None else [])
+    scores = _score_all(space, runs, settings.jobs, setup)
+    tuned_base, held = scores[0], scores[1:]
 
-    def entry(label: str, params: dict, tuned) -> Entry:  # type: ignore[no-untyped-def, type-arg]
-        policy = space.policy(params)
-        hold = None if check is None else Scored.of(check.score(policy))
-        return Entry(label=label, params=params, tuning=Scored.of(tuned), holdout=hold)
+    def hold(i: int) -> Scored | None:
+        return Scored.of(held[i]) if check is not None else None
 
-    default = entry("default", {}, problem.score(base))
-    entries = []
-    for t in best[:FRONT_SCORED]:
-        tuned = Scored(
-            allocation_while_waiting=t.values[0],
-            inference_p95_wait_seconds=t.values[1],
-            lost_gpu_hours=t.values[2],
-            budget_violations=0,
+    default = Entry(label="default", params={}, tuning=Scored.of(tuned_base), holdout=hold(0))
+    entries = [
+        Entry(
+            label=f"trial {t.number}",
+            params=dict(t.params),
+            tuning=Scored(
+                allocation_while_waiting=t.values[0],
+                inference_p95_wait_seconds=t.values[1],
+                lost_gpu_hours=t.values[2],
+                budget_violations=0,
+            ),
+            holdout=hold(i + 1),
         )
-        entries.append(entry(f"trial {t.number}", dict(t.params), tuned.scores()))
+        for i, t in enumerate(best)
+    ]
     chosen, why = choose(default, entries)
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     finished = study.get_trials(deepcopy=False, states=states)
@@ -79,8 +90,26 @@ def tune(
         why=why,
         importances=_importances(study),
     )
-    params = next((e.params for e in entries if e.label == chosen), {})
-    return report, space.policy(params)
+    chosen_params = next((e.params for e in entries if e.label == chosen), {})
+    return report, space.policy(chosen_params)
+
+
+def _score(space: TuningSpace, problem: Problem, params: dict[str, Any]) -> Scores:
+    return problem.score(space.policy(params))
+
+
+def _score_all(
+    space: TuningSpace,
+    runs: list[tuple[Problem, dict[str, Any]]],
+    jobs: int,
+    setup: Callable[[], None] | None,
+) -> list[Scores]:
+    if jobs <= 1 or len(runs) <= 1:
+        return [_score(space, problem, params) for problem, params in runs]
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(runs)), mp_context=ctx, initializer=setup) as pool:
+        futures = [pool.submit(_score, space, problem, params) for problem, params in runs]
+        return [f.result() for f in futures]
 
 
 def _importances(study: optuna.Study) -> dict[str, float]:
