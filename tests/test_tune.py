@@ -8,6 +8,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import optuna
 import yaml
 from test_cli import REPO, wattpack
 
@@ -52,6 +53,13 @@ def test_a_tiny_study_writes_a_policy_that_plan_accepts_and_resumes(tmp_path: Pa
     with sqlite3.connect(tmp_path / "study.db") as db:
         (n,) = db.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()
     assert n == 6
+    # The first trial was the base policy: the default row carries its scores.
+    space = TuningSpace.model_validate(yaml.safe_load((REPO / SPACE).read_text()))
+    study = optuna.load_study(study_name="wattpack", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    first = min(study.trials, key=lambda t: t.number)
+    assert first.params == space.base_values()
+    default = json.loads(r.stdout)["default"]["tuning"]
+    assert default["allocationWhileWaiting"] == round(first.values[0], 6)
 
 
 def test_a_bad_space_or_an_unreachable_storage_is_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -49,12 +49,18 @@ def tune(
     )  # fmt: skip
     best = front(study)[:FRONT_SCORED]
     check = Problem(inventory, tuple(holdout), settings.replay) if holdout else None
+    base = space.base_values()
+    best = [t for t in best if dict(t.params) != base]  # the base is the default row
     params = [{}] + [dict(t.params) for t in best]  # the base policy first
-    # The replays left: the base on the tuning slice, and every policy on the holdout, over the
-    # same worker processes as the search.
-    runs = [(problem, {})] + ([(check, p) for p in params] if check is not None else [])
+    # The replays left: the base on the tuning slice unless a trial was it, and every policy
+    # on the holdout, over the same worker processes as the search.
+    as_trial = _scores_of_trial(study, base)
+    runs = [] if as_trial is not None else [(problem, {})]
+    runs += [(check, p) for p in params] if check is not None else []
     scores = _score_all(space, runs, settings.jobs, setup)
-    tuned_base, held = scores[0], scores[1:]
+    if as_trial is None:
+        as_trial, scores = scores[0], scores[1:]
+    tuned_base, held = as_trial, scores
 
     def hold(i: int) -> Scored | None:
         return Scored.of(held[i]) if check is not None else None
@@ -92,6 +98,17 @@ def tune(
     )
     chosen_params = next((e.params for e in entries if e.label == chosen), {})
     return report, space.policy(chosen_params)
+
+
+def _scores_of_trial(study: optuna.Study, values: dict[str, Any] | None) -> Scores | None:
+    """The scores of a finished trial with exactly these values, if the study has one."""
+    if values is None:
+        return None
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if dict(t.params) == values:
+            a, p95, lost = t.values
+            return Scores(a, p95, lost, int(t.user_attrs.get("budgetViolations", 0)))
+    return None
 
 
 def _score(space: TuningSpace, problem: Problem, params: dict[str, Any]) -> Scores:

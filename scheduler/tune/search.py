@@ -196,8 +196,13 @@ def run_workers(
     progress: Callable[[optuna.Study], None] | None = None,
     setup: Callable[[], None] | None = None,
 ) -> optuna.Study:
-    """`jobs` worker processes (1: this one) on one study; returns it once `trials` are done."""
+    """`jobs` worker processes (1: this one) on one study; returns it once `trials` are done.
+    A new study's first trial is the base policy, where its values lie in the space: the
+    default is then scored like every trial, and on the front if nothing beats it."""
     study = open_study(storage, name, seed)
+    base = space.base_values()
+    if base is not None and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(base)
     if jobs <= 1:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         callbacks: list = [  # type: ignore[type-arg]

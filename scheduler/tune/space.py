@@ -91,6 +91,25 @@ class TuningSpace(Wire):
             node[leaf] = value
         return PackingPolicy.model_validate(raw)
 
+    def base_values(self) -> dict[str, Any] | None:
+        """The base policy's value at every path, where each lies in its range (the base can
+        then be a trial of the study); None where one does not."""
+        data = self.policy({}).model_dump(by_alias=True, mode="json")
+        out: dict[str, Any] = {}
+        for p in self.params:
+            value: Any = data
+            for key in p.path.split("."):
+                value = value[key]
+            r = p.float_range or p.int_range
+            if r is not None:
+                whole = p.int_range is None or isinstance(value, int)
+                if value is None or not whole or not r.low <= value <= r.high:
+                    return None
+            elif value not in (p.choices or []):
+                return None
+            out[p.path] = value
+        return out
+
     def check(self) -> None:
         """Every value at the ends of every range is a valid policy: a space that would make
         trials fail is refused before any runs."""
