@@ -83,7 +83,7 @@ def load_cluster(path: str, nodes_per_rack: int) -> ClusterSnapshot:
     return cluster
 
 
-def _console_progress(enabled: bool) -> Progress | None:
+def console_progress(enabled: bool) -> Progress | None:
     console = Console(stderr=True)
     if not enabled or not console.is_terminal:
         return None
@@ -285,7 +285,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         opts = {"gpus_per_node": gpus_per_node} if kind == "itp" else {}
         jobs = read_trace(kind, trace, **opts)
         log.info("trace_loaded", kind=kind, jobs=len(jobs), nodes=len(inventory.nodes))
-        bar = _console_progress(progress)
+        bar = console_progress(progress)
         tasks: dict[str, TaskID] = {}
 
         def tick(name: str, done: int, total: int) -> None:

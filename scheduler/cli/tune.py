@@ -9,12 +9,10 @@ from typing import Annotated
 
 import structlog
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from scheduler.cli import files, logs, render
-from scheduler.cli.simulate import TraceFormat, detect_format, load_cluster
+from scheduler.cli.simulate import TraceFormat, console_progress, detect_format, load_cluster
 from scheduler.errors import UserError
 from scheduler.tune.space import TuningSpace
 
@@ -122,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 cycle_seconds, arrival_scale, horizon, physics=space.policy({}).power_factors
             ),
         )
-        bar = _bar(progress)
+        bar = console_progress(progress)
         task = bar.add_task("trials", total=trials) if bar is not None else None
 
         def tick(s) -> None:  # type: ignore[no-untyped-def]
@@ -155,17 +153,3 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(f"chosen: {report.chosen} ({report.why})")
         console.print(f"policy: {written[2]}; report: {written[1]}")
-
-
-def _bar(enabled: bool) -> Progress | None:
-    console = Console(stderr=True)
-    if not enabled or not console.is_terminal:
-        return None
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
