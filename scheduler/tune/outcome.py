@@ -3,12 +3,11 @@ on the holdout, the default policy's scores beside them, and the policy chosen."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
 
-from scheduler.model import PackingPolicy
 from scheduler.model.base import Wire
 from scheduler.traces.workload import TraceJob
 from scheduler.tune.search import OBJECTIVES, Scores
@@ -91,15 +90,3 @@ def split(jobs: Sequence[TraceJob], holdout: float) -> tuple[list[TraceJob], lis
     ordered = sorted(jobs, key=lambda j: (j.submit, j.name))
     cut = round(len(ordered) * (1 - holdout))
     return ordered[:cut], ordered[cut:]
-
-
-def scored_entries(
-    label_params: Sequence[tuple[str, dict[str, Any], Scores]],
-    policy_of: Callable[[dict[str, Any]], PackingPolicy],
-    score_holdout: Callable[[PackingPolicy], Scores] | None,
-) -> list[Entry]:
-    out = []
-    for label, params, tuning in label_params:
-        hold = None if score_holdout is None else Scored.of(score_holdout(policy_of(params)))
-        out.append(Entry(label=label, params=params, tuning=Scored.of(tuning), holdout=hold))
-    return out

@@ -16,7 +16,7 @@ from scheduler.model import ClusterSnapshot, PackingPolicy
 from scheduler.simulate.replay import ReplaySettings
 from scheduler.traces.workload import TraceJob
 from scheduler.tune.outcome import Entry, Scored, TuneReport, choose
-from scheduler.tune.search import Problem, Scores, front, run_workers, safe_url
+from scheduler.tune.search import FINISHED, Problem, Scores, front, run_workers, safe_url
 from scheduler.tune.space import TuningSpace
 
 FRONT_SCORED = 8  # front policies scored on the holdout, best allocation first
@@ -81,8 +81,7 @@ def tune(
         for i, t in enumerate(best)
     ]
     chosen, why = choose(default, entries)
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    finished = study.get_trials(deepcopy=False, states=states)
+    finished = study.get_trials(deepcopy=False, states=FINISHED)
     infeasible = sum(1 for t in finished if t.user_attrs.get("budgetViolations", 1))
     report = TuneReport(
         study=settings.study,

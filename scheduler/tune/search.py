@@ -159,7 +159,11 @@ def safe_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def work(  # type: ignore[no-untyped-def]
+# Trials that count toward --trials: those that ended, however they ended.
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+
+
+def work(
     space: TuningSpace,
     problem: Problem,
     storage: str,
@@ -167,22 +171,19 @@ def work(  # type: ignore[no-untyped-def]
     trials: int,
     seed: int,
     setup: Callable[[], None] | None = None,
-):
+    progress: Callable[[optuna.Study], None] | None = None,
+) -> optuna.Study:
     """One worker: trials until the study holds `trials` finished ones (whoever ran them).
     `setup` (picklable) sets the process up as its parent is: logs to stderr, as configured."""
     if setup is not None:
         setup()
     study = open_study(storage, name, seed)
-    done = optuna.study.MaxTrialsCallback(
-        trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    )
-    if _finished(study) < trials:
-        study.optimize(_objective(space, problem), n_trials=trials, callbacks=[done])
-
-
-def _finished(study: optuna.Study) -> int:
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=states))
+    callbacks: list = [optuna.study.MaxTrialsCallback(trials, states=FINISHED)]  # type: ignore[type-arg]
+    if progress is not None:
+        callbacks.append(lambda s, _t: progress(s))
+    if len(study.get_trials(deepcopy=False, states=FINISHED)) < trials:
+        study.optimize(_objective(space, problem), n_trials=trials, callbacks=callbacks)
+    return study
 
 
 def run_workers(
@@ -204,17 +205,7 @@ def run_workers(
     if base is not None and not study.get_trials(deepcopy=False):
         study.enqueue_trial(base)
     if jobs <= 1:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        callbacks: list = [  # type: ignore[type-arg]
-            optuna.study.MaxTrialsCallback(
-                trials, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-            )
-        ]
-        if progress is not None:
-            callbacks.append(lambda s, _t: progress(s))
-        if _finished(study) < trials:
-            study.optimize(_objective(space, problem), n_trials=trials, callbacks=callbacks)
-        return study
+        return work(space, problem, storage, name, trials, seed, progress=progress)
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=work, args=(space, problem, storage, name, trials, seed + i, setup))
@@ -233,7 +224,7 @@ def run_workers(
             if p.is_alive():
                 p.terminate()
     failed = [p.exitcode for p in procs if p.exitcode]
-    if failed and _finished(study) < trials:
+    if failed and len(study.get_trials(deepcopy=False, states=FINISHED)) < trials:
         raise UserError(
             f"{len(failed)} of {jobs} tuning workers failed (exit codes {failed})",
             "run with --jobs 1 to see the error",
