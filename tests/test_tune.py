@@ -129,3 +129,17 @@ def test_worker_processes_on_one_machine_share_the_study(tmp_path: Path) -> None
             "select count(distinct value_json) from trial_user_attributes where key = 'worker'"
         ).fetchone()[0]
     assert workers == 2
+
+
+def test_replay_assumptions_reach_every_trial(tmp_path: Path) -> None:
+    """--resume-evicted, as in simulate: the example's preemptions cost their work unless
+    evicted pods checkpoint as they leave; the default row and the trials are replayed so."""
+    lost = {}
+    for flag in ("--no-resume-evicted", "--resume-evicted"):
+        r = _tune(tmp_path / flag, "--trials", "2", flag)
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout)
+        rows = [report["default"]] + report["front"]
+        lost[flag] = [e[part]["lostGpuHours"] for e in rows for part in ("tuning", "holdout")]
+    assert max(lost["--no-resume-evicted"]) > 0
+    assert lost["--resume-evicted"] == [0.0] * len(lost["--resume-evicted"])

@@ -47,6 +47,25 @@ class MigrationMode(StrEnum):
     PROACTIVE = "proactive"
 
 
+# Replay assumptions `simulate` and `tune` share: how much work an eviction or a failure costs.
+ResumeEvicted = Annotated[
+    bool,
+    typer.Option(
+        help="replay: an evicted pod checkpoints and later runs only what it had left "
+        "(else it restarts from the beginning and its work counts as lost)."
+    ),
+]
+CheckpointSeconds = Annotated[
+    float | None,
+    typer.Option(
+        metavar="S",
+        min=0,
+        help="replay: jobs checkpoint this often; a killed pod loses only the work "
+        "since its last checkpoint (default: it restarts from the beginning).",
+    ),
+]
+
+
 def detect_format(path: str) -> str:
     """The trace kind from the header line: openb, ITP or the generic CSV."""
     try:
@@ -148,13 +167,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         horizon: Annotated[
             float | None, typer.Option(metavar="S", help="replay: stop at this simulated time.")
         ] = None,
-        resume_evicted: Annotated[
-            bool,
-            typer.Option(
-                help="replay: an evicted pod checkpoints and later runs only what it had left "
-                "(else it restarts from the beginning and its work counts as lost)."
-            ),
-        ] = False,
+        resume_evicted: ResumeEvicted = False,
         facility_budget: Annotated[
             float | None,
             typer.Option(metavar="F", help="Facility budget = F x GPU nameplate (replaces it)."),
@@ -195,15 +208,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 "--lead-hours, --false-alarms) turn GPUs degraded, so wattpack migrates first."
             ),
         ] = MigrationMode.REACTIVE,
-        checkpoint_seconds: Annotated[
-            float | None,
-            typer.Option(
-                metavar="S",
-                min=0,
-                help="replay: jobs checkpoint this often; a killed pod loses only the work "
-                "since its last checkpoint (default: it restarts from the beginning).",
-            ),
-        ] = None,
+        checkpoint_seconds: CheckpointSeconds = None,
         hang_seconds: Annotated[
             float, typer.Option(metavar="S", min=0, help="replay, --migration none: see there.")
         ] = 1800.0,

@@ -12,7 +12,14 @@ import typer
 from rich.table import Table
 
 from scheduler.cli import files, logs, render
-from scheduler.cli.simulate import TraceFormat, console_progress, detect_format, load_cluster
+from scheduler.cli.simulate import (
+    CheckpointSeconds,
+    ResumeEvicted,
+    TraceFormat,
+    console_progress,
+    detect_format,
+    load_cluster,
+)
 from scheduler.errors import UserError
 from scheduler.tune.space import TuningSpace
 
@@ -59,6 +66,8 @@ def register(app: typer.Typer) -> None:
         cycle_seconds: Annotated[float, typer.Option(min=0.0)] = 10.0,
         arrival_scale: Annotated[float, typer.Option(min=0.000001)] = 1.0,
         horizon: Annotated[float | None, typer.Option(metavar="S")] = None,
+        resume_evicted: ResumeEvicted = False,
+        checkpoint_seconds: CheckpointSeconds = None,
         facility_budget: Annotated[float | None, typer.Option(metavar="F")] = None,
         rack_budget: Annotated[float | None, typer.Option(metavar="F")] = None,
         gpus_per_node: Annotated[int, typer.Option(min=1)] = 8,
@@ -117,7 +126,12 @@ def register(app: typer.Typer) -> None:
             # The base policy's power factors are the GPUs' real draw; a trial's are only
             # what its planner believes.
             replay=ReplaySettings(
-                cycle_seconds, arrival_scale, horizon, physics=space.policy({}).power_factors
+                cycle_seconds,
+                arrival_scale,
+                horizon,
+                resume_evicted=resume_evicted,
+                checkpoint_seconds=checkpoint_seconds,
+                physics=space.policy({}).power_factors,
             ),
         )
         bar = console_progress(progress)
