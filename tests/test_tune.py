@@ -22,6 +22,7 @@ from scheduler.tune.space import TuningSpace
 
 TRACE, CLUSTER = "examples/trace-small.csv", "examples/cluster-small.yaml"
 SPACE = "examples/tune-space.yaml"
+ITP_SPACE = "benchmarks/tune-space-itp.yaml"
 
 
 def _tune(out: Path, *extra: str):  # type: ignore[no-untyped-def]
@@ -132,14 +133,22 @@ def test_worker_processes_on_one_machine_share_the_study(tmp_path: Path) -> None
 
 
 def test_replay_assumptions_reach_every_trial(tmp_path: Path) -> None:
-    """--resume-evicted, as in simulate: the example's preemptions cost their work unless
-    evicted pods checkpoint as they leave; the default row and the trials are replayed so."""
+    """--resume-evicted and --time-limit, as in simulate: the example's preemptions cost their
+    work unless evicted pods checkpoint as they leave; the default row and the trials are
+    replayed so, with the solver budget given (written into the chosen policy)."""
     lost = {}
     for flag in ("--no-resume-evicted", "--resume-evicted"):
-        r = _tune(tmp_path / flag, "--trials", "2", flag)
+        out = tmp_path / flag
+        r = _tune(out, "--trials", "2", flag, "--time-limit", "0.5", "--space", ITP_SPACE)
         assert r.returncode == 0, r.stderr
         report = json.loads(r.stdout)
         rows = [report["default"]] + report["front"]
         lost[flag] = [e[part]["lostGpuHours"] for e in rows for part in ("tuning", "holdout")]
+        chosen = yaml.safe_load((out / "policy.yaml").read_text())
+        assert chosen["solver"]["timeLimitSeconds"] == 0.5
     assert max(lost["--no-resume-evicted"]) > 0
     assert lost["--resume-evicted"] == [0.0] * len(lost["--resume-evicted"])
+    # A space that searches the solver's budget and the flag that fixes it: one of them.
+    r = _tune(tmp_path / "both", "--trials", "1", "--time-limit", "1")
+    assert r.returncode == 2 and "--time-limit" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -67,6 +67,16 @@ def register(app: typer.Typer) -> None:
         arrival_scale: Annotated[float, typer.Option(min=0.000001)] = 1.0,
         horizon: Annotated[float | None, typer.Option(metavar="S")] = None,
         resume_evicted: ResumeEvicted = False,
+        time_limit: Annotated[
+            float | None,
+            typer.Option(
+                metavar="S",
+                min=0.001,
+                help="The solver's budget per cycle in every replay, the default policy's "
+                "included (as simulate's --time-limit; the default policy's own is 10 s). "
+                "Default: each policy's timeLimitSeconds.",
+            ),
+        ] = None,
         checkpoint_seconds: CheckpointSeconds = None,
         facility_budget: Annotated[float | None, typer.Option(metavar="F")] = None,
         rack_budget: Annotated[float | None, typer.Option(metavar="F")] = None,
@@ -88,7 +98,7 @@ def register(app: typer.Typer) -> None:
         from scheduler.tune.report import HEAD, rows, write
         from scheduler.tune.run import TuneSettings, tune
 
-        space = files.load(space_file, TuningSpace, "space")
+        space = with_time_limit(files.load(space_file, TuningSpace, "space"), time_limit)
         space.check()
         inventory = with_budgets(
             every_kth_node(load_cluster(cluster, nodes_per_rack), node_step),
@@ -167,3 +177,20 @@ def register(app: typer.Typer) -> None:
         console.print(table)
         console.print(f"chosen: {report.chosen} ({report.why})")
         console.print(f"policy: {written[2]}; report: {written[1]}")
+
+
+def with_time_limit(space: TuningSpace, seconds: float | None) -> TuningSpace:
+    """The space with the solver's budget fixed in its base, so that every trial and the
+    default row are replayed with it."""
+    if seconds is None:
+        return space
+    if any(p.path == "solver.timeLimitSeconds" for p in space.params):
+        raise UserError(
+            "--time-limit: the space searches solver.timeLimitSeconds",
+            "drop the flag or that entry of the space",
+        )
+    solver = space.base.get("solver") or {}
+    if not isinstance(solver, dict):
+        raise UserError("space base.solver: not a mapping", "give solver settings as a mapping")
+    base = {**space.base, "solver": {**solver, "timeLimitSeconds": seconds}}
+    return space.model_copy(update={"base": base})

@@ -1,4 +1,4 @@
-"""The search: optuna's multi-objective sampler (NSGA-II) over the trace replay, one study in
+"""The search: optuna's multi-objective TPE sampler over the trace replay, one study in
 optuna's storage (a local SQLite file, or PostgreSQL that workers on many machines share).
 
 Each trial is a policy from the space, replayed on the tuning slice of the trace by wattpack's
@@ -114,7 +114,13 @@ def _objective(space: TuningSpace, problem: Problem) -> Callable[[optuna.Trial],
 
 
 def sampler(seed: int) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.NSGAIISampler(seed=seed)
+    # A replay costs minutes, so studies have tens of trials: NSGA-II's first generation (50)
+    # would all be random draws, where TPE models the front after a few. The constant liar
+    # keeps workers that ask at once from drawing the same policy; the budget constraint
+    # (trial.set_constraint) keeps infeasible trials off the front.
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=8, multivariate=True, constant_liar=True
+    )
 
 
 def open_study(storage: str, name: str, seed: int) -> optuna.Study:
