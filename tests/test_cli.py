@@ -342,7 +342,7 @@ def test_import_openb_writes_a_snapshot_that_plans(
     nodes, pods = openb
     out = tmp_path / "openb.json"
     r = wattpack(
-        "import-openb", "--nodes", str(nodes), "--pods", str(pods), "-o", str(out),
+        "import-openb", "--nodes", str(nodes), "--pods", str(pods), "--out", str(out),
         "--budget-fraction", "0.8",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -445,3 +445,75 @@ def test_unwritable_model_export_is_one_error_line(snapshot_file: Path, tmp_path
     target = tmp_path / "missing-dir" / "model.txt"
     r = wattpack("plan", str(snapshot_file), "--export-model", str(target))
     assert "--export-model" in assert_one_error_line(r)
+
+
+# --- output: -o/--output is the format everywhere; --out FILE is a file ----------------------
+
+# Every command that prints a document, and the formats it offers.
+DOCUMENT_COMMANDS = {
+    "plan": {"table", "json", "yaml"},
+    "simulate": {"table", "json", "yaml"},
+    "tune": {"table", "json", "yaml"},
+    "agent": {"table", "json", "yaml"},
+    "schema": {"json", "yaml"},
+    "export": {"json", "yaml"},
+    "import-openb": {"json", "yaml"},
+    "make-cluster": {"json", "yaml"},
+}
+
+
+def test_o_names_the_format_in_every_command() -> None:
+    import typer
+
+    from operators.cli import app as full_app  # the shell's commands too (agent, export)
+
+    group = typer.main.get_command(full_app)
+    seen = {}
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            opts = set(param.opts) | set(param.secondary_opts)
+            assert "--format" not in opts, name
+            if "-o" in opts or "--output" in opts:
+                assert opts == {"-o", "--output"}, (name, opts)
+                seen[name] = set(param.metavar.split("|"))
+    assert seen == DOCUMENT_COMMANDS
+
+
+def test_plan_prints_the_same_plan_as_json_and_yaml(snapshot_file: Path) -> None:
+    runs = {
+        fmt: CliRunner().invoke(app, ["plan", str(snapshot_file), "-o", fmt])
+        for fmt in ("json", "yaml")
+    }
+    assert all(r.exit_code == 0 for r in runs.values()), {f: r.output for f, r in runs.items()}
+    as_json = Plan.model_validate_json(runs["json"].stdout)
+    as_yaml = Plan.model_validate(yaml.safe_load(runs["yaml"].stdout))
+    assert not runs["yaml"].stdout.lstrip().startswith("{")
+    drop = {"summary": {"solve_seconds"}}
+    assert as_yaml.model_dump(exclude=drop) == as_json.model_dump(exclude=drop)
+
+
+def test_schema_prints_yaml_too() -> None:
+    r = CliRunner().invoke(app, ["schema", "policy", "-o", "yaml"])
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(r.stdout) == PackingPolicy.model_json_schema(by_alias=True)
+
+
+def test_out_writes_the_file_and_o_picks_its_format(tmp_path: Path) -> None:
+    by_extension, forced = tmp_path / "c.json", tmp_path / "c.yaml"
+    r = CliRunner().invoke(app, ["make-cluster", "--nodes", "2", "--out", str(by_extension)])
+    assert r.exit_code == 0 and r.stdout == "", r.output
+    json.loads(by_extension.read_text())
+    r = CliRunner().invoke(
+        app, ["make-cluster", "--nodes", "2", "--out", str(forced), "-o", "json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(forced.read_text()) == json.loads(by_extension.read_text())
+    r = CliRunner().invoke(app, ["make-cluster", "--nodes", "2", "-o", "json"])
+    assert json.loads(r.stdout) == json.loads(by_extension.read_text())
+
+
+@pytest.mark.parametrize("command", [["make-cluster", "--nodes", "2"], ["plan", "x.yaml"]])
+def test_the_old_o_file_spelling_says_what_to_use(command: list[str], tmp_path: Path) -> None:
+    line = assert_one_error_line(wattpack(*command, "-o", str(tmp_path / "out.yaml")))
+    assert "'-o'" in line and "--out FILE" in line
+    assert not (tmp_path / "out.yaml").exists()

@@ -59,7 +59,7 @@ def test_simulate_an_openb_slice_under_the_fgd_protocol(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_simulate_an_itp_slice_on_a_generated_cluster(tmp_path: Path) -> None:
     spec = tmp_path / "cluster.yaml"
-    made = wattpack("make-cluster", "--nodes", "6", "--facility-budget", "0.8", "-o", str(spec))
+    made = wattpack("make-cluster", "--nodes", "6", "--facility-budget", "0.8", "--out", str(spec))
     assert made.returncode == 0, made.stderr
     trace = _slice(trace_dir("microsoft-itp-elasticflow") / "cluster01.csv", tmp_path / "t.csv", 4)
     r = wattpack(
