@@ -517,3 +517,25 @@ def test_the_old_o_file_spelling_says_what_to_use(command: list[str], tmp_path: 
     line = assert_one_error_line(wattpack(*command, "-o", str(tmp_path / "out.yaml")))
     assert "'-o'" in line and "--out FILE" in line
     assert not (tmp_path / "out.yaml").exists()
+
+
+# --- a misspelt field is named as unknown, not as the right one missing ----------------------
+
+
+def test_a_misspelt_required_field_is_reported_as_unknown_with_a_suggestion(tmp_path: Path) -> None:
+    data = tiny_snapshot()
+    data["gpuModels"][0]["tdpWats"] = data["gpuModels"][0].pop("tdpWatts")
+    line = assert_one_error_line(wattpack("plan", str(write(tmp_path / "typo.yaml", data))))
+    assert "unknown field gpuModels[0].tdpWats (did you mean tdpWatts?)" in line
+    assert "missing" not in line.lower()
+
+
+def test_a_misspelt_policy_field_is_reported_as_unknown_with_a_suggestion(
+    snapshot_file: Path, tmp_path: Path
+) -> None:
+    policy = write(
+        tmp_path / "policy.yaml", {"preemption": False, "solver": {"timeLimitSecnds": 3}}
+    )
+    line = assert_one_error_line(wattpack("plan", str(snapshot_file), "--policy", str(policy)))
+    assert "unknown field solver.timeLimitSecnds (did you mean timeLimitSeconds?)" in line
+    assert "wattpack schema policy" in line
