@@ -292,6 +292,13 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         opts = {"gpus_per_node": gpus_per_node} if kind == "itp" else {}
         jobs = read_trace(kind, trace, **opts)
         log.info("trace_loaded", kind=kind, jobs=len(jobs), nodes=len(inventory.nodes))
+        if protocol is Protocol.FGD and "wattpack" in names and policy.preemption:
+            # Where the trace has priorities, wattpack would have evicted: say it will not.
+            ranked = len({p.priority for j in jobs for p in j.pods}) > 1
+            (log.warning if ranked else log.info)(
+                "fgd_without_preemption",
+                reason="the FGD protocol has no evictions: wattpack plans it with preemption off",
+            )
         bar = console_progress(progress)
         tasks: dict[str, TaskID] = {}
 
@@ -361,6 +368,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                     f"--report: cannot write {report} ({e.strerror})", "name a writable folder"
                 ) from None
             log.info("report_written", files=[str(p) for p in written])
+            typer.echo(f"report: {' and '.join(str(p) for p in reversed(written))}", err=True)
         if output is OutputFormat.TABLE:
             summary_tables(render.stdout_console(), result)
         else:
