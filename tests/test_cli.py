@@ -539,3 +539,36 @@ def test_a_misspelt_policy_field_is_reported_as_unknown_with_a_suggestion(
     line = assert_one_error_line(wattpack("plan", str(snapshot_file), "--policy", str(policy)))
     assert "unknown field solver.timeLimitSecnds (did you mean timeLimitSeconds?)" in line
     assert "wattpack schema policy" in line
+
+
+# --- why a pod stays pending names the node with the most of what it lacks -------------------
+
+
+def _gpu_hungry(rack_b_budget: int) -> dict[str, Any]:
+    """n1's GPUs all taken, n2's 4 free; a pod asks for 8: no node has them."""
+    data = tiny_snapshot()
+    data["powerDomains"][2]["budgetWatts"] = rack_b_budget
+    data["pods"] = [
+        _pod("full", gpus=4, node="n1", gpuIndices=[0, 1, 2, 3]),
+        _pod("big", gpus=8),
+    ]
+    return data
+
+
+def _reason(data: dict[str, Any], tmp_path: Path) -> str:
+    r = CliRunner().invoke(app, ["plan", str(write(tmp_path / "s.yaml", data)), "-o", "json"])
+    assert r.exit_code == 0, r.output
+    (unplaced,) = Plan.model_validate_json(r.stdout).unplaced
+    return unplaced.reason
+
+
+def test_the_best_node_named_is_the_one_with_the_most_free_gpus(tmp_path: Path) -> None:
+    reason = _reason(_gpu_hungry(rack_b_budget=5000), tmp_path)
+    assert "best node n2 has 4" in reason, reason
+
+
+def test_a_roomier_node_that_is_out_is_named_with_why(tmp_path: Path) -> None:
+    # n2 idles at 200 W; its rack's budget leaves no room for a pod's draw.
+    reason = _reason(_gpu_hungry(rack_b_budget=250), tmp_path)
+    assert "best node n1 has 0" in reason, reason
+    assert "n2 has 4 free but its power domain rack-b is" in reason and "W short" in reason
