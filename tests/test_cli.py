@@ -572,3 +572,78 @@ def test_a_roomier_node_that_is_out_is_named_with_why(tmp_path: Path) -> None:
     reason = _reason(_gpu_hungry(rack_b_budget=250), tmp_path)
     assert "best node n1 has 0" in reason, reason
     assert "n2 has 4 free but its power domain rack-b is" in reason and "W short" in reason
+
+
+# --- plan shows what it is doing while it solves, on a terminal only ------------------------
+
+
+def _needs_the_solver(tmp_path: Path) -> Path:
+    """A pod no node holds: greedy cannot place every pod, so the cycle builds the model."""
+    data = tiny_snapshot()
+    data["pods"].append(_pod("too-big", gpus=8))
+    return write(tmp_path / "hard.yaml", data)
+
+
+def test_the_planner_reports_its_phases_and_the_solvers_progress(tmp_path: Path) -> None:
+    from scheduler import progress
+    from scheduler.cli.files import load_snapshot
+    from scheduler.planner import plan
+
+    heard: list[tuple[str, str]] = []
+    snapshot = load_snapshot(str(_needs_the_solver(tmp_path)))
+    with progress.listening(lambda phase, detail: heard.append((phase, detail))):
+        plan(snapshot, PackingPolicy())
+    phases = [phase for phase, _ in heard]
+    for phase in ("reading the snapshot", "greedy plan", "building the model", "CP-SAT"):
+        assert phase in phases, phases
+    assert phases[-1] == "writing the plan"
+    solutions = [d for p, d in heard if p == "CP-SAT" and d.startswith("solution")]
+    assert solutions and "gap" in solutions[-1], heard
+    assert any(d.startswith("best so far") for _, d in heard), heard
+    # Nobody listening: nothing is kept.
+    assert progress.current() is None
+
+
+def _plan_on_a_terminal(snapshot: Path, *extra: str) -> tuple[str, str]:
+    """plan -o json with stderr on a pseudo-terminal: (stdout, what the terminal showed)."""
+    import os
+    import pty
+    import threading
+
+    leader, follower = pty.openpty()
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the follower closed: the command ended
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    args = [sys.executable, "-m", "scheduler.cli.main", "plan", str(snapshot), "-o", "json"]
+    done = subprocess.run(
+        [*args, *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=follower, timeout=300
+    )
+    os.close(follower)
+    reader.join(timeout=60)
+    os.close(leader)
+    assert done.returncode == 0, shown.decode(errors="replace")
+    return done.stdout.decode(), shown.decode(errors="replace")
+
+
+def test_plan_shows_a_spinner_on_a_terminal_and_never_in_stdout(tmp_path: Path) -> None:
+    snapshot = _needs_the_solver(tmp_path)
+    out, terminal = _plan_on_a_terminal(snapshot)
+    Plan.model_validate_json(out)  # stdout holds the plan alone
+    assert "planning: " in terminal, terminal
+    quiet_out, quiet = _plan_on_a_terminal(snapshot, "--no-progress")
+    Plan.model_validate_json(quiet_out)
+    assert "planning" not in quiet
+    # Piped, as in every other test here, stderr holds no spinner either.
+    piped = wattpack("plan", str(snapshot), "-o", "json")
+    assert piped.returncode == 0 and "planning" not in piped.stderr

@@ -25,6 +25,7 @@ from scheduler.cli.formats import (
     print_document,
     write_document,
 )
+from scheduler.cli.spinner import spinner
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
 from scheduler.tune.space import TuningSpace
@@ -153,6 +154,13 @@ def plan_command(
         str | None,
         typer.Option(metavar="FILE", help="Also write the CP-SAT model (text proto), to debug."),
     ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="A spinner on stderr with the phase and the solver's progress "
+            "(only on a terminal)."
+        ),
+    ] = True,
 ) -> None:
     """Plan one scheduling cycle for a snapshot. A dry run: prints the plan, changes nothing."""
     snapshot = files.load_snapshot(snapshot_file)
@@ -173,7 +181,8 @@ def plan_command(
                 "name a writable file",
             ) from None
 
-    result = plan(snapshot, policy, model_sink=write_model if export_model else None)
+    with spinner("planning", progress):
+        result = plan(snapshot, policy, model_sink=write_model if export_model else None)
     s = result.summary
     log.info(
         "plan_done",
