@@ -206,6 +206,8 @@ def _publish(round_: AgentRound, output: OutputFormat, collector) -> None:  # ty
 
 def _print(round_: AgentRound, output: OutputFormat) -> None:
     if output is not OutputFormat.TABLE:
+        if output is OutputFormat.YAML:
+            typer.echo("---")  # a round each: one YAML stream of documents
         print_document(round_.model_dump(by_alias=True, mode="json"), output.value)
         return
     table = Table(title=f"{round_.node} at {round_.time:g}")

@@ -647,3 +647,21 @@ def test_plan_shows_a_spinner_on_a_terminal_and_never_in_stdout(tmp_path: Path) 
     # Piped, as in every other test here, stderr holds no spinner either.
     piped = wattpack("plan", str(snapshot), "-o", "json")
     assert piped.returncode == 0 and "planning" not in piped.stderr
+
+
+def test_the_agent_prints_its_round_as_yaml_too() -> None:
+    scenario = REPO / "examples" / "nvml-scenario.yaml"
+    args = ["--backend", "fake", "--scenario", str(scenario), "--once", "--node", "n"]
+    rounds = {
+        fmt: subprocess.run(
+            [sys.executable, "-m", "operators.cli", "agent", *args, "-o", fmt],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for fmt in ("json", "yaml")
+    }
+    assert all(r.returncode == 0 for r in rounds.values()), rounds
+    assert rounds["yaml"].stdout.startswith("---\n")  # one document per round
+    assert yaml.safe_load(rounds["yaml"].stdout) == json.loads(rounds["json"].stdout)

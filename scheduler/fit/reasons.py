@@ -274,9 +274,9 @@ class Explainer:
         ids, _, gap = self._admitted_columns(pod)
         c = int(ids[int(np.argmin(gap))])
         best = self._class_best(c)
-        if best.node_gpus <= named:
-            return ""
         why = [_short_of(x) for x in self._class_shortfalls(pod, c) if x.resource != "gpu"]
+        if best.node_gpus <= named or not why:
+            return ""
         return f"; {best.node_name} has {best.node_gpus} free but {', '.join(why)}"
 
     def _class_shortfalls(self, pod: Pod, c: int) -> list[Shortfall]:
