@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -19,8 +18,8 @@ from operators.agent.rounds import AgentRound
 from operators.kubelet import DEFAULT_SOCKET as DEFAULT_POD_RESOURCES_SOCKET
 from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
 from scheduler.cli import documents, files, render
+from scheduler.cli.formats import OutputFormat, output_option, print_document
 from scheduler.cli.main import Problems, app
-from scheduler.cli.render import OutputFormat
 from scheduler.errors import UserError
 
 if TYPE_CHECKING:
@@ -53,9 +52,9 @@ def agent_command(
     policy_file: Annotated[
         str | None, typer.Option("--policy", metavar="FILE", help="Health rules (policy.health).")
     ] = None,
-    output: Annotated[OutputFormat, typer.Option(help="json: one round as JSON.")] = (
-        OutputFormat.JSON
-    ),
+    output: Annotated[
+        OutputFormat, output_option(OutputFormat, "json or yaml: each round as a document.")
+    ] = OutputFormat.JSON,
     metrics_port: Annotated[
         int,
         typer.Option(min=0, help="Serve Prometheus /metrics here (not with --once); 0 = off."),
@@ -206,8 +205,10 @@ def _publish(round_: AgentRound, output: OutputFormat, collector) -> None:  # ty
 
 
 def _print(round_: AgentRound, output: OutputFormat) -> None:
-    if output is OutputFormat.JSON:
-        typer.echo(json.dumps(round_.model_dump(by_alias=True, mode="json"), indent=2))
+    if output is not OutputFormat.TABLE:
+        if output is OutputFormat.YAML:
+            typer.echo("---")  # a round each: one YAML stream of documents
+        print_document(round_.model_dump(by_alias=True, mode="json"), output.value)
         return
     table = Table(title=f"{round_.node} at {round_.time:g}")
     for col in ("gpu", "uuid", "health", "reasons", "power W", "temp C", "unsupported", "pods"):

@@ -14,7 +14,7 @@ import structlog
 import typer
 
 from operators.kube.source import CONFIG_MAP, NAMESPACE
-from scheduler.cli import documents
+from scheduler.cli.formats import DocumentFormat, out_option, output_option, write_document
 from scheduler.cli.main import app
 
 log = structlog.get_logger("wattpack.operator")
@@ -31,13 +31,17 @@ ConfigMapName = Annotated[
 
 @app.command("export")
 def export_command(
+    out: Annotated[str, out_option("Snapshot file ('-': stdout; format from .json/.yaml).")] = "-",
     output: Annotated[
-        str, typer.Option("-o", "--output", metavar="FILE", help="Snapshot file ('-': stdout).")
-    ] = "-",
+        DocumentFormat | None,
+        output_option(
+            DocumentFormat, "Both files' format. Default: from each extension, else yaml."
+        ),
+    ] = None,
     kubeconfig: Kubeconfig = None,
     namespace: Namespace = NAMESPACE,
     config_map: ConfigMapName = CONFIG_MAP,
-    policy_output: Annotated[
+    policy_out: Annotated[
         str | None,
         typer.Option(metavar="FILE", help="Also write the policy the operator uses."),
     ] = None,
@@ -55,16 +59,9 @@ def export_command(
     for note in conv.notes:
         typer.echo(f"left out: {note}", err=True)
     data = conv.snapshot.model_dump(by_alias=True, mode="json", exclude_none=True)
-    fmt = documents.format_for(None if output == "-" else output)
-    if output == "-":
-        typer.echo(documents.render(data, fmt), nl=False)
-    else:
-        documents.write_text(output, documents.render(data, fmt))
-    if policy_output is not None:
-        pdata = policy.model_dump(by_alias=True, mode="json")
-        documents.write_text(
-            policy_output, documents.render(pdata, documents.format_for(policy_output))
-        )
+    write_document(data, output, out, "snapshot")
+    if policy_out is not None:
+        write_document(policy.model_dump(by_alias=True, mode="json"), output, policy_out, "policy")
     log.info(
         "exported",
         nodes=len(conv.snapshot.nodes),

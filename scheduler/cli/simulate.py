@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -22,6 +21,14 @@ from rich.progress import (
 from rich.table import Table
 
 from scheduler.cli import documents, files, render
+from scheduler.cli.formats import (
+    DocumentFormat,
+    OutputFormat,
+    out_option,
+    output_option,
+    print_document,
+    write_document,
+)
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot
 from scheduler.simulate.result import SimReport
@@ -250,8 +257,8 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             ),
         ] = None,
         output: Annotated[
-            render.OutputFormat, typer.Option(help="table for people, json for programs.")
-        ] = render.OutputFormat.TABLE,
+            OutputFormat, output_option(OutputFormat, "table for people; json or yaml: the report.")
+        ] = OutputFormat.TABLE,
         progress: Annotated[
             bool, typer.Option(help="A progress bar on stderr (only on a terminal).")
         ] = True,
@@ -290,6 +297,13 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         opts = {"gpus_per_node": gpus_per_node} if kind == "itp" else {}
         jobs = read_trace(kind, trace, **opts)
         log.info("trace_loaded", kind=kind, jobs=len(jobs), nodes=len(inventory.nodes))
+        if protocol is Protocol.FGD and "wattpack" in names and policy.preemption:
+            # Where the trace has priorities, wattpack would have evicted: say it will not.
+            ranked = len({p.priority for j in jobs for p in j.pods}) > 1
+            (log.warning if ranked else log.info)(
+                "fgd_without_preemption",
+                reason="the FGD protocol has no evictions: wattpack plans it with preemption off",
+            )
         bar = console_progress(progress)
         tasks: dict[str, TaskID] = {}
 
@@ -359,10 +373,11 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                     f"--report: cannot write {report} ({e.strerror})", "name a writable folder"
                 ) from None
             log.info("report_written", files=[str(p) for p in written])
-        if output is render.OutputFormat.JSON:
-            typer.echo(json.dumps(result.model_dump(by_alias=True, mode="json"), indent=2))
-        else:
+            typer.echo(f"report: {' and '.join(str(p) for p in reversed(written))}", err=True)
+        if output is OutputFormat.TABLE:
             summary_tables(render.stdout_console(), result)
+        else:
+            print_document(result.model_dump(by_alias=True, mode="json"), output.value)
         bad = sum(r.budget_violations for r in result.runs)
         if bad:
             raise problems(f"{bad} events exceeded a power budget")
@@ -385,9 +400,10 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             float | None, typer.Option(metavar="F", help="Rack budgets = F x nameplate.")
         ] = None,
         name: Annotated[str, typer.Option(help="Cluster name.")] = "generated",
-        output_file: Annotated[
-            str | None,
-            typer.Option("--output", "-o", metavar="FILE", help="Write here (.json or .yaml)."),
+        out: Annotated[str | None, out_option()] = None,
+        output: Annotated[
+            DocumentFormat | None,
+            output_option(DocumentFormat, "Default: from the --out extension, else yaml."),
         ] = None,
     ) -> None:
         """Write a cluster spec of identical GPU nodes (for traces without an inventory)."""
@@ -413,12 +429,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             facility=facility_budget,
             leaf=rack_budget,
         )
-        fmt = documents.format_for(output_file)
-        text = documents.render(spec.model_dump(by_alias=True, mode="json"), fmt)
-        if output_file is None:
-            typer.echo(text, nl=False)
-        else:
-            documents.write_text(output_file, text)
+        write_document(spec.model_dump(by_alias=True, mode="json"), output, out, "cluster")
 
 
 def _snapshot_writer(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,7 @@ import typer
 from rich.table import Table
 
 from scheduler.cli import files, logs, render
+from scheduler.cli.formats import OutputFormat, output_option, print_document
 from scheduler.cli.simulate import (
     CheckpointSeconds,
     ResumeEvicted,
@@ -84,7 +84,9 @@ def register(app: typer.Typer) -> None:
         nodes_per_rack: Annotated[int, typer.Option(min=1)] = 4,
         node_step: Annotated[int, typer.Option(min=1, help="Keep every N-th node.")] = 1,
         seed: Annotated[int, typer.Option(min=0, help="Sampler seed.")] = 0,
-        output: Annotated[render.OutputFormat, typer.Option()] = render.OutputFormat.TABLE,
+        output: Annotated[
+            OutputFormat, output_option(OutputFormat, "table for people; json or yaml: the report.")
+        ] = OutputFormat.TABLE,
         progress: Annotated[bool, typer.Option(help="A progress bar on stderr.")] = True,
     ) -> None:
         """Search packing policies with optuna (multi-objective) over the trace replay; score
@@ -165,8 +167,8 @@ def register(app: typer.Typer) -> None:
                 bar.stop()
         written = write(report, chosen, folder)
         log.info("tune_written", files=[str(p) for p in written])
-        if output is render.OutputFormat.JSON:
-            typer.echo(json.dumps(report.model_dump(by_alias=True, mode="json"), indent=2))
+        if output is not OutputFormat.TABLE:
+            print_document(report.model_dump(by_alias=True, mode="json"), output.value)
             return
         table = Table(title=f"study {report.study}: {report.trials} trials, Pareto front")
         for h in HEAD[:-1]:  # the values are in report.json and report.html
