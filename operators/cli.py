@@ -129,7 +129,9 @@ def agent_command(
     name = node or os.environ.get("NODE_NAME") or socket.gethostname()
     publisher = _publisher(kubeconfig, name, publish_every) if publish else None
     heartbeat = Heartbeat(stuck_after)
-    collector = None if once or not metrics_port else _serve(metrics_port, dcgm_names, heartbeat)
+    collector = (
+        None if once or not metrics_port else _serve(metrics_port, name, dcgm_names, heartbeat)
+    )
     round_log = RoundLog()
 
     def then(round_: AgentRound) -> None:
@@ -225,11 +227,11 @@ def _to_cluster_once(
         raise Problems(f"GPUNode {round_.node}: status not written ({publisher.last_error})")
 
 
-def _serve(port: int, dcgm_names: bool, heartbeat: Heartbeat) -> RoundCollector:
+def _serve(port: int, node: str, dcgm_names: bool, heartbeat: Heartbeat) -> RoundCollector:
     from operators.agent.metrics import RoundCollector
     from operators.endpoints import runtime_registry, serve
 
-    collector = RoundCollector(dcgm_names)
+    collector = RoundCollector(node, dcgm_names)
     registry = runtime_registry()
     registry.register(collector)
 

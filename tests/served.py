@@ -1,12 +1,8 @@
-"""What a running wattpack process serves on its port (/metrics, /healthz, /readyz), and
-Prometheus's own linter on it: `promtool check metrics` (Debian's prometheus package, which
-.ci/run installs)."""
+"""What a running wattpack process serves on its port (/metrics, /healthz, /readyz)."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 
@@ -26,16 +22,3 @@ def fetch(port: int, path: str) -> tuple[int, str]:
         return e.code, e.read().decode()
     except OSError as e:
         return 0, str(e)
-
-
-def promtool_problems(exposition: str) -> list[str]:
-    """What `promtool check metrics` says of a scrape; [] when it is clean."""
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        raise RuntimeError("promtool is not installed: .ci/run installs Debian's prometheus")
-    r = subprocess.run(
-        [promtool, "check", "metrics"], input=exposition, capture_output=True, text=True, timeout=60
-    )
-    said = (r.stdout + r.stderr).splitlines()
-    assert (r.returncode == 0) == (not said), f"promtool exit {r.returncode}: {said}"
-    return said

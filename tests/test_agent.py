@@ -134,7 +134,7 @@ def test_metrics_use_wattpack_names_snake_case_labels_and_counters() -> None:
 
     fake = FakeBackend(load_scenario(_yaml(SCENARIO), str(SCENARIO)))
     a = Agent(fake, RULES, "node-a")
-    collector = RoundCollector()
+    collector = RoundCollector("node-a")
     assert "wattpack_gpu_" not in _scrape(collector)  # nothing before the first round
     collector.observe(a.round(100.0, fake.drain_xids(100.0)))
     collector.observe(a.round(101.0, {2: [79]}))
@@ -159,7 +159,7 @@ def test_dcgm_names_come_with_the_flag() -> None:
     from operators.agent.metrics import RoundCollector
 
     fake = FakeBackend(load_scenario(_yaml(SCENARIO), str(SCENARIO)))
-    collector = RoundCollector(dcgm_names=True)
+    collector = RoundCollector("node-a", dcgm_names=True)
     collector.observe(Agent(fake, RULES, "node-a").round(100.0))
     text = _scrape(collector)
     assert 'DCGM_FI_DEV_POWER_USAGE{gpu="0",model="NVIDIA H100 80GB HBM3",node="node-a"' in text

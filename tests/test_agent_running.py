@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from served import fetch, free_port, promtool_problems
+from promtool import metrics_problems
+from served import fetch, free_port
 from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,14 +62,14 @@ def test_the_running_agent_serves_metrics_and_probes_that_promtool_finds_clean(
         assert fetch(port, "/")[0] == 404 and fetch(port, "/metricsz")[0] == 404
         assert "wattpack_gpu_health{" in text and "DCGM_FI_" not in text
         assert "process_resident_memory_bytes " in text and "python_info{" in text
-        assert promtool_problems(text) == []
+        assert metrics_problems(text) == []
 
 
 def test_with_dcgm_names_promtool_only_minds_a_name_dcgm_exporter_chose(tmp_path: Path) -> None:
     with running_agent(tmp_path, "--scenario", str(SCENARIO), "--dcgm-names") as (port, _, _):
         text = wait_until(lambda: _metrics(port), 60, "the first round's metrics")
         assert "DCGM_FI_DEV_POWER_USAGE{" in text
-        assert promtool_problems(text) == [
+        assert metrics_problems(text) == [
             "DCGM_FI_DEV_PCIE_REPLAY_COUNTER metric name should not include type 'counter'"
         ]
 

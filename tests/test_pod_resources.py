@@ -219,7 +219,7 @@ def test_an_agent_round_puts_the_pods_on_their_gpus(kubelet) -> None:  # type: i
         ["dev/nb-a", "dev/nb-b"],
     ]
 
-    collector = RoundCollector()
+    collector = RoundCollector("node-a")
     registry = CollectorRegistry()
     registry.register(collector)
     collector.observe(r)

@@ -95,7 +95,8 @@ _STATES = [s.value for s in HealthState]
 
 
 class RoundCollector(Collector):
-    def __init__(self, dcgm_names: bool = False) -> None:
+    def __init__(self, node: str, dcgm_names: bool = False) -> None:
+        self.node = node
         self.dcgm_names = dcgm_names
         self.latest: AgentRound | None = None
         self._lock = threading.Lock()
@@ -118,14 +119,18 @@ class RoundCollector(Collector):
         with self._lock:
             r, rounds, last = self.latest, self._rounds, self._last_round_at
             xids = {k: dict(v) for k, v in self._xids.items()}
-        yield CounterMetricFamily("wattpack_agent_rounds", "Rounds read.", value=rounds)
+        agent = CounterMetricFamily("wattpack_agent_rounds", "Rounds read.", labels=["node"])
+        agent.add_metric([self.node], rounds)
+        yield agent
         if r is None:
             return
-        yield GaugeMetricFamily(
+        when = GaugeMetricFamily(
             "wattpack_agent_last_round_timestamp_seconds",
             "When the last round was read (Unix time).",
-            value=last,
+            labels=["node"],
         )
+        when.add_metric([self.node], last)
+        yield when
         for name, help_text, field, scale in _GAUGES:
             yield _family(GaugeMetricFamily(name, help_text, labels=LABELS), r, field, scale)
         for name, help_text, extra, fields in _COUNTERS:

@@ -14,7 +14,8 @@ from contextlib import contextmanager
 import pytest
 from kube import Cluster, one_node, wait_until
 from kubernetes import watch
-from served import fetch, free_port, promtool_problems
+from promtool import metrics_problems
+from served import fetch, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -70,7 +71,7 @@ def test_probes_follow_the_operator_loop_through_a_wedged_etcd(cluster: Cluster)
     assert op.alive()
     text = fetch(port, "/metrics")[1]
     assert "wattpack_cycle_seconds_count" in text and "process_cpu_seconds_total" in text
-    assert promtool_problems(text) == []
+    assert metrics_problems(text) == []
 
 
 def _leader(port: int) -> float | None:
