@@ -215,6 +215,14 @@ class Operator:
                     models=[m.name for m in models],
                     policy=policy.model_dump(by_alias=True, mode="json", exclude_defaults=True),
                 )
+                if policy.solver.time_limit_seconds >= self.settings.stuck_after:
+                    # /healthz would fail while the solver works, and the leader be restarted.
+                    log.warning(
+                        "solver_time_limit_above_stuck_after",
+                        time_limit_seconds=policy.solver.time_limit_seconds,
+                        stuck_after=self.settings.stuck_after,
+                        todo="raise --stuck-after above the solver's time limit",
+                    )
             self._good = good
             self._config_error = None
         except UserError as e:
