@@ -118,8 +118,7 @@ def agent_command(
         )
     if pod_resources_socket is None:
         # A scripted node has no kubelet: asking the default socket would only warn.
-        fake_node = backend is BackendName.FAKE
-        pod_resources_socket = "" if fake_node else DEFAULT_POD_RESOURCES_SOCKET
+        pod_resources_socket = "" if backend is BackendName.FAKE else DEFAULT_POD_RESOURCES_SOCKET
     kubelet = PodGpus(pod_resources_socket) if pod_resources_socket else None
 
     def pods() -> dict[str, list[str]] | None:
