@@ -226,3 +226,26 @@ def test_the_xid_thread_keeps_events_until_taken_and_survives_a_failed_wait() ->
     finally:
         w.stop()
     assert not w._thread.is_alive()
+
+
+def test_a_round_says_what_changed_since_the_last() -> None:
+    from operators.agent.round_changes import changes
+
+    gone_and_back = [{"at": 10, "gpu": 1, "gone": True}, {"at": 20, "gpu": 1, "back": True}]
+    scenario = {"gpus": [{"uuid": "a"}, {"uuid": "b"}], "events": gone_and_back}
+    fake = FakeBackend(load_scenario(scenario, "inline"))
+    a = Agent(fake, RULES, "n")
+    first = a.round(0.0)
+    assert changes(None, first) == ["gpu 0: found, healthy", "gpu 1: found, healthy"]
+    assert changes(first, a.round(1.0)) == []  # telemetry alone is no change
+    fake.set_power_limit(0, 500)
+    capped = a.round(2.0, pods={"a": ["ml/p"]})
+    assert changes(first, capped) == ["gpu 0: power limit 700 -> 500 W", "gpu 0: pods ml/p"]
+    lost = a.round(10.0, {0: [13]})
+    said = changes(capped, lost)
+    assert said[0] == "gpu 0: pods none" and said[1] == "gpu 0: XID 13"
+    assert said[2:] == [
+        "gpu 1: not reachable",
+        "gpu 1: healthy -> failed (GPU not reachable through NVML)",
+    ]
+    assert changes(lost, a.round(20.0))[0] == "gpu 1: answers again"

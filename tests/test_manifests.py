@@ -684,7 +684,7 @@ def _rules() -> list[dict[str, Any]]:
 def test_alerts_query_exported_metrics_and_say_what_to_do() -> None:
     rules = _rules()
     assert {r["alert"] for r in rules} >= {
-        "WattpackPowerHeadroomLow",
+        "WattpackBudgetHeadroomLow",
         "WattpackCycleErrors",
         "WattpackDegradedGpuInUse",
         "WattpackPlanGapHigh",
@@ -740,8 +740,8 @@ def test_alerts_fire_when_they_should_and_not_otherwise() -> None:
         "interval": "1m",
         "input_series": series,
         "alert_rule_test": [
-            _alerting("WattpackPowerHeadroomLow", "10m", []),  # not for 15 minutes yet
-            _alerting("WattpackPowerHeadroomLow", "20m", [{"domain": "rack-a", **warning}]),
+            _alerting("WattpackBudgetHeadroomLow", "10m", []),  # not for 15 minutes yet
+            _alerting("WattpackBudgetHeadroomLow", "20m", [{"domain": "rack-a", **warning}]),
             _alerting("WattpackDegradedGpuInUse", "10m", [degraded]),
             _alerting("WattpackCycleErrors", "25m", [warning]),
             _alerting("WattpackPlanGapHigh", "35m", [{"severity": "info"}]),
