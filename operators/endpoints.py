@@ -92,7 +92,8 @@ def serve(registry: CollectorRegistry, port: int, live: Check, ready: Check) -> 
             "0.0.0.0", port, app(registry, live, ready), ThreadingWSGIServer, handler_class=_Quiet
         )
     except OSError as e:
-        raise UserError(f"--metrics-port {port}: {e.strerror}", "pick a free port") from None
+        reason = f"--metrics-port {port}: {e.strerror}"
+        raise UserError(reason, "pick a free port, or 0 (off)") from None
     threading.Thread(target=httpd.serve_forever, name="http-endpoints", daemon=True).start()
     log.info("serving", port=httpd.server_port, paths=["/metrics", "/healthz", "/readyz"])
     return int(httpd.server_port)

@@ -5,6 +5,7 @@ per round on stderr, nothing on stdout)."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -131,4 +132,19 @@ def test_output_without_once_is_one_line_and_exit_2() -> None:
     )  # fmt: skip
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: --output:") and "--once" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_one_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(
+            [sys.executable, "-m", "operators.cli", "agent", "--backend", "fake", "--scenario",
+             str(SCENARIO), "--metrics-port", str(port)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(f"error: --metrics-port {port}: ") and "or 0 (off)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

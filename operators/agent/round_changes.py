@@ -4,6 +4,8 @@ power and temperature, is the metrics' job)."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import structlog
 
 from operators.agent.rounds import AgentGpu, AgentRound
@@ -32,8 +34,8 @@ def _gpu_changes(prev: AgentGpu, gpu: AgentGpu) -> list[str]:
     if prev.health.state != gpu.health.state:
         out.append(f"{prev.health.state.value} -> {_state(gpu)}")
     before, now = prev.reading.power_limit_mw, gpu.reading.power_limit_mw
-    if before != now and None not in (before, now):
-        out.append(f"power limit {before / 1000:g} -> {now / 1000:g} W")  # type: ignore[operator]
+    if before is not None and now is not None and before != now:
+        out.append(f"power limit {before / 1000:g} -> {now / 1000:g} W")
     if prev.pods != gpu.pods:
         out.append(f"pods {', '.join(gpu.pods) or 'none'}")
     return out
@@ -51,8 +53,6 @@ class RoundLog:
         self.last: AgentRound | None = None
 
     def log(self, round_: AgentRound) -> None:
-        states: dict[str, int] = {}
-        for g in round_.gpus:
-            states[g.health.state.value] = states.get(g.health.state.value, 0) + 1
+        states = dict(Counter(g.health.state.value for g in round_.gpus))
         log.info("round", node=round_.node, gpus=states, changes=changes(self.last, round_))
         self.last = round_
