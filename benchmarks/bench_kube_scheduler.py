@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(1, str(REPO / "tests"))  # helpers the e2e modules share (waiting, served)
 
 from controlplane import ControlPlane, binaries  # noqa: E402
 from kube import Cluster, bound, scheduled_condition  # noqa: E402

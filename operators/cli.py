@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from operators.agent.power_caps import PowerCaps
+from operators.agent.round_changes import RoundLog
 from operators.agent.rounds import AgentRound
 from operators.kubelet import DEFAULT_SOCKET as DEFAULT_POD_RESOURCES_SOCKET
 from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
@@ -23,6 +24,8 @@ from scheduler.cli.main import Problems, app
 from scheduler.errors import UserError
 
 if TYPE_CHECKING:
+    from operators.agent.metrics import RoundCollector
+    from operators.endpoints import Heartbeat
     from operators.kube.gpunode import GpuNodePublisher
 
 log = structlog.get_logger("wattpack.agent")
@@ -53,12 +56,28 @@ def agent_command(
         str | None, typer.Option("--policy", metavar="FILE", help="Health rules (policy.health).")
     ] = None,
     output: Annotated[
-        OutputFormat, output_option(OutputFormat, "json or yaml: each round as a document.")
-    ] = OutputFormat.JSON,
+        OutputFormat | None,
+        output_option(
+            OutputFormat, "With --once: the round as json (the default), yaml or a table."
+        ),
+    ] = None,
     metrics_port: Annotated[
         int,
-        typer.Option(min=0, help="Serve Prometheus /metrics here (not with --once); 0 = off."),
+        typer.Option(
+            min=0, help="Serve /metrics, /healthz and /readyz here (not with --once); 0 = off."
+        ),
     ] = 9400,
+    dcgm_names: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve the GPU metrics under dcgm-exporter's DCGM_FI_* names (off: a "
+            "cluster running dcgm-exporter has them already)."
+        ),
+    ] = False,
+    stuck_after: Annotated[
+        float,
+        typer.Option(min=1, help="/healthz fails once a round runs this long (seconds)."),
+    ] = 60.0,
     publish: Annotated[
         bool,
         typer.Option(help="Write the node's GPUNode status and apply its spec.powerLimits."),
@@ -74,22 +93,33 @@ def agent_command(
         typer.Option(min=1, help="With --publish: rewrite an unchanged status after S seconds."),
     ] = 60.0,
     pod_resources_socket: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="PATH",
-            help='The kubelet\'s PodResources socket: which pods hold each GPU; "" = off.',
+            help="The kubelet's PodResources socket: which pods hold each GPU (default: "
+            f'{DEFAULT_POD_RESOURCES_SOCKET} with --backend nvml, none with fake); "" = off.',
         ),
-    ] = DEFAULT_POD_RESOURCES_SOCKET,
+    ] = None,
 ) -> None:
     """Sample every GPU through NVML and judge its health (the node agent).
 
-    Each round prints one JSON document (readings and health per GPU); state changes are logged.
-    With --publish, each round also goes to the node's GPUNode status (server-side apply, when
-    it changed) and the GPUs are capped at the GPUNode's spec.powerLimits. The pods on each GPU
-    come from the kubelet's PodResources socket when it answers."""
-    from operators.agent.rounds import Agent, replay_fake
+    With --once, the round is printed (--output). Running, it logs one event per round saying
+    what changed (stderr) and serves the rounds as Prometheus metrics. With --publish, each
+    round also goes to the node's GPUNode status (server-side apply, when it changed) and the
+    GPUs are capped at the GPUNode's spec.powerLimits. The pods on each GPU come from the
+    kubelet's PodResources socket when it answers."""
+    from operators.agent.rounds import Agent, replay_fake, run_forever
+    from operators.endpoints import Heartbeat
     from operators.kubelet.pod_gpus import PodGpus
 
+    if output is not None and not once:
+        raise UserError(
+            "--output: the running agent prints no rounds (it logs what changed)",
+            "add --once to print one round",
+        )
+    if pod_resources_socket is None:
+        # A scripted node has no kubelet: asking the default socket would only warn.
+        pod_resources_socket = "" if backend is BackendName.FAKE else DEFAULT_POD_RESOURCES_SOCKET
     kubelet = PodGpus(pod_resources_socket) if pod_resources_socket else None
 
     def pods() -> dict[str, list[str]] | None:
@@ -98,7 +128,18 @@ def agent_command(
     rules = files.load_policy(policy_file).health
     name = node or os.environ.get("NODE_NAME") or socket.gethostname()
     publisher = _publisher(kubeconfig, name, publish_every) if publish else None
-    collector = None if once or not metrics_port else _serve_metrics(metrics_port)
+    heartbeat = Heartbeat(stuck_after)
+    collector = (
+        None if once or not metrics_port else _serve(metrics_port, name, dcgm_names, heartbeat)
+    )
+    round_log = RoundLog()
+
+    def then(round_: AgentRound) -> None:
+        if collector is not None:
+            collector.observe(round_)
+        round_log.log(round_)
+        _to_cluster(publisher, caps, round_)
+
     if backend is BackendName.FAKE:
         from operators.nvml.fake import FakeBackend, load_scenario
 
@@ -111,17 +152,17 @@ def agent_command(
         caps = PowerCaps(fake, name)
         if once:
             round_ = replay_fake(agent, fake, at, pods())
-            _print(round_, output)
+            _print(round_, output or OutputFormat.JSON)
             _to_cluster_once(publisher, caps, round_)
             return
         start = time.monotonic()
         fake.start = 0.0
-        while True:
+
+        def fake_round() -> AgentRound:
             now = time.monotonic() - start
-            round_ = agent.round(now, fake.drain_xids(now), pods=pods())
-            _publish(round_, output, collector)
-            _to_cluster(publisher, caps, round_)
-            time.sleep(interval)
+            return agent.round(now, fake.drain_xids(now), pods=pods())
+
+        run_forever(fake_round, then, interval, heartbeat)
     from operators.nvml.real import NvmlBackend, NvmlUnavailable
 
     while True:
@@ -132,6 +173,7 @@ def agent_command(
             if once:
                 raise UserError(str(e), "run it on a GPU node with the NVIDIA driver") from None
             log.error("nvml_unavailable", error=str(e), retry_in=interval)
+            heartbeat.beat(interval)  # retrying is progress: not ready, but alive
             time.sleep(interval)
     agent = Agent(nvml, rules, name)
     caps = PowerCaps(nvml, name)
@@ -139,19 +181,19 @@ def agent_command(
     try:
         if once:
             round_ = agent.round(time.time(), pods=pods())
-            _print(round_, output)
+            _print(round_, output or OutputFormat.JSON)
             _to_cluster_once(publisher, caps, round_)
             return
-        from operators.agent.xids import XidWatcher, sleep_until
+        from operators.agent.xids import XidWatcher
 
         nvml.start_xid_watch()
         watcher = XidWatcher(nvml.drain_xids).start()
-        while True:
-            deadline = time.monotonic() + interval
-            round_ = agent.round(time.time(), watcher.take(), pods=pods())
-            _publish(round_, output, collector)
-            _to_cluster(publisher, caps, round_)
-            sleep_until(deadline)
+        xids = watcher
+
+        def nvml_round() -> AgentRound:
+            return agent.round(time.time(), xids.take(), pods=pods())
+
+        run_forever(nvml_round, then, interval, heartbeat)
     finally:
         if watcher is not None:
             watcher.stop()
@@ -185,23 +227,19 @@ def _to_cluster_once(
         raise Problems(f"GPUNode {round_.node}: status not written ({publisher.last_error})")
 
 
-def _serve_metrics(port: int):  # type: ignore[no-untyped-def]
-    from prometheus_client import CollectorRegistry
-
+def _serve(port: int, node: str, dcgm_names: bool, heartbeat: Heartbeat) -> RoundCollector:
     from operators.agent.metrics import RoundCollector
-    from operators.metrics_http import serve
+    from operators.endpoints import runtime_registry, serve
 
-    collector = RoundCollector()
-    registry = CollectorRegistry()
+    collector = RoundCollector(node, dcgm_names)
+    registry = runtime_registry()
     registry.register(collector)
-    serve(registry, port)
+
+    def not_ready() -> str | None:
+        return None if collector.latest is not None else "no round read yet"
+
+    serve(registry, port, heartbeat.problem, not_ready)
     return collector
-
-
-def _publish(round_: AgentRound, output: OutputFormat, collector) -> None:  # type: ignore[no-untyped-def]
-    if collector is not None:
-        collector.latest = round_
-    _print(round_, output)
 
 
 def _print(round_: AgentRound, output: OutputFormat) -> None:

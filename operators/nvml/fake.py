@@ -10,6 +10,7 @@ end-to-end cluster (`wattpack agent --backend fake --scenario FILE`).
       - {at: 90, gpu: 1, xid: 79}
       - {at: 120, gpu: 2, gone: true}     # the GPU disappears
       - {at: 300, gpu: 2, back: true, reset: true}
+      - {at: 400, gpu: 1, hang: true}     # reading it never returns (a wedged driver)
 
 `set` takes any GpuReading field (snake_case); a GPU starts healthy and idle with the values
 under `initial`.
@@ -17,6 +18,7 @@ under `initial`.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pydantic import Field, ValidationError
@@ -71,6 +73,7 @@ class FakeEvent(Wire):
     gone: bool = Field(default=False, description="The GPU stops answering.")
     back: bool = Field(default=False, description="The GPU answers again.")
     reset: bool = Field(default=False, description="The GPU was reset.")
+    hang: bool = Field(default=False, description="Reading the GPU never returns from now on.")
 
 
 class FakeScenario(Wire):
@@ -135,6 +138,10 @@ class FakeBackend:
 
     def read(self, index: int, now: float) -> GpuReading:
         gpu = self.scenario.gpus[index]
+        if any(
+            e.hang and e.gpu == index and e.at + self.start <= now for e in self.scenario.events
+        ):
+            threading.Event().wait()  # as an NVML call into a wedged driver: forever
         values, present = self._state(index, now)
         if not present:
             return GpuReading(

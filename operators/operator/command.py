@@ -94,24 +94,31 @@ def operator_command(
     debounce: Annotated[
         float, typer.Option(min=0.0, help="Wait for changes to settle this long (seconds).")
     ] = 0.5,
-    metrics_port: Annotated[int, typer.Option(min=0, help="Prometheus /metrics; 0 = off.")] = 9090,
+    metrics_port: Annotated[
+        int, typer.Option(min=0, help="Serve /metrics, /healthz and /readyz here; 0 = off.")
+    ] = 9090,
+    stuck_after: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            help="/healthz fails once a cycle runs this long (seconds): keep it well above "
+            "the policy's solver time limit.",
+        ),
+    ] = 300.0,
     identity: Annotated[
         str | None, typer.Option(help="This replica's name (default: $POD_NAME, else host name).")
     ] = None,
 ) -> None:
     """Schedule every pod with schedulerName wattpack: plan on change and on a timer, bind,
     evict, explain. Runs until stopped (SIGTERM)."""
+    from operators.endpoints import runtime_registry, serve
     from operators.kube.client import connect
     from operators.operator.loop import Operator, Settings
     from operators.operator.metrics import OperatorMetrics
 
     me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     api = connect(kubeconfig)
-    metrics = OperatorMetrics()
-    if metrics_port:
-        from operators.metrics_http import serve
-
-        serve(metrics.registry, metrics_port)
+    metrics = OperatorMetrics(runtime_registry())
     settings = Settings(
         namespace=namespace,
         config_map=config_map,
@@ -119,8 +126,11 @@ def operator_command(
         interval=interval,
         debounce=debounce,
         max_delay=max(3.0, debounce * 4),
+        stuck_after=stuck_after,
     )
     op = Operator(api, settings, metrics, me, out=sys.stdout)
+    if metrics_port:
+        serve(metrics.registry, metrics_port, op.heartbeat.problem, op.not_ready)
     done = threading.Event()
 
     def stop(*_: object) -> None:

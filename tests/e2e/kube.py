@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,28 +13,10 @@ from typing import Any
 import yaml
 from controlplane import ControlPlane, Proc
 from kubernetes import client, config
+from waiting import wait_until
 
 NS = "wattpack-system"
 GPU = "nvidia.com/gpu"
-
-
-def wait_until(
-    pred: Callable[[], Any],
-    timeout: float,
-    what: str,
-    every: float = 0.25,
-    describe: Callable[[], Any] | None = None,
-) -> Any:
-    """`pred`'s first truthy answer; `describe`: what the failure message shows of the state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            seen = f": {describe()}" if describe is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{seen}")
-        time.sleep(every)
 
 
 class Cluster:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
-from controlplane import Proc, free_port
+from controlplane import Proc
 from kube import H100, QUICK, Cluster, bound, scrape, wait_until
 from kubernetes import client
+from served import free_port
 
 from operators.kube.apply import Applier
 from operators.kube.source import read_once
