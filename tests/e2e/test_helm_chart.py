@@ -17,6 +17,8 @@ from controlplane import ControlPlane
 
 from scheduler.model import GpuModel, PackingPolicy
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "wattpack"
 NS = "wattpack-system"
