@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from controlplane import ControlPlane
+from kube import wait_until
 
 from scheduler.model import GpuModel, PackingPolicy
 
@@ -422,17 +423,7 @@ def test_template_applies_to_the_api_server(k8s_bin: Path, control_plane: Contro
     assert real.returncode == 0, real.stderr
     for crd in CRDS:
         cp.kubectl("wait", "--for=condition=established", "--timeout=60s", f"crd/{crd}")
-    names = {
-        line.strip()
-        for line in cp.kubectl(
-            "-n",
-            NS,
-            "get",
-            "deployment,daemonset,configmap,service,poddisruptionbudget",
-            "-o",
-            "name",
-        ).stdout.splitlines()
-    }
+    names = _names(cp, "deployment,daemonset,configmap,service,poddisruptionbudget")
     assert {
         "deployment.apps/wattpack-operator",
         "daemonset.apps/wattpack-agent",
@@ -442,6 +433,7 @@ def test_template_applies_to_the_api_server(k8s_bin: Path, control_plane: Contro
         "poddisruptionbudget.policy/wattpack-operator",
     } <= names
     # A PowerDomain is accepted by the CRD the chart installed, and its schema holds.
+    _wait_served(cp, "powerdomains")
     pd = "apiVersion: wattpack.io/v1alpha1\nkind: PowerDomain\nmetadata: {name: facility}\n"
     ok = _apply(cp, pd + "spec: {budgetWatts: 1000000}\n")
     assert ok.returncode == 0, ok.stderr
@@ -465,3 +457,59 @@ def test_template_with_its_namespace_applies_in_one_go(
         "-n", "gpu-sched", "get", "rolebinding", "wattpack-operator", "-o", "yaml"
     )
     assert yaml.safe_load(rb.stdout)["subjects"][0]["namespace"] == "gpu-sched"
+
+
+def test_monitoring_objects_apply_to_the_api_server(
+    k8s_bin: Path, control_plane: ControlPlane
+) -> None:
+    cp = control_plane
+    # prometheus-operator's CRDs, made by controller-gen from its API types (k8sbin/build.sh).
+    for kind in ("servicemonitors", "prometheusrules"):
+        crd = k8s_bin / "monitoring-crds" / f"monitoring.coreos.com_{kind}.yaml"
+        cp.kubectl("apply", "--server-side", "-f", str(crd))
+        cp.kubectl(
+            "wait",
+            "--for=condition=established",
+            "--timeout=60s",
+            f"crd/{kind}.monitoring.coreos.com",
+        )
+    _wait_served(cp, "servicemonitors,prometheusrules")
+    cp.kubectl("create", "namespace", NS)
+    text = _template(
+        k8s_bin,
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true",
+        "metrics.serviceMonitor.labels.release=kps",
+    )
+    dry = _apply(cp, text, "--dry-run=server")
+    assert dry.returncode == 0, dry.stderr
+    real = _apply(cp, text)
+    assert real.returncode == 0, real.stderr
+    assert _names(cp, "servicemonitor,prometheusrule") == {
+        "servicemonitor.monitoring.coreos.com/wattpack-operator",
+        "servicemonitor.monitoring.coreos.com/wattpack-agent",
+        "prometheusrule.monitoring.coreos.com/wattpack",
+    }
+    # The schema is there and strict: a field the ServiceMonitor does not have is refused.
+    (sm,) = [
+        o
+        for o in _objects(text)
+        if o["metadata"]["name"] == "wattpack-agent" and o["kind"] == "ServiceMonitor"
+    ]
+    sm["spec"]["endpoints"][0]["portt"] = "metrics"
+    bad = _apply(cp, yaml.safe_dump(sm), "--dry-run=server")
+    assert bad.returncode != 0 and "portt" in bad.stderr
+
+
+def _names(cp: ControlPlane, what: str) -> set[str]:
+    out = cp.kubectl("-n", NS, "get", what, "-o", "name")
+    return set(out.stdout.split())
+
+
+def _wait_served(cp: ControlPlane, resources: str) -> None:
+    """Until kubectl finds the resources: an established CRD reaches the API server's discovery
+    a moment later, and kubectl maps kinds through discovery."""
+    wait_until(
+        lambda: cp.kubectl("get", resources, "-A", check=False).returncode == 0,
+        60,
+        f"{resources} in discovery",
+    )
