@@ -23,6 +23,7 @@ GUIDE = REPO / "docs" / "operations.md"
 NS = "wattpack-system"
 CRDS = ("gpunodes.wattpack.io", "powerdomains.wattpack.io")
 _MARKED = re.compile(r"<!-- guide-(test|untested): ([^>]+?) -->\n```sh\n(.*?)```", re.S)
+_VALUES = re.compile(r"<!-- guide-values: ([^>]+?) -->\n```yaml\n(.*?)```", re.S)
 
 
 def _blocks() -> dict[str, str]:
@@ -109,6 +110,7 @@ def test_every_shell_block_is_run_or_says_why_not() -> None:
         "leader",
         "gpunodes",
         "budgets",
+        "shadow-mode",
     }, "a guide-test block this file does not run"
 
 
@@ -230,3 +232,22 @@ def test_troubleshooting_commands(k8s_bin: Path, tmp_path: Path, cluster: Cluste
         "the facility's planned power in its status",
     )
     assert 600 < planned <= 2000
+
+
+def test_values_example_and_shadow_mode(guide: Guide, control_plane: ControlPlane) -> None:
+    ((name, text),) = _VALUES.findall(GUIDE.read_text())
+    (guide.cwd / name).write_text(text)
+    out = guide.sh(f"helm template wattpack charts/wattpack -f {name}")
+    assert out.returncode == 0, out.stderr
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in yaml.safe_load_all(out.stdout) if o}
+    example = yaml.safe_load(text)
+    agent = objs["DaemonSet", "wattpack-agent"]["spec"]["template"]["spec"]
+    assert agent["containers"][0]["image"].startswith(example["image"]["repository"] + ":")
+    assert agent["tolerations"] == example["agent"]["tolerations"]
+    assert ("ServiceMonitor", "wattpack-operator") in objs
+    assert ("PrometheusRule", "wattpack") in objs
+
+    guide.run_ok("shadow-mode")
+    dep = control_plane.kubectl("-n", NS, "get", "deployment", "wattpack-operator", "-o", "yaml")
+    (container,) = yaml.safe_load(dep.stdout)["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-1] == "--dry-run"
