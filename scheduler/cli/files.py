@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import types
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
+import annotated_types
 from pydantic import BaseModel, ValidationError
 
 from scheduler.cli.documents import STDIN, parse, read_text
@@ -39,10 +41,12 @@ def load(path: str, model: type[M], schema: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise describe(e, name, schema) from None
+        raise describe(e, name, schema, model) from None
 
 
-def describe(error: ValidationError, path: str, schema: str) -> UserError:
+def describe(
+    error: ValidationError, path: str, schema: str, model: type[BaseModel] | None = None
+) -> UserError:
     """The first problem as one line: where (field path), what, and what to do."""
     errors = error.errors(include_url=False)
     first = errors[0]
@@ -53,6 +57,10 @@ def describe(error: ValidationError, path: str, schema: str) -> UserError:
         # The model's own checks already name the object, the field and the fix.
         return UserError(f"{path}: {msg.removeprefix(_VALUE_ERROR_PREFIX)}{more}", hint)
     where = field_path(first["loc"]) or "top level"
+    if first["type"] == "int_parsing_size":
+        # An integer beyond 64 bits fails before the field's own limit is checked: name it.
+        limit = _upper_limit(model, first["loc"]) if model else None
+        msg = "too large" + (f"; the limit is {limit}" if limit is not None else "")
     got = "" if first["type"] in _TODO else _shown(first.get("input"))
     todo = _TODO.get(first["type"], "fix the value")
     return UserError(f"{path}: {where}: {msg}{got}{more}", f"{todo}; {hint}")
@@ -74,3 +82,41 @@ def _shown(value: Any) -> str:
         return f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
     text = repr(value)
     return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
+
+
+def _upper_limit(model: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
+    """The le (or lt) constraint of the field at loc, or None: read off the model's types."""
+    t: Any = model
+    meta: list[Any] = []
+    for part in loc:
+        t, meta = _unwrap(t)
+        if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str):
+            field = next((f for n, f in t.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return None
+            t, meta = field.annotation, list(field.metadata)
+        elif get_origin(t) in (list, dict):
+            t, meta = get_args(t)[-1], []
+        else:
+            return None
+    _, more = _unwrap(t)
+    for m in [*meta, *more]:
+        if isinstance(m, annotated_types.Le | annotated_types.Lt):
+            return m.le if isinstance(m, annotated_types.Le) else m.lt
+    return None
+
+
+def _unwrap(t: Any) -> tuple[Any, list[Any]]:
+    """X | None -> X, Annotated[X, ...] -> X with its metadata."""
+    meta: list[Any] = []
+    while True:
+        if get_origin(t) is Annotated:
+            meta += list(t.__metadata__)
+            t = get_args(t)[0]
+        elif get_origin(t) in (Union, types.UnionType):
+            args = [a for a in get_args(t) if a is not type(None)]
+            if len(args) != 1:
+                return t, meta
+            t = args[0]
+        else:
+            return t, meta
