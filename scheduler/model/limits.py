@@ -23,6 +23,7 @@ MAX_PRIORITY_BASE = 10**9
 MAX_KIND_WEIGHT = 1_000
 
 MAX_NODES = 100_000
+MAX_JOB_GPUS = 100_000  # one trace job, a gang of many pods: the largest run on about as many
 MAX_PODS = 1_000_000
 MAX_SECONDS = 10**9  # about 31 years: any duration or point in time
 MAX_TIME_LIMIT_SECONDS = 86_400.0  # one planning cycle: a day
