@@ -297,6 +297,7 @@ BAD_TRACES = [
         ["'priority'", "2147483647"],
     ),
     ("cpu-10**30", f"submit,gpus,kind,cpu_milli\n0,1,training,{10**30}\n", ["'cpu_milli'"]),
+    ("quoted-newline", 'submit,gpus,kind\n"1\n2",1,training\n', ["'submit'", "'1\\n2'"]),
     ("submit-1e300", "submit,gpus,kind\n1e300,1,training\n", ["'submit'", "limit"]),
     (
         "itp-gpus-10**20",
@@ -395,3 +396,13 @@ def test_running_pods_over_a_nodes_cpu_are_reported_planned_around_and_not_blame
     plan_file = write(tmp_path, "plan.json", plan.model_dump(by_alias=True, mode="json"))
     checked = run("check", path, "--plan", plan_file)
     assert checked.exit_code == 0 and "plan is feasible" in checked.stdout, checked.stdout
+
+
+def test_a_tuning_space_whose_base_is_not_a_policy_is_one_line(tmp_path: Path) -> None:
+    # A value searched under `solver` needs a mapping there, not a number.
+    space = (
+        "base: {solver: 5}\nparams:\n- path: solver.timeLimitSeconds\n  float: {low: 1, high: 2}\n"
+    )
+    r = run("tune", "--trace", str(TRACE), "--cluster", str(CLUSTER), "--space",
+            write(tmp_path, "space.yaml", space), "--out", str(tmp_path / "out"))  # fmt: skip
+    one_error_line(r, "base.solver")
