@@ -11,7 +11,8 @@ end-to-end cluster (`wattpack agent --backend fake --scenario FILE`).
       - {at: 120, gpu: 2, gone: true}     # the GPU disappears
       - {at: 300, gpu: 2, back: true, reset: true}
 
-`set` takes any GpuReading field (snake_case); a GPU starts healthy and idle with the values
+`set` and `initial` take the GpuReading fields listed in _IDLE (snake_case), each of its type
+and never below 0 (NVML's counters are unsigned); a GPU starts healthy and idle with the values
 under `initial`.
 """
 
