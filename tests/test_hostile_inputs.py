@@ -153,6 +153,10 @@ def test_values_that_add_up_beyond_the_solvers_integers_are_refused(tmp_path: Pa
 
 # Documents: (name, file name, text, what the line names).
 DEEP = 600
+# Ten aliases to the line above, nine times over: 10**10 values from 10 short lines.
+BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)
+)
 BAD_DOCUMENTS = [
     ("json-nested-600", "s.json", '{"a":' * DEEP + "1" + "}" * DEEP, ["nested deeper than 64"]),
     ("json-nested-100000", "s.json", "[" * 100_000 + "]" * 100_000, ["nested deeper than 64"]),
@@ -176,6 +180,7 @@ BAD_DOCUMENTS = [
         ["key 'pods' given twice"],
     ),
     ("not-utf8", "s.yaml", None, ["not UTF-8"]),
+    ("yaml-alias-bomb", "s.yaml", BOMB, ["aliases expand it"]),
 ]
 
 
@@ -194,6 +199,22 @@ def test_a_malformed_document_is_one_line(
         path.write_text(text)
     one_error_line(run("plan", str(path)), *needles)
     one_error_line(run("check", str(path), "--plan", str(path)), *needles)
+
+
+def test_yaml_merge_keys_still_work(tmp_path: Path) -> None:
+    # Aliases and `<<` that repeat what they name are fine; a key merged in may be overridden.
+    text = """
+gpuModels: [{name: H100, tdpWatts: 700, idleWatts: 75}]
+powerDomains: [{name: facility}]
+nodes:
+- &first {name: n1, powerDomain: facility, gpuModel: H100, gpus: 8, cpuMilli: 8, memoryMiB: 8}
+- <<: *first
+  name: n2
+"""
+    r = run("plan", write(tmp_path, "s.yaml", text), "--output", "json")
+    assert r.exit_code == 0, r.stderr
+    data = documents.parse(text, "s.yaml")
+    assert [(n["name"], n["gpus"]) for n in data["nodes"]] == [("n1", 8), ("n2", 8)]
 
 
 def test_a_duplicate_key_in_a_policy_is_refused(tmp_path: Path) -> None:

@@ -15,30 +15,49 @@ from scheduler.model.limits import MAX_DEPTH, MAX_DOCUMENT_BYTES
 STDIN = "-"
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+# Aliases may repeat what they name (merge keys, `<<: *defaults`), but not multiply a small
+# file into billions of values: at most this many values per value written, past a floor.
+_ALIAS_GROWTH, _ALIAS_FLOOR = 10, 100_000
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that keeps timestamps as strings (the snapshot's times are RFC 3339 text),
-    refuses a key given twice in one mapping (the last would silently win) and nesting deeper
-    than MAX_DEPTH (the composer recurses once per level)."""
+    refuses a key given twice in one mapping (the last would silently win), nesting deeper
+    than MAX_DEPTH (the composer recurses once per level) and aliases that expand a document
+    without bound (a "billion laughs")."""
 
     depth = 0
+    written = 0  # nodes composed from the text
+    sizes: dict[int, int]  # id(node) -> values it expands to, aliases followed
 
     def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.depth == 0 and self.written == 0:
+            self.sizes = {}
         self.depth += 1
         try:
             if self.depth > MAX_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None,
-                    None,
-                    f"nested deeper than {MAX_DEPTH} levels",
-                    self.peek_event().start_mark,
-                )
-            return super().compose_node(parent, index)
+                raise self._refused(f"nested deeper than {MAX_DEPTH} levels")
+            node = super().compose_node(parent, index)
         finally:
             self.depth -= 1
+        if id(node) not in self.sizes:  # written here, not an alias to an earlier node
+            self.written += 1
+            kids = node.value if isinstance(node.value, list) else []
+            flat = [n for kid in kids for n in (kid if isinstance(kid, tuple) else (kid,))]
+            self.sizes[id(node)] = 1 + sum(self.sizes[id(n)] for n in flat)
+            if self.sizes[id(node)] > _ALIAS_GROWTH * self.written + _ALIAS_FLOOR:
+                raise self._refused("aliases expand it far beyond what is written")
+        return node
+
+    def _refused(self, why: str) -> yaml.composer.ComposerError:
+        return yaml.composer.ComposerError(None, None, why, self.peek_event().start_mark)
 
     def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:  # `<<`: merged keys may be overridden here
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise yaml.constructor.ConstructorError(
