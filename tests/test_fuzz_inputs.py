@@ -1,4 +1,5 @@
-"""A fuzz harness over the formats (snapshot, policy, plan, space, trace CSV) and the CLI's
+"""A fuzz harness over the formats (snapshot, policy, plan, space, trace CSV, the fake NVML
+scenario) and the CLI's
 number flags: whatever the input, the real CLI ends with exit code 0, 1 or 2, prints exactly one
 line on stderr at exit 2, never a traceback, and every plan it prints passes the independent
 checker (scheduler.verify).
@@ -33,6 +34,7 @@ from scheduler.verify import check_plan
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "examples" / "cluster-small.yaml"
 SPACE = REPO / "examples" / "tune-space.yaml"
+SCENARIO = REPO / "examples" / "nvml-scenario.yaml"
 
 fuzz = settings(
     max_examples=int(os.environ.get("WATTPACK_FUZZ_EXAMPLES", "15")),
@@ -248,6 +250,18 @@ def test_fuzzed_spaces_load_or_fail_with_a_user_error(
         space.base_values()
     except UserError as e:
         assert "\n" not in e.line()
+
+
+@fuzz
+@given(data=st.data(), at=st.sampled_from(["0", "100", "200", "1e9"]))
+def test_agent_on_fuzzed_scenarios(tmp_path_factory: Any, data: st.DataObject, at: str) -> None:
+    tmp = tmp_path_factory.mktemp("scenario")
+    base = yaml.safe_load(SCENARIO.read_text())
+    suffix, text = data.draw(documents(data.draw(mutated(base))))
+    scenario = write(tmp, "scenario" + suffix, text)
+    r = run("agent", "--backend", "fake", "--scenario", scenario, "--once", "--at", at,
+            "--node", "n", "--output", "json")  # fmt: skip
+    assert_clean(r)
 
 
 TRACE_COLUMNS = ["name", "submit", "duration", "gpus", "gpu_milli", "kind", "priority"]

@@ -287,6 +287,10 @@ BAD_FLAGS = [
         ["import-openb", "--nodes", "N", "--pods", "P", "--budget-fraction", "inf"],
         ["--budget-fraction"],
     ),
+    ("agent-at-inf", ["agent", "--backend", "fake", "--once", "--at", "inf"], ["--at"]),
+    ("agent-at-nan", ["agent", "--backend", "fake", "--once", "--at", "nan"], ["--at"]),
+    ("operator-interval-nan", ["operator", "--interval", "nan"], ["--interval"]),
+    ("operator-debounce-inf", ["operator", "--debounce", "inf"], ["--debounce"]),
     (
         "tune-horizon-nan",
         ["tune", "--trace", "T", "--cluster", "C", "--space", "S", "--horizon", "nan"],
