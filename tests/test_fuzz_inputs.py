@@ -22,6 +22,7 @@ import yaml
 from builders import H100, L40, domain, node, pod
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from soundness import assert_carried_out_safely
 from typer.testing import CliRunner
 
 from operators.cli import app
@@ -29,7 +30,6 @@ from scheduler.cli import files
 from scheduler.errors import UserError
 from scheduler.model import PackingPolicy, Plan
 from scheduler.tune.space import TuningSpace
-from scheduler.verify import check_plan
 
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "examples" / "cluster-small.yaml"
@@ -174,10 +174,10 @@ def write(tmp: Path, name: str, text: str) -> str:
 
 
 def plan_is_checked(tmp: Path, snap_file: str, r: Any, policy: PackingPolicy) -> None:
-    """A plan the CLI printed passes the independent checker, in-process and through `check`."""
+    """A plan the CLI printed passes the independent checker, at its end and at every step of
+    carrying it out, in-process, and through `check`."""
     plan = Plan.model_validate_json(r.stdout)
-    snap = files.load_snapshot(snap_file)
-    assert check_plan(snap, policy, plan) == []
+    assert_carried_out_safely(files.load_snapshot(snap_file), policy, plan)
     plan_file = write(tmp, "plan.json", r.stdout)
     checked = run("check", snap_file, "--plan", plan_file)
     assert checked.exit_code == 0, checked.stdout + checked.stderr

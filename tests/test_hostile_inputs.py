@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from soundness import assert_carried_out_safely
 from typer.testing import CliRunner
 
 from operators.cli import app
@@ -416,8 +417,11 @@ def test_running_pods_over_a_nodes_cpu_are_reported_planned_around_and_not_blame
     assert any("node n1" in n for n in plan.summary.notes)
     # Planned around: the pending pod goes to n2, where there is room.
     assert [(b.pod, b.node) for b in plan.bindings] == [("default/wait", "n2")]
-    # Never blamed on the plan: the checker accepts it, and `wattpack check` agrees.
-    assert check_plan(ClusterSnapshot.model_validate(data), PackingPolicy(), plan) == []
+    # Never blamed on the plan: the checkers accept it and each step of carrying it out, and
+    # `wattpack check` agrees.
+    snap = ClusterSnapshot.model_validate(data)
+    assert check_plan(snap, PackingPolicy(), plan) == []
+    assert_carried_out_safely(snap, PackingPolicy(), plan)
     plan_file = write(tmp_path, "plan.json", plan.model_dump(by_alias=True, mode="json"))
     checked = run("check", path, "--plan", plan_file)
     assert checked.exit_code == 0 and "plan is feasible" in checked.stdout, checked.stdout
