@@ -94,6 +94,7 @@ HUGE_SNAPSHOT_NUMBERS = [
     ("cpu-milli-1e30", "nodes.0.cpuMilli", 1e30, ["nodes[0].cpuMilli", "100000000"]),
     ("budget-1e19", "powerDomains.0.budgetWatts", 10**19, ["budgetWatts", "10000000000000"]),
     ("priority-1e30", "pods.1.priority", 1e30, ["pods[1].priority", "2147483647"]),
+    ("priority-minus-1e30", "pods.1.priority", -1e30, ["too small", "-2147483648"]),
     ("pod-gpus-2**40", "pods.1.gpus", 2**40, ["pods[1].gpus", "256"]),
     ("waiting-inf", "pods.1.waitingSeconds", float("inf"), ["waitingSeconds", "finite"]),
     ("tdp-nan", "gpuModels.0.tdpWatts", float("nan"), ["tdpWatts"]),

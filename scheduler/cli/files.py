@@ -5,7 +5,6 @@ from __future__ import annotations
 import types
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
-import annotated_types
 from pydantic import BaseModel, ValidationError
 
 from scheduler.cli.documents import STDIN, parse, read_text
@@ -59,8 +58,10 @@ def describe(
     where = field_path(first["loc"]) or "top level"
     if first["type"] == "int_parsing_size":
         # An integer beyond 64 bits fails before the field's own limit is checked: name it.
-        limit = _upper_limit(model, first["loc"]) if model else None
-        msg = "too large" + (f"; the limit is {limit}" if limit is not None else "")
+        low = str(first.get("input")).lstrip().startswith("-")
+        limit = _limit(model, first["loc"], low) if model else None
+        msg = f"too {'small' if low else 'large'}"
+        msg += f"; the limit is {limit}" if limit is not None else ""
     got = "" if first["type"] in _TODO else _shown(first.get("input"))
     todo = _TODO.get(first["type"], "fix the value")
     return UserError(f"{path}: {where}: {msg}{got}{more}", f"{todo}; {hint}")
@@ -84,8 +85,9 @@ def _shown(value: Any) -> str:
     return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
 
 
-def _upper_limit(model: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
-    """The le (or lt) constraint of the field at loc, or None: read off the model's types."""
+def _limit(model: type[BaseModel], loc: tuple[int | str, ...], low: bool) -> Any:
+    """The ge (or gt) constraint of the field at loc if low, else its le (or lt); None where it
+    has none. Read off the model's types."""
     t: Any = model
     meta: list[Any] = []
     for part in loc:
@@ -100,9 +102,11 @@ def _upper_limit(model: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
         else:
             return None
     _, more = _unwrap(t)
+    names = ("ge", "gt") if low else ("le", "lt")
     for m in [*meta, *more]:
-        if isinstance(m, annotated_types.Le | annotated_types.Lt):
-            return m.le if isinstance(m, annotated_types.Le) else m.lt
+        for name in names:
+            if getattr(m, name, None) is not None:
+                return getattr(m, name)
     return None
 
 
