@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ def test_too_many_nodes_is_one_line_naming_the_limit() -> None:
         ClusterSnapshot.model_validate(data)
 
 
-def test_closed_standard_input_is_one_line(tmp_path: Path) -> None:
+def test_closed_standard_input_is_one_line() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "scheduler.cli.main", "plan", "-"],
         cwd=REPO,
@@ -252,7 +253,7 @@ def test_closed_standard_input_is_one_line(tmp_path: Path) -> None:
         text=True,
         timeout=120,
         # The child's fd 0 closed, as `wattpack plan - <&-` leaves it.
-        preexec_fn=lambda: __import__("os").close(0),
+        preexec_fn=lambda: os.close(0),
     )
     assert r.returncode == 2, r.stderr
     assert (
