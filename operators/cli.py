@@ -21,7 +21,9 @@ from operators.operator import command as _operator_commands  # noqa: F401  (reg
 from scheduler.cli import documents, files, render
 from scheduler.cli.formats import OutputFormat, output_option, print_document
 from scheduler.cli.main import Problems, app
+from scheduler.cli.numbers import finite
 from scheduler.errors import UserError
+from scheduler.model.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
     from operators.agent.metrics import RoundCollector
@@ -46,9 +48,18 @@ def agent_command(
     ] = None,
     once: Annotated[bool, typer.Option(help="Read one round, print it and exit.")] = False,
     at: Annotated[
-        float, typer.Option(min=0, help="fake with --once: the scenario time to read at.")
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="fake with --once: the scenario time to read at.",
+        ),
     ] = 0.0,
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between rounds.")] = 10.0,
+    interval: Annotated[
+        float,
+        typer.Option(min=0.1, max=MAX_SECONDS, callback=finite, help="Seconds between rounds."),
+    ] = 10.0,
     node: Annotated[
         str | None, typer.Option(help="Node name (default: $NODE_NAME, else the host name).")
     ] = None,
@@ -64,7 +75,9 @@ def agent_command(
     metrics_port: Annotated[
         int,
         typer.Option(
-            min=0, help="Serve /metrics, /healthz and /readyz here (not with --once); 0 = off."
+            min=0,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz here (not with --once); 0 = off.",
         ),
     ] = 9400,
     dcgm_names: Annotated[
@@ -76,7 +89,12 @@ def agent_command(
     ] = False,
     stuck_after: Annotated[
         float,
-        typer.Option(min=1, help="/healthz fails once a round runs this long (seconds)."),
+        typer.Option(
+            min=1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="/healthz fails once a round runs this long (seconds).",
+        ),
     ] = 60.0,
     publish: Annotated[
         bool,
@@ -90,7 +108,12 @@ def agent_command(
     ] = None,
     publish_every: Annotated[
         float,
-        typer.Option(min=1, help="With --publish: rewrite an unchanged status after S seconds."),
+        typer.Option(
+            min=1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="With --publish: rewrite an unchanged status after S seconds.",
+        ),
     ] = 60.0,
     pod_resources_socket: Annotated[
         str | None,

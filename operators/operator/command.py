@@ -16,6 +16,8 @@ import typer
 from operators.kube.source import CONFIG_MAP, NAMESPACE
 from scheduler.cli.formats import DocumentFormat, out_option, output_option, write_document
 from scheduler.cli.main import app
+from scheduler.cli.numbers import finite
+from scheduler.model.limits import MAX_SECONDS
 
 log = structlog.get_logger("wattpack.operator")
 
@@ -86,21 +88,39 @@ def operator_command(
     ] = False,
     lease_name: Annotated[str, typer.Option(help="The Lease's name.")] = "wattpack-operator",
     lease_seconds: Annotated[
-        int, typer.Option(min=2, help="How long a leader's lease lasts without renewal.")
+        int,
+        typer.Option(
+            min=2, max=MAX_SECONDS, help="How long a leader's lease lasts without renewal."
+        ),
     ] = 15,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="A cycle at least this often (seconds).")
+        float,
+        typer.Option(
+            min=0.1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="A cycle at least this often (seconds).",
+        ),
     ] = 30.0,
     debounce: Annotated[
-        float, typer.Option(min=0.0, help="Wait for changes to settle this long (seconds).")
+        float,
+        typer.Option(
+            min=0.0,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="Wait for changes to settle this long (seconds).",
+        ),
     ] = 0.5,
     metrics_port: Annotated[
-        int, typer.Option(min=0, help="Serve /metrics, /healthz and /readyz here; 0 = off.")
+        int,
+        typer.Option(min=0, max=65535, help="Serve /metrics, /healthz and /readyz here; 0 = off."),
     ] = 9090,
     stuck_after: Annotated[
         float,
         typer.Option(
             min=1,
+            max=MAX_SECONDS,
+            callback=finite,
             help="/healthz fails once a cycle runs this long (seconds): keep it well above "
             "the policy's solver time limit.",
         ),

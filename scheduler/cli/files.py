@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import types
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,6 +62,12 @@ def describe(
     if unknown:
         return _unknown_field(first["loc"], path, model, errors, more, hint)
     where = field_path(first["loc"]) or "top level"
+    if first["type"] == "int_parsing_size":
+        # An integer beyond 64 bits fails before the field's own limit is checked: name it.
+        low = str(first.get("input")).lstrip().startswith("-")
+        limit = _limit(model, first["loc"], low) if model else None
+        msg = f"too {'small' if low else 'large'}"
+        msg += f"; the limit is {limit}" if limit is not None else ""
     got = "" if first["type"] in _TODO else _shown(first.get("input"))
     todo = _TODO.get(first["type"], "fix the value")
     return UserError(f"{path}: {where}: {msg}{got}{more}", f"{todo}; {hint}")
@@ -133,3 +139,44 @@ def _shown(value: Any) -> str:
         return f" (got a {'mapping' if isinstance(value, dict) else 'list'})"
     text = repr(value)
     return f" (got {text[:60]}{'...' if len(text) > 60 else ''})"
+
+
+def _limit(model: type[BaseModel], loc: tuple[int | str, ...], low: bool) -> Any:
+    """The ge (or gt) constraint of the field at loc if low, else its le (or lt); None where it
+    has none. Read off the model's types."""
+    t: Any = model
+    meta: list[Any] = []
+    for part in loc:
+        t, meta = _unwrap(t)
+        if isinstance(t, type) and issubclass(t, BaseModel) and isinstance(part, str):
+            field = next((f for n, f in t.model_fields.items() if part in (n, f.alias)), None)
+            if field is None:
+                return None
+            t, meta = field.annotation, list(field.metadata)
+        elif get_origin(t) in (list, dict):
+            t, meta = get_args(t)[-1], []
+        else:
+            return None
+    _, more = _unwrap(t)
+    names = ("ge", "gt") if low else ("le", "lt")
+    for m in [*meta, *more]:
+        for name in names:
+            if getattr(m, name, None) is not None:
+                return getattr(m, name)
+    return None
+
+
+def _unwrap(t: Any) -> tuple[Any, list[Any]]:
+    """X | None -> X, Annotated[X, ...] -> X with its metadata."""
+    meta: list[Any] = []
+    while True:
+        if get_origin(t) is Annotated:
+            meta += list(t.__metadata__)
+            t = get_args(t)[0]
+        elif get_origin(t) in (Union, types.UnionType):
+            args = [a for a in get_args(t) if a is not type(None)]
+            if len(args) != 1:
+                return t, meta
+            t = args[0]
+        else:
+            return t, meta

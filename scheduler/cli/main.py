@@ -25,9 +25,11 @@ from scheduler.cli.formats import (
     print_document,
     write_document,
 )
+from scheduler.cli.numbers import MAX_FRACTION, finite
 from scheduler.cli.spinner import spinner
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+from scheduler.model.limits import MAX_NODES, MAX_TIME_LIMIT_SECONDS
 from scheduler.tune.space import TuningSpace
 
 log = structlog.get_logger("wattpack.cli")
@@ -142,7 +144,12 @@ def plan_command(
     ] = OutputFormat.TABLE,
     time_limit: Annotated[
         float | None,
-        typer.Option(metavar="S", help="Solver time limit in seconds (overrides the policy)."),
+        typer.Option(
+            metavar="S",
+            max=MAX_TIME_LIMIT_SECONDS,
+            callback=finite,
+            help="Solver time limit in seconds (overrides the policy).",
+        ),
     ] = None,
     fail_on_unplaced: Annotated[
         bool, typer.Option(help="Exit 1 when the plan leaves pods pending.")
@@ -263,24 +270,51 @@ def import_openb_command(
         output_option(DocumentFormat, "Default: from the --out extension, else yaml."),
     ] = None,
     name: Annotated[str, typer.Option(help="Snapshot name (metadata.name).")] = "openb",
-    nodes_per_rack: Annotated[int, typer.Option(min=1, help="Nodes per rack domain.")] = 16,
-    racks_per_row: Annotated[int, typer.Option(min=1, help="Racks per row domain.")] = 8,
+    nodes_per_rack: Annotated[
+        int, typer.Option(min=1, max=MAX_NODES, help="Nodes per rack domain.")
+    ] = 16,
+    racks_per_row: Annotated[
+        int, typer.Option(min=1, max=MAX_NODES, help="Racks per row domain.")
+    ] = 8,
     budget_fraction: Annotated[
         float | None,
         typer.Option(
             metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
             help="Every domain's budget = F x the TDP of the GPUs below it. Omitted: no budgets.",
         ),
     ] = None,
     rack_budget_fraction: Annotated[
-        float | None, typer.Option(metavar="F", help="Racks only (overrides --budget-fraction).")
+        float | None,
+        typer.Option(
+            metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
+            help="Racks only (overrides --budget-fraction).",
+        ),
     ] = None,
     row_budget_fraction: Annotated[
-        float | None, typer.Option(metavar="F", help="Rows only (overrides --budget-fraction).")
+        float | None,
+        typer.Option(
+            metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
+            help="Rows only (overrides --budget-fraction).",
+        ),
     ] = None,
     facility_budget_fraction: Annotated[
         float | None,
-        typer.Option(metavar="F", help="The facility only (overrides --budget-fraction)."),
+        typer.Option(
+            metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
+            help="The facility only (overrides --budget-fraction).",
+        ),
     ] = None,
     inventory_only: Annotated[
         bool, typer.Option("--inventory-only", help="Import the nodes alone, no pods.")

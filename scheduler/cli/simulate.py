@@ -29,8 +29,18 @@ from scheduler.cli.formats import (
     print_document,
     write_document,
 )
+from scheduler.cli.numbers import (
+    MAX_FRACTION,
+    MAX_HOURS,
+    MAX_RATE,
+    MAX_RUNS,
+    MAX_SCALE,
+    MAX_TARGET,
+    finite,
+)
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot
+from scheduler.model import limits as lim
 from scheduler.simulate.result import SimReport
 
 log = structlog.get_logger("wattpack.cli")
@@ -67,6 +77,8 @@ CheckpointSeconds = Annotated[
     typer.Option(
         metavar="S",
         min=0,
+        max=lim.MAX_SECONDS,
+        callback=finite,
         help="replay: jobs checkpoint this often; a killed pod loses only the work "
         "since its last checkpoint (default: it restarts from the beginning).",
     ),
@@ -156,56 +168,114 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 "departures, until --target x capacity (the FGD paper's protocol)."
             ),
         ] = Protocol.REPLAY,
-        seeds: Annotated[int, typer.Option(min=1, help="fgd: runs, seeds first-seed on.")] = 10,
-        first_seed: Annotated[int, typer.Option(min=0, help="fgd: the first seed.")] = 0,
+        seeds: Annotated[
+            int, typer.Option(min=1, max=MAX_RUNS, help="fgd: runs, seeds first-seed on.")
+        ] = 10,
+        first_seed: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_SEED, help="fgd: the first seed.")
+        ] = 0,
         target: Annotated[
-            float, typer.Option(min=0.01, help="fgd: stop at this demand / GPU capacity.")
+            float,
+            typer.Option(
+                min=0.01,
+                max=MAX_TARGET,
+                callback=finite,
+                help="fgd: stop at this demand / GPU capacity.",
+            ),
         ] = 1.3,
         step: Annotated[
-            float, typer.Option(min=0.001, help="fgd: demand step between measurements.")
+            float,
+            typer.Option(
+                min=0.001, max=1, callback=finite, help="fgd: demand step between measurements."
+            ),
         ] = 0.05,
         cycle_seconds: Annotated[
-            float, typer.Option(min=0.0, help="replay: wattpack cycles at most this often.")
+            float,
+            typer.Option(
+                min=0.0,
+                max=lim.MAX_SECONDS,
+                callback=finite,
+                help="replay: wattpack cycles at most this often.",
+            ),
         ] = 10.0,
         arrival_scale: Annotated[
             float,
-            typer.Option(min=0.000001, help="replay: divide submit times by this (>1: denser)."),
+            typer.Option(
+                min=0.000001,
+                max=MAX_SCALE,
+                callback=finite,
+                help="replay: divide submit times by this (>1: denser).",
+            ),
         ] = 1.0,
         horizon: Annotated[
-            float | None, typer.Option(metavar="S", help="replay: stop at this simulated time.")
+            float | None,
+            typer.Option(
+                metavar="S",
+                min=0,
+                max=lim.MAX_SECONDS,
+                callback=finite,
+                help="replay: stop at this simulated time.",
+            ),
         ] = None,
         resume_evicted: ResumeEvicted = False,
         facility_budget: Annotated[
             float | None,
-            typer.Option(metavar="F", help="Facility budget = F x GPU nameplate (replaces it)."),
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Facility budget = F x GPU nameplate (replaces it).",
+            ),
         ] = None,
         rack_budget: Annotated[
             float | None,
-            typer.Option(metavar="F", help="Every leaf domain's budget = F x its nameplate."),
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Every leaf domain's budget = F x its nameplate.",
+            ),
         ] = None,
         time_limit: Annotated[
             float,
             typer.Option(
                 metavar="S",
+                max=lim.MAX_TIME_LIMIT_SECONDS,
+                callback=finite,
                 help="wattpack's solver budget per cycle, in CP-SAT deterministic seconds "
                 "(reproducible; replaces the policy's timeLimitSeconds).",
             ),
         ] = 1.0,
         gpus_per_node: Annotated[
-            int, typer.Option(min=1, help="itp: GPUs per node, to split big jobs into gangs.")
+            int,
+            typer.Option(
+                min=1,
+                max=lim.MAX_GPUS_PER_NODE,
+                help="itp: GPUs per node, to split big jobs into gangs.",
+            ),
         ] = 8,
         nodes_per_rack: Annotated[
-            int, typer.Option(min=1, help="openb node list as cluster: nodes per rack.")
+            int,
+            typer.Option(
+                min=1, max=lim.MAX_NODES, help="openb node list as cluster: nodes per rack."
+            ),
         ] = 16,
         gpu_failures: Annotated[
             float,
             typer.Option(
                 metavar="R",
+                min=0,
+                max=MAX_RATE,
+                callback=finite,
                 help="replay: inject GPU failures, R per 1,000 GPU-days (a seeded Poisson "
                 "process); the work on a failed GPU restarts from the queue.",
             ),
         ] = 0.0,
-        failure_seed: Annotated[int, typer.Option(min=0, help="replay: failure seed.")] = 0,
+        failure_seed: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_SEED, help="replay: failure seed.")
+        ] = 0,
         migration: Annotated[
             MigrationMode,
             typer.Option(
@@ -217,25 +287,49 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         ] = MigrationMode.REACTIVE,
         checkpoint_seconds: CheckpointSeconds = None,
         hang_seconds: Annotated[
-            float, typer.Option(metavar="S", min=0, help="replay, --migration none: see there.")
+            float,
+            typer.Option(
+                metavar="S",
+                min=0,
+                max=lim.MAX_SECONDS,
+                callback=finite,
+                help="replay, --migration none: see there.",
+            ),
         ] = 1800.0,
         warned_share: Annotated[
             float,
-            typer.Option(min=0, max=1, help="replay: share of failures that raise an alarm first."),
+            typer.Option(
+                min=0,
+                max=1,
+                callback=finite,
+                help="replay: share of failures that raise an alarm first.",
+            ),
         ] = 0.7,
         lead_hours: Annotated[
             float,
-            typer.Option(min=0, help="replay: mean hours from an alarm to its failure."),
+            typer.Option(
+                min=0,
+                max=MAX_HOURS,
+                callback=finite,
+                help="replay: mean hours from an alarm to its failure.",
+            ),
         ] = 6.0,
         false_alarms: Annotated[
             float,
             typer.Option(
-                min=0, help="replay: GPUs that raise an alarm and never fail, per failure."
+                min=0,
+                max=MAX_RATE,
+                callback=finite,
+                help="replay: GPUs that raise an alarm and never fail, per failure.",
             ),
         ] = 0.5,
         node_step: Annotated[
             int,
-            typer.Option(min=1, help="Keep every N-th node of the cluster (a smaller replica)."),
+            typer.Option(
+                min=1,
+                max=lim.MAX_NODES,
+                help="Keep every N-th node of the cluster (a smaller replica).",
+            ),
         ] = 1,
         report: Annotated[
             str | None,
@@ -245,6 +339,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             list[float] | None,
             typer.Option(
                 metavar="T",
+                callback=finite,
                 help="replay: write the cluster as each scheduler left it at simulated time T "
                 "(seconds, after --arrival-scale) as a snapshot: running pods in place, queued "
                 "pods pending with waitingSeconds. Repeatable; needs --snapshot-dir.",
@@ -384,20 +479,48 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
 
     @app.command("make-cluster")
     def make_cluster_command(
-        nodes: Annotated[int, typer.Option(min=1, help="Number of GPU nodes.")],
-        gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs per node.")] = 8,
+        nodes: Annotated[int, typer.Option(min=1, max=lim.MAX_NODES, help="Number of GPU nodes.")],
+        gpus_per_node: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_GPUS_PER_NODE, help="GPUs per node.")
+        ] = 8,
         model: Annotated[str, typer.Option(help="GPU model name.")] = "H100-SXM",
-        tdp_watts: Annotated[int, typer.Option(min=1, help="GPU TDP, watts.")] = 700,
-        idle_watts: Annotated[int, typer.Option(min=0, help="GPU idle draw, watts.")] = 75,
-        cpu_milli: Annotated[int, typer.Option(min=0, help="CPU per node, millicores.")] = 128_000,
-        memory_mib: Annotated[int, typer.Option(min=0, help="Memory per node, MiB.")] = 2_097_152,
-        nodes_per_rack: Annotated[int, typer.Option(min=1, help="Nodes per rack.")] = 4,
-        racks_per_row: Annotated[int, typer.Option(min=1, help="Racks per row.")] = 8,
+        tdp_watts: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_GPU_WATTS, help="GPU TDP, watts.")
+        ] = 700,
+        idle_watts: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_GPU_WATTS, help="GPU idle draw, watts.")
+        ] = 75,
+        cpu_milli: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_CPU_MILLI, help="CPU per node, millicores.")
+        ] = 128_000,
+        memory_mib: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_MEMORY_MIB, help="Memory per node, MiB.")
+        ] = 2_097_152,
+        nodes_per_rack: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_NODES, help="Nodes per rack.")
+        ] = 4,
+        racks_per_row: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_NODES, help="Racks per row.")
+        ] = 8,
         facility_budget: Annotated[
-            float | None, typer.Option(metavar="F", help="Facility budget = F x nameplate.")
+            float | None,
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Facility budget = F x nameplate.",
+            ),
         ] = None,
         rack_budget: Annotated[
-            float | None, typer.Option(metavar="F", help="Rack budgets = F x nameplate.")
+            float | None,
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Rack budgets = F x nameplate.",
+            ),
         ] = None,
         name: Annotated[str, typer.Option(help="Cluster name.")] = "generated",
         out: Annotated[str | None, out_option()] = None,

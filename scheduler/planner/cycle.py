@@ -28,7 +28,7 @@ from scheduler.fit.disruption import hold_for_budgets
 from scheduler.fit.greedy import arrival_order, greedy_fill, units_of
 from scheduler.fit.outcome import assemble
 from scheduler.fit.state import Placement
-from scheduler.fit.value import pending_values
+from scheduler.fit.value import check_total_value, pending_values
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
 from scheduler.planner.broken_gangs import release_broken_gangs
 from scheduler.planner.candidate import Candidate, best_of
@@ -38,7 +38,7 @@ from scheduler.planner.guided import realise
 from scheduler.planner.improve import REPACK_SECONDS as IMPROVE_SECONDS
 from scheduler.planner.improve import improve
 from scheduler.planner.moves import plan_moves
-from scheduler.planner.notes import power_notes
+from scheduler.planner.notes import overcommit_notes, power_notes
 from scheduler.planner.preferences import honour_preferences
 from scheduler.planner.repair import repair
 from scheduler.planner.rules_first import plan_rules_first
@@ -293,6 +293,7 @@ def plan(
     model_sink: Callable[[str], None] | None = None,
 ) -> Plan:
     """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
+    check_total_value(snapshot.pods, policy)
     with _collector_paused():
         return plan_rules_first(
             snapshot, policy, lambda rest, pol: _plan(rest, pol, clock, model_sink), clock
@@ -342,7 +343,7 @@ def _plan(
     # costs time, and the floor is kept.
     least = floor_seconds + 0.05
     cycle = floor.cycle
-    notes = power_notes(cycle.state) + move_notes
+    notes = power_notes(cycle.state) + overcommit_notes(snapshot) + move_notes
     gang_notes = _gang_notes(cycle.pending)
     trivial = float(sum(v for v, _ in pending_values(base).values()))
 
