@@ -36,6 +36,12 @@ over the soak is reported as first / last / max RSS and the least-squares slope 
 it must stay flat. Choose a churn the operator keeps up with (--soak-burst / --burst-interval
 below its pods/s), or the backlog, not a leak, is what grows.
 
+Creation goes at about 200 pods/s on an idle 2-core control plane (threads on the Python client
+and `kubectl create` of one List alike: the server is the limit) and slower while a scheduler
+binds, so a scheduler that binds faster than pods are made shows the creation rate. --backlog
+creates every pod first, then starts the scheduler, and times from its start (the scheduler_perf
+way of keeping creation out of the figure).
+
 kube-scheduler runs with its default client rate limit (50 QPS, burst 100) unless --kube-qps is
 given; scheduler_perf raises it, and so can this script.
 """
@@ -94,7 +100,7 @@ class Run:
     pods: int
     bound: int
     create_seconds: list[float]  # per burst
-    first_create: float
+    start: float  # the first creation; with --backlog, the scheduler ready
     last_bind: float
     pods_per_second: float
     busy_seconds: float  # while some created pod was not bound yet
@@ -103,7 +109,7 @@ class Run:
     per_second_peak: float
     latency_p50: float
     latency_p99: float
-    rss_mib: list[tuple[float, float]]  # (seconds since the first pod, MiB)
+    rss_mib: list[tuple[float, float]]  # (seconds since `start`, MiB)
     cycles: dict[str, Any] = field(default_factory=dict)
     soak: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -241,33 +247,29 @@ def run_one(name: str, bin_dir: Path, root: Path, args: argparse.Namespace) -> R
                     "burst": 2 * args.kube_qps,
                 },
             }
-        proc = start_scheduler(name, cluster, kube_config, f"--metrics-port={port}")
         watch = BoundWatch(cp)
-        rss = RssSampler(_pid(proc), args.sample_seconds)
         creator = Creator(cluster, scheduler_name, args.seed)
-
-        t0 = time.time()
-        create_seconds = []
         bursts = _bursts(args.pods, args.burst)
-        for k, (first, size) in enumerate(bursts):
-            _sleep_until(t0 + k * args.burst_interval)
-            create_seconds.append(creator.burst(k, first, size))
-            print(
-                f"    burst {k}: {size} pods created in {create_seconds[-1]:.1f} s; "
-                f"{len(watch.seen)} bound so far",
-                flush=True,
-            )
-        _wait_bound(watch, proc, args.pods, args.stable, t0 + args.timeout)
-        run = _throughput(name, creator.created, dict(watch.seen), create_seconds, args.pods)
+        create_seconds: list[float] = []
+        if args.backlog:
+            _create(creator, watch, bursts, 0.0, create_seconds)
+        proc = start_scheduler(name, cluster, kube_config, f"--metrics-port={port}")
+        ready = time.time()
+        rss = RssSampler(_pid(proc), args.sample_seconds)
+        if not args.backlog:
+            _create(creator, watch, bursts, args.burst_interval, create_seconds)
+        start = ready if args.backlog else min(creator.created.values())
+        _wait_bound(watch, proc, args.pods, args.stable, start + args.timeout)
+        run = _throughput(name, creator.created, dict(watch.seen), create_seconds, args.pods, start)
 
         if name == "wattpack":
             _wait_cycle_logged(proc.log, run.last_bind, 60)
             run.metrics = {k: v for k, v in scrape(port).items() if "_seconds_" in k}
-            run.cycles = cycles(proc.log, creator.created, dict(watch.seen), run.metrics)
+            run.cycles = cycles(proc.log, creator.created, dict(watch.seen), run.metrics, start)
             if args.soak_seconds > 0:
                 run.soak = _soak(creator, watch, rss, bursts, args)
         rss.stop()
-        run.rss_mib = [(round(t - t0, 1), round(m, 1)) for t, m in rss.samples]
+        run.rss_mib = [(round(t - start, 1), round(m, 1)) for t, m in rss.samples]
         return run
     finally:
         if rss is not None:
@@ -277,6 +279,24 @@ def run_one(name: str, bin_dir: Path, root: Path, args: argparse.Namespace) -> R
         if cluster is not None:
             cluster.stop_operators()
         cp.stop()
+
+
+def _create(
+    creator: Creator,
+    watch: BoundWatch,
+    bursts: list[tuple[int, int]],
+    interval: float,
+    create_seconds: list[float],
+) -> None:
+    t0 = time.time()
+    for k, (first, size) in enumerate(bursts):
+        _sleep_until(t0 + k * interval)
+        create_seconds.append(creator.burst(k, first, size))
+        print(
+            f"    burst {k}: {size} pods created in {create_seconds[-1]:.1f} s; "
+            f"{len(watch.seen)} bound so far",
+            flush=True,
+        )
 
 
 def _pid(proc: Proc) -> int:
@@ -311,9 +331,12 @@ def _throughput(
     seen: dict[str, float],
     create_seconds: list[float],
     pods: int,
+    first: float,
 ) -> Run:
+    """The rates from `first` (the first creation; with a backlog, the scheduler ready) to the
+    last binding; a pod made before `first` counts as made then."""
+    created = {n: max(t, first) for n, t in created.items()}
     bound = {n: t for n, t in seen.items() if n in created}
-    first = min(created.values())
     last = max(bound.values(), default=first)
     per_second: dict[int, int] = {}
     for t in bound.values():
@@ -326,7 +349,7 @@ def _throughput(
         pods=pods,
         bound=len(bound),
         create_seconds=[round(s, 2) for s in create_seconds],
-        first_create=first,
+        start=first,
         last_bind=last,
         pods_per_second=len(bound) / max(last - first, 1e-9),
         busy_seconds=busy,
@@ -423,10 +446,15 @@ def _wait_cycle_logged(log: Path, last_bind: float, timeout: float) -> None:
 
 
 def cycles(
-    log: Path, created: dict[str, float], seen: dict[str, float], metrics: dict[str, float]
+    log: Path,
+    created: dict[str, float],
+    seen: dict[str, float],
+    metrics: dict[str, float],
+    first: float,
 ) -> dict[str, Any]:
-    """Where the operator's time went, from its JSON log (cycles, bindings) and its /metrics
-    (planning: the planner's own time, summed over every cycle so far)."""
+    """Where the operator's time went from `first` to the last binding, from its JSON log
+    (cycles, bindings) and its /metrics (planning: the planner's own time, summed over every
+    cycle so far)."""
     done, binds = [], []
     for t, e in _log_events(log):
         if e["event"] == "cycle_done":
@@ -454,20 +482,19 @@ def cycles(
                 unseen=max(0, truly_pending - int(e["pending"])),
             )
         )
-    busy = [r for r in rows if r["bound"]]
-    first = min(created_times, default=0.0)
     last = max(bound_times, default=first)
     active = [r for r in rows if r["start"] + r["seconds"] >= first and r["start"] <= last]
+    busy = [r for r in active if r["bound"]]
     total = sum(r["seconds"] for r in active)
     writes = sum(r["writes"] for r in active)
     # Cycles before the load plan nothing: near all of the planner's time is the load's.
     plan = metrics.get("wattpack_solve_seconds_sum", 0.0)
     return {
-        "cycles": len(rows),
+        # Within the load (from `first` to the last binding):
+        "cycles": len(active),
         "cycles_binding": len(busy),
-        "cycle_seconds_p50": _quantile(sorted(r["seconds"] for r in rows), 0.5),
-        "cycle_seconds_max": max((r["seconds"] for r in rows), default=0.0),
-        # Within the load (first creation to last binding):
+        "cycle_seconds_p50": _quantile(sorted(r["seconds"] for r in active), 0.5),
+        "cycle_seconds_max": max((r["seconds"] for r in active), default=0.0),
         "load_seconds": round(last - first, 2),
         "in_cycles_seconds": round(total, 2),
         "plan_seconds": round(plan, 2),
@@ -538,6 +565,11 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=1000)
     ap.add_argument("--burst", type=int, default=250, help="pods per burst")
     ap.add_argument("--burst-interval", type=float, default=10.0, help="seconds between bursts")
+    ap.add_argument(
+        "--backlog",
+        action="store_true",
+        help="create every pod before the scheduler starts; time from its start",
+    )
     ap.add_argument("--soak-seconds", type=float, default=0.0, help="wattpack: churn this long")
     ap.add_argument(
         "--soak-burst", type=int, help="pods replaced each interval in the soak (default --burst)"
