@@ -222,7 +222,7 @@ def run_one(name: str, bin_dir: Path, root: Path, args: argparse.Namespace) -> R
     rss: RssSampler | None = None
     try:
         cp.start()
-        cp.start_kwok()
+        cp.start_kwok(lease_seconds=args.kwok_lease_seconds)
         cluster = Cluster(cp)
         cluster.apply_manifests(REPO / "manifests")
         cluster.set_config(POLICY, MODELS)
@@ -576,6 +576,12 @@ def main() -> None:
     )
     ap.add_argument("--sample-seconds", type=float, default=5.0, help="RSS sampling period")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--kwok-lease-seconds",
+        type=int,
+        default=300,
+        help="KWOK node lease (renewed every quarter of it: at 5,000 nodes, 40 s is 500 writes/s)",
+    )
     ap.add_argument("--kube-qps", type=int, help="kube-scheduler's client QPS (default: its own)")
     ap.add_argument("--stable", type=float, default=60.0, help="give up after no binding this long")
     ap.add_argument("--timeout", type=float, default=3600.0, help="per run, from the first pod")
