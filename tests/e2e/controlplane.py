@@ -173,14 +173,17 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(yaml.safe_dump(cfg))
 
-    def start_kwok(self) -> None:
+    def start_kwok(self, lease_seconds: int = 40) -> None:
+        """KWOK for the nodes annotated kwok.x-k8s.io/node=fake; each renews its Lease every
+        quarter of `lease_seconds` (thousands of nodes want it longer: each renewal is a
+        write)."""
         args = [
             str(self.bin / "kwok"),
             f"--kubeconfig={self.kubeconfig}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-ip=127.0.0.1",
-            "--node-lease-duration-seconds=40",
+            f"--node-lease-duration-seconds={lease_seconds}",
         ]
         self.procs["kwok"] = Proc("kwok", args, self.root / "kwok.log").start()
         time.sleep(0.5)
