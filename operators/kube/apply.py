@@ -3,12 +3,14 @@
 Bindings go through the pods/binding subresource with the pod's UID as precondition, after the
 `wattpack.io/gpu-indices` annotation is written. A gang is checked whole first (every member
 still pending, the same UID, not being deleted) and only then bound; a member that fails the
-check stops the whole gang. Before a group is bound, the GPUs it is handed are checked free
-against the pods bound on those nodes as the server has them now (not the cache, which may lag);
-a bind whose answer is lost is read back. Evictions go through pods/eviction
-(PodDisruptionBudgets hold) with a UID precondition. Every write first asks `may_write`: a
-replica that lost its lease writes nothing more. With dry_run, every write is logged as what it
-would be and none is made.
+check stops the whole gang. Before a group is bound, its nodes are checked to exist and the GPUs
+it is handed to be free against the pods bound on those nodes as the server has them now (not
+the cache, which may lag). A bind whose answer is lost is read back; one the server did not
+answer is tried again, and a gang member that still is not bound leaves the members bound for
+the next plan to complete (only a member gone or bound elsewhere takes the gang back).
+Evictions go through pods/eviction (PodDisruptionBudgets hold) with a UID precondition. Every
+write first asks `may_write`: a replica that lost its lease writes nothing more. With dry_run,
+every write is logged as what it would be and none is made.
 """
 
 from __future__ import annotations
@@ -206,10 +208,20 @@ class Applier:
         return None, share_milli(pod), pod
 
     def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
-        """A member whose GPUs pods bound on the server already hold (by their GPU annotation),
-        and what holds them; None when every member's GPUs are free."""
+        """A member whose node is gone or whose GPUs pods bound on the server already hold (by
+        their GPU annotation), and why; None when every member's node is there and its GPUs
+        are free."""
         used: dict[tuple[str, int], int] = {}
         for node in sorted({b.node for b in bindings}):
+            try:
+                # A node deleted since the cache was read: the server would bind to it anyway,
+                # and the pod would never run (and be collected as an orphan).
+                self.core.read_node(node, _preload_content=False).release_conn()
+            except ApiException as e:
+                why = "is gone" if e.status == 404 else f"cannot be read: {describe(e)}"
+                return next(b.pod for b in bindings if b.node == node), f"node {node} {why}"
+            except HTTPError as e:
+                return bindings[0].pod, f"node {node} cannot be read: {describe(e)}"
             try:
                 resp = self.core.list_pod_for_all_namespaces(
                     field_selector=f"spec.nodeName={node}", _preload_content=False
