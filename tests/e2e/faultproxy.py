@@ -17,6 +17,7 @@ import random
 import ssl
 import threading
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,20 @@ _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host
 
 
 class FaultProxy:
-    def __init__(self, upstream_port: int, certs: Path, rate: float, seed: int) -> None:
+    """`rate`: the share of the requests that `matching` (method, path) picks that fail, with
+    one of `kinds`."""
+
+    def __init__(
+        self,
+        upstream_port: int,
+        certs: Path,
+        rate: float,
+        seed: int,
+        matching: Callable[[str, str], bool] = lambda method, path: True,
+        kinds: tuple[str, ...] = ("refused", "dropped", "lost"),
+    ) -> None:
         self.upstream_port, self.certs, self.rate = upstream_port, certs, rate
+        self.matching, self.kinds = matching, kinds
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.faults: Counter[str] = Counter()  # fault -> how many
@@ -72,10 +85,14 @@ class FaultProxy:
     def decide(self, method: str, path: str, watching: bool) -> str | None:
         with self._lock:
             self.requests += 1
+            if not self.matching(method, path.partition("?")[0]):
+                return None
             r = self._rng.random()
             if r >= self.rate:
                 return None
-            kinds = ("refused", "dropped") if watching else ("refused", "dropped", "lost")
+            kinds = tuple(k for k in self.kinds if not (watching and k == "lost"))
+            if not kinds:
+                return None
             fault = kinds[int(r / self.rate * len(kinds))]
             self.faults[fault] += 1
             self.faulted[f"{method} {path.partition('?')[0]}"] += 1
