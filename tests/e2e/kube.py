@@ -296,6 +296,15 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def lease_holder(cluster: Cluster) -> str | None:
+    """The identity of the operator replica that leads now (its Lease's holder)."""
+    try:
+        lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease("wattpack-operator", NS)
+    except client.ApiException:
+        return None
+    return str(lease.spec.holder_identity) if lease.spec.holder_identity else None
+
+
 def bound(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in pods if p["spec"].get("nodeName")]
 
