@@ -411,6 +411,11 @@ def test_service_monitors_scrape_the_metrics_services() -> None:
     (agent,) = [m for m in monitors if m["metadata"]["name"] == "wattpack-agent"]
     # wattpack_gpu_pod_info's namespace and pod are the workload's, not the agent pod's.
     assert agent["spec"]["endpoints"][0]["honorLabels"] is True
+    # `up` gets the agent's node, which WattpackAgentStale names when the agent does not answer.
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+        "targetLabel": "node",
+    } in agent["spec"]["endpoints"][0]["relabelings"]
 
 
 def test_services_select_pods_and_ports() -> None:
@@ -820,3 +825,31 @@ def test_alerts_fire_when_they_should_and_not_otherwise() -> None:
         for g in _rule_groups()
     ]
     run_rule_tests(groups, _alert_cases())
+
+
+# --- the docs ---------------------------------------------------------------------------------
+
+DOCS = [ROOT / "README.md", ROOT / "docs" / "operations.md"]
+# A metric as the docs write it: `wattpack_x`, `wattpack_x{a,b}`, or a family `wattpack_gpu_*`.
+_DOC_METRIC = re.compile(r"\b(wattpack_[a-z0-9_]*[a-z0-9_])(\*)?(?:\{([a-z_, ]+)\})?")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_name_exported_metrics_and_the_alerts_there_are(doc: Path) -> None:
+    text = doc.read_text()
+    names = exported()
+    for name, family, labels in _DOC_METRIC.findall(text):
+        if family:
+            assert [n for n in names if n.startswith(name)], f"{doc.name}: no {name}*"
+            continue
+        samples = {name, f"{name}_bucket"} & set(names)  # a histogram goes by its base name
+        assert samples, f"{doc.name}: no process exports {name}"
+        for label in filter(None, (x.strip() for x in labels.split(","))):
+            assert any(label in names[n] for n in samples), f"{doc.name}: {name} has no {label}"
+    assert set(re.findall(r"\bWattpack[A-Z]\w+", text)) <= ALERTS, doc.name
+
+
+def test_operations_guide_lists_every_alert() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    table = re.findall(r"^\| `(Wattpack\w+)` \|", guide, re.M)
+    assert sorted(table) == sorted(ALERTS)
