@@ -31,6 +31,7 @@ _STR = {"type": "string"}
 _BOOL = {"type": "boolean"}
 _PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 _SECONDS = {"type": "number", "exclusiveMinimum": 0}
+_STUCK_AFTER = {"type": "number", "minimum": 1}  # --stuck-after's own minimum
 # Free-form Kubernetes fields (resources, affinity, tolerations, labels): the API server
 # checks them.
 _MAP = {"type": "object"}
@@ -72,6 +73,7 @@ def schema() -> dict[str, Any]:
                     {"enabled": _BOOL, "leaseSeconds": {"type": "integer", "minimum": 2}}
                 ),
                 "intervalSeconds": {"type": "number", "minimum": 0.1},
+                "stuckAfterSeconds": _STUCK_AFTER,
                 "resources": _MAP,
                 "nodeSelector": _STR_MAP,
                 "tolerations": _LIST,
@@ -83,6 +85,8 @@ def schema() -> dict[str, Any]:
             {
                 "enabled": _BOOL,
                 "intervalSeconds": _SECONDS,
+                "stuckAfterSeconds": _STUCK_AFTER,
+                "dcgmNames": _BOOL,
                 "publish": _BOOL,
                 "runtimeClassName": _STR,
                 "priorityClassName": _STR,
@@ -107,8 +111,6 @@ def schema() -> dict[str, Any]:
                     {
                         "enabled": _BOOL,
                         "labels": _STR_MAP,
-                        "budgetHeadroomRatio": {"type": "number", "exclusiveMinimum": 0},
-                        "planGap": {"type": "number", "minimum": 0},
                     }
                 ),
             }

@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from promtool import run_rule_tests
+from promtool import check_rules, run_rule_tests
 
 from scheduler.model import GpuModel, PackingPolicy
 
@@ -411,6 +411,11 @@ def test_service_monitors_scrape_the_metrics_services() -> None:
     (agent,) = [m for m in monitors if m["metadata"]["name"] == "wattpack-agent"]
     # wattpack_gpu_pod_info's namespace and pod are the workload's, not the agent pod's.
     assert agent["spec"]["endpoints"][0]["honorLabels"] is True
+    # `up` gets the agent's node, which WattpackAgentStale names when the agent does not answer.
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+        "targetLabel": "node",
+    } in agent["spec"]["endpoints"][0]["relabelings"]
 
 
 def test_services_select_pods_and_ports() -> None:
@@ -674,21 +679,32 @@ def test_measured_vs_planned_power_counts_each_watt_once() -> None:
 
 
 # --- alerts -----------------------------------------------------------------------------------
+# The one rule set: the Helm chart renders a copy of this file (tests/e2e/test_helm_chart.py
+# keeps the copy equal), so these tests are the chart's too.
+
+
+def _rule_groups() -> list[dict[str, Any]]:
+    (rule,) = [d for d in _monitoring() if d["kind"] == "PrometheusRule"]
+    return list(rule["spec"]["groups"])
 
 
 def _rules() -> list[dict[str, Any]]:
-    (rule,) = [d for d in _monitoring() if d["kind"] == "PrometheusRule"]
-    return [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    return [r for g in _rule_groups() for r in g["rules"]]
+
+
+ALERTS = {
+    "WattpackBudgetHeadroomLow",
+    "WattpackCycleErrors",
+    "WattpackDegradedGpuInUse",
+    "WattpackPlanGapHigh",
+    "WattpackNoSingleLeader",
+    "WattpackAgentStale",
+}
 
 
 def test_alerts_query_exported_metrics_and_say_what_to_do() -> None:
     rules = _rules()
-    assert {r["alert"] for r in rules} >= {
-        "WattpackBudgetHeadroomLow",
-        "WattpackCycleErrors",
-        "WattpackDegradedGpuInUse",
-        "WattpackPlanGapHigh",
-    }
+    assert sorted(r["alert"] for r in rules) == sorted(ALERTS)
     check_queries([r["expr"] for r in rules])
     for r in rules:
         assert r["labels"]["severity"] in {"info", "warning", "critical"}
@@ -697,6 +713,8 @@ def test_alerts_query_exported_metrics_and_say_what_to_do() -> None:
             for label in re.findall(r"\$labels\.(\w+)", text):
                 known = set().union(*(exported().get(n, set()) for n in metric_names(r["expr"])))
                 assert label in known | TARGET_LABELS, f"{r['alert']}: no label {label}"
+    # The annotations' templates parse (the rule tests below leave them out).
+    check_rules(_rule_groups())
 
 
 def _alerting(name: str, at: str, labels: list[dict[str, str]]) -> dict[str, Any]:
@@ -704,52 +722,134 @@ def _alerting(name: str, at: str, labels: list[dict[str, str]]) -> dict[str, Any
             "exp_alerts": [{"exp_labels": {**x, "alertname": name}} for x in labels]}  # fmt: skip
 
 
-def test_alerts_fire_when_they_should_and_not_otherwise() -> None:
-    """Prometheus's own engine on the rules (annotations aside: they are text for people)."""
-    (rule,) = [d for d in _monitoring() if d["kind"] == "PrometheusRule"]
-    groups = [
-        {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
-        for g in rule["spec"]["groups"]
-    ]
-    gpu = {"node": "n1", "uuid": "GPU-1", "model": "H100"}
-    series = [
-        # rack-a plans 980 of 1000 W (2% left), rack-b 500 of 1000 W.
-        {"series": 'wattpack_power_budget_watts{domain="rack-a"}', "values": "1000x40"},
-        {"series": 'wattpack_power_watts{domain="rack-a"}', "values": "980x40"},
-        {"series": 'wattpack_power_budget_watts{domain="rack-b"}', "values": "1000x40"},
-        {"series": 'wattpack_power_watts{domain="rack-b"}', "values": "500x40"},
-        # GPU 0 degraded with a pod on it, GPU 1 degraded and empty, GPU 2 healthy with a pod.
-        *(
-            {"series": _series("wattpack_gpu_health", gpu, gpu=i, state="degraded"), "values": v}
-            for i, v in (("0", "1x40"), ("1", "1x40"), ("2", "0x40"))
-        ),
-        *(
-            {"series": _series("wattpack_gpu_pod_info", gpu, gpu=i, namespace="ml", pod=p),
-             "values": "1x40"}
-            for i, p in (("0", "a"), ("2", "b"))
-        ),
-        # A cycle fails every minute; the plans stay 20% from the bound; nobody leads.
-        {"series": "wattpack_cycle_errors_total", "values": "0+1x40"},
-        {"series": "wattpack_plan_gap", "values": "0.2x40"},
-        {"series": 'wattpack_leader{instance="a"}', "values": "0x40"},
-        {"series": 'wattpack_leader{instance="b"}', "values": "0x40"},
-    ]  # fmt: skip
-    warning = {"severity": "warning"}
-    degraded = {**gpu, "gpu": "0", "state": "degraded", **warning}
-    run_rule_tests(groups, [{
-        "interval": "1m",
-        "input_series": series,
-        "alert_rule_test": [
-            _alerting("WattpackBudgetHeadroomLow", "10m", []),  # not for 15 minutes yet
-            _alerting("WattpackBudgetHeadroomLow", "20m", [{"domain": "rack-a", **warning}]),
-            _alerting("WattpackDegradedGpuInUse", "10m", [degraded]),
-            _alerting("WattpackCycleErrors", "25m", [warning]),
-            _alerting("WattpackPlanGapHigh", "35m", [{"severity": "info"}]),
-            _alerting("WattpackNoSingleLeader", "10m", [{"severity": "critical"}]),
-        ],
-    }])  # fmt: skip
-
-
 def _series(name: str, base: dict[str, str], **labels: str) -> str:
     body = ",".join(f'{k}="{v}"' for k, v in sorted({**base, **labels}.items()))
     return f"{name}{{{body}}}"
+
+
+def _alert_cases() -> list[dict[str, Any]]:
+    """promtool test cases: every alert fires where it should, and not before its `for` nor
+    where a near miss is."""
+    gpu = {"uuid": "GPU-1", "model": "H100"}
+    up = {"service": "wattpack-agent-metrics"}
+    series = [
+        # The leader op-0 plans rack-a at 980 of 1000 W (2% left), rack-b at 500 of 1000 W.
+        *(
+            {"series": _series(name, {"pod": "op-0"}, domain=d), "values": f"{v}x40"}
+            for d, planned in (("rack-a", 980), ("rack-b", 500))
+            for name, v in (
+                ("wattpack_power_budget_watts", 1000),
+                ("wattpack_power_watts", planned),
+            )
+        ),
+        # On n1, GPU 0 is degraded with a pod on it, GPU 1 degraded and empty, GPU 2 healthy
+        # with a pod. On n2, GPU 1 holds a pod: a join on the GPU alone would flag n1's GPU 1.
+        *(
+            {"series": _series("wattpack_gpu_health", gpu, node="n1", gpu=i, state="degraded"),
+             "values": v}
+            for i, v in (("0", "1x40"), ("1", "1x40"), ("2", "0x40"))
+        ),
+        *(
+            {"series": _series("wattpack_gpu_pod_info", gpu, node=n, gpu=i, namespace="ml", pod=p),
+             "values": "1x40"}
+            for n, i, p in (("n1", "0", "a"), ("n1", "2", "b"), ("n2", "1", "c"))
+        ),
+        # op-0's cycles fail every minute; op-1 failed once, at 3 minutes, and then no more.
+        {"series": 'wattpack_cycle_errors_total{pod="op-0"}', "values": "0+1x40"},
+        {"series": 'wattpack_cycle_errors_total{pod="op-1"}', "values": "0 0 0 1x37"},
+        # The plans are 5% from the bound for 20 minutes, then 20%.
+        {"series": "wattpack_plan_gap", "values": "0.05x20 0.2x40"},
+        # op-0 leads until 10 m; nobody from 10 to 20 m; op-0 again; both from 30 to 40 m.
+        {"series": 'wattpack_leader{pod="op-0"}', "values": "1x9 0x9 1x29"},
+        {"series": 'wattpack_leader{pod="op-1"}', "values": "0x9 0x9 0x9 1x9"},
+        # Agents read 6 rounds a minute. n1's keeps on; n2's stops at 10 m (a round hangs);
+        # n4's restarts at 10 m and reads none; n3's does not answer its scrapes.
+        {"series": 'wattpack_agent_rounds_total{node="n1"}', "values": "0+6x40"},
+        {"series": 'wattpack_agent_rounds_total{node="n2"}', "values": "0+6x10 60x30"},
+        {"series": 'wattpack_agent_rounds_total{node="n4"}', "values": "0+6x10 0x30"},
+        {"series": _series("up", up, node="n1"), "values": "1x40"},
+        {"series": _series("up", up, node="n3"), "values": "0x40"},
+    ]  # fmt: skip
+    warning, critical = {"severity": "warning"}, {"severity": "critical"}
+    degraded = {**gpu, "node": "n1", "gpu": "0", "state": "degraded", **warning}
+    return [
+        {
+            "interval": "1m",
+            "input_series": series,
+            "alert_rule_test": [
+                _alerting("WattpackBudgetHeadroomLow", "10m", []),  # not for 15 minutes yet
+                _alerting("WattpackBudgetHeadroomLow", "20m", [{"domain": "rack-a", **warning}]),
+                _alerting("WattpackDegradedGpuInUse", "10m", []),
+                _alerting("WattpackDegradedGpuInUse", "20m", [degraded]),
+                _alerting("WattpackCycleErrors", "10m", []),
+                _alerting("WattpackCycleErrors", "25m", [{"pod": "op-0", **warning}]),
+                _alerting("WattpackPlanGapHigh", "45m", []),  # 20% since 21 m, not 30 min
+                _alerting("WattpackPlanGapHigh", "55m", [{"severity": "info"}]),
+                _alerting("WattpackNoSingleLeader", "8m", []),
+                _alerting("WattpackNoSingleLeader", "17m", [critical]),  # none leads
+                _alerting("WattpackNoSingleLeader", "27m", []),
+                _alerting("WattpackNoSingleLeader", "37m", [critical]),  # two lead
+                _alerting("WattpackAgentStale", "4m", []),
+                _alerting("WattpackAgentStale", "12m", [{**up, "node": "n3", **warning}]),
+                _alerting(
+                    "WattpackAgentStale",
+                    "25m",
+                    [
+                        {"node": "n2", **warning},
+                        {"node": "n4", **warning},
+                        {**up, "node": "n3", **warning},
+                    ],
+                ),
+            ],
+        },
+        {
+            # No operator scraped at all: no leader either.
+            "interval": "1m",
+            "input_series": [{"series": "wattpack_plan_gap", "values": "0x10"}],
+            "alert_rule_test": [_alerting("WattpackNoSingleLeader", "10m", [critical])],
+        },
+    ]
+
+
+def test_alert_cases_cover_every_alert_firing_and_not() -> None:
+    checks = [c for case in _alert_cases() for c in case["alert_rule_test"]]
+    assert {c["alertname"] for c in checks if c["exp_alerts"]} == ALERTS
+    assert {c["alertname"] for c in checks if not c["exp_alerts"]} == ALERTS
+
+
+def test_alerts_fire_when_they_should_and_not_otherwise() -> None:
+    """Prometheus's own engine on the rules (annotations aside: promtool would compare their
+    text too, and check_rules has parsed it)."""
+    groups = [
+        {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]}
+        for g in _rule_groups()
+    ]
+    run_rule_tests(groups, _alert_cases())
+
+
+# --- the docs ---------------------------------------------------------------------------------
+
+DOCS = [ROOT / "README.md", ROOT / "docs" / "operations.md"]
+# A metric as the docs write it: `wattpack_x`, `wattpack_x{a,b}`, or a family `wattpack_gpu_*`.
+_DOC_METRIC = re.compile(r"\b(wattpack_[a-z0-9_]*[a-z0-9_])(\*)?(?:\{([a-z_, ]+)\})?")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_docs_name_exported_metrics_and_the_alerts_there_are(doc: Path) -> None:
+    text = doc.read_text()
+    names = exported()
+    for name, family, labels in _DOC_METRIC.findall(text):
+        if family:
+            assert [n for n in names if n.startswith(name)], f"{doc.name}: no {name}*"
+            continue
+        samples = {name, f"{name}_bucket"} & set(names)  # a histogram goes by its base name
+        assert samples, f"{doc.name}: no process exports {name}"
+        for label in filter(None, (x.strip() for x in labels.split(","))):
+            assert any(label in names[n] for n in samples), f"{doc.name}: {name} has no {label}"
+    assert set(re.findall(r"\bWattpack[A-Z]\w+", text)) <= ALERTS, doc.name
+
+
+def test_operations_guide_lists_every_alert() -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    table = re.findall(r"^\| `(Wattpack\w+)` \|", guide, re.M)
+    assert sorted(table) == sorted(ALERTS)
