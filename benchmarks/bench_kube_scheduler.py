@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):
     sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(1, str(REPO / "tests"))  # helpers the e2e modules share (waiting, served)
 
-from controlplane import ControlPlane, binaries  # noqa: E402
+from controlplane import ControlPlane, Proc, binaries  # noqa: E402
 from kube import Cluster, bound, scheduled_condition  # noqa: E402
 
 from operators.kube.client import connect  # noqa: E402
@@ -185,13 +186,7 @@ def run_one(
         for pc, value in PRIORITIES.items():
             cluster.priority_class(pc, value)
 
-        if name == "wattpack":
-            proc = cluster.start_operator("--interval=5")
-            ready = "caches_synced"
-        else:
-            proc = cp.start_kube_scheduler(kube_config)
-            ready = "Starting Kubernetes Scheduler"
-        _wait_for_log(proc, ready, 90)
+        start_scheduler(name, cluster, kube_config, "--interval=5")
 
         t0 = time.monotonic()
         for spec in pods:
@@ -205,7 +200,22 @@ def run_one(
         cp.stop()
 
 
-def _wait_for_log(proc: Any, text: str, timeout: float) -> None:
+def start_scheduler(
+    name: str, cluster: Cluster, kube_config: dict[str, Any] | None, *operator_args: str
+) -> Proc:
+    """The `wattpack operator` process (for "wattpack") or the real kube-scheduler, once it is
+    ready to schedule."""
+    if name == "wattpack":
+        proc = cluster.start_operator(*operator_args)
+        ready = "caches_synced"
+    else:
+        proc = cluster.cp.start_kube_scheduler(kube_config)
+        ready = "Starting Kubernetes Scheduler"
+    wait_for_log(proc, ready, 90)
+    return proc
+
+
+def wait_for_log(proc: Proc, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in proc.log.read_text(errors="replace"):

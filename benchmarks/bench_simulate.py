@@ -98,7 +98,8 @@ def power_itp_case(scale: float) -> tuple[str, SimReport]:
     the default policy ("wattpack-nostarve", the command without --policy)."""
     cycle = 10.0
     command = (
-        f"wattpack make-cluster --nodes {ITP_NODES} --facility-budget 0.8 -o itp-cluster.yaml && "
+        f"wattpack make-cluster --nodes {ITP_NODES} --facility-budget 0.8 "
+        "--out itp-cluster.yaml && "
         f"wattpack simulate --trace {ITP / ITP_CLUSTER} --cluster itp-cluster.yaml "
         f"--arrival-scale {scale:g} --cycle-seconds {cycle:g} --scheduler all "
         f"--time-limit {TIME_LIMIT} --policy {STARVING}"

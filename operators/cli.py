@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import time
@@ -15,15 +14,20 @@ import typer
 from rich.table import Table
 
 from operators.agent.power_caps import PowerCaps
+from operators.agent.round_changes import RoundLog
 from operators.agent.rounds import AgentRound
 from operators.kubelet import DEFAULT_SOCKET as DEFAULT_POD_RESOURCES_SOCKET
 from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
 from scheduler.cli import documents, files, render
+from scheduler.cli.formats import OutputFormat, output_option, print_document
 from scheduler.cli.main import Problems, app
-from scheduler.cli.render import OutputFormat
+from scheduler.cli.numbers import finite
 from scheduler.errors import UserError
+from scheduler.model.limits import MAX_SECONDS
 
 if TYPE_CHECKING:
+    from operators.agent.metrics import RoundCollector
+    from operators.endpoints import Heartbeat
     from operators.kube.gpunode import GpuNodePublisher
 
 log = structlog.get_logger("wattpack.agent")
@@ -44,22 +48,54 @@ def agent_command(
     ] = None,
     once: Annotated[bool, typer.Option(help="Read one round, print it and exit.")] = False,
     at: Annotated[
-        float, typer.Option(min=0, help="fake with --once: the scenario time to read at.")
+        float,
+        typer.Option(
+            min=0,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="fake with --once: the scenario time to read at.",
+        ),
     ] = 0.0,
-    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between rounds.")] = 10.0,
+    interval: Annotated[
+        float,
+        typer.Option(min=0.1, max=MAX_SECONDS, callback=finite, help="Seconds between rounds."),
+    ] = 10.0,
     node: Annotated[
         str | None, typer.Option(help="Node name (default: $NODE_NAME, else the host name).")
     ] = None,
     policy_file: Annotated[
         str | None, typer.Option("--policy", metavar="FILE", help="Health rules (policy.health).")
     ] = None,
-    output: Annotated[OutputFormat, typer.Option(help="json: one round as JSON.")] = (
-        OutputFormat.JSON
-    ),
+    output: Annotated[
+        OutputFormat | None,
+        output_option(
+            OutputFormat, "With --once: the round as json (the default), yaml or a table."
+        ),
+    ] = None,
     metrics_port: Annotated[
         int,
-        typer.Option(min=0, help="Serve Prometheus /metrics here (not with --once); 0 = off."),
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve /metrics, /healthz and /readyz here (not with --once); 0 = off.",
+        ),
     ] = 9400,
+    dcgm_names: Annotated[
+        bool,
+        typer.Option(
+            help="Also serve the GPU metrics under dcgm-exporter's DCGM_FI_* names (off: a "
+            "cluster running dcgm-exporter has them already)."
+        ),
+    ] = False,
+    stuck_after: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="/healthz fails once a round runs this long (seconds).",
+        ),
+    ] = 60.0,
     publish: Annotated[
         bool,
         typer.Option(help="Write the node's GPUNode status and apply its spec.powerLimits."),
@@ -72,25 +108,41 @@ def agent_command(
     ] = None,
     publish_every: Annotated[
         float,
-        typer.Option(min=1, help="With --publish: rewrite an unchanged status after S seconds."),
+        typer.Option(
+            min=1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="With --publish: rewrite an unchanged status after S seconds.",
+        ),
     ] = 60.0,
     pod_resources_socket: Annotated[
-        str,
+        str | None,
         typer.Option(
             metavar="PATH",
-            help='The kubelet\'s PodResources socket: which pods hold each GPU; "" = off.',
+            help="The kubelet's PodResources socket: which pods hold each GPU (default: "
+            f'{DEFAULT_POD_RESOURCES_SOCKET} with --backend nvml, none with fake); "" = off.',
         ),
-    ] = DEFAULT_POD_RESOURCES_SOCKET,
+    ] = None,
 ) -> None:
     """Sample every GPU through NVML and judge its health (the node agent).
 
-    Each round prints one JSON document (readings and health per GPU); state changes are logged.
-    With --publish, each round also goes to the node's GPUNode status (server-side apply, when
-    it changed) and the GPUs are capped at the GPUNode's spec.powerLimits. The pods on each GPU
-    come from the kubelet's PodResources socket when it answers."""
-    from operators.agent.rounds import Agent, replay_fake
+    With --once, the round is printed (--output). Running, it logs one event per round saying
+    what changed (stderr) and serves the rounds as Prometheus metrics. With --publish, each
+    round also goes to the node's GPUNode status (server-side apply, when it changed) and the
+    GPUs are capped at the GPUNode's spec.powerLimits. The pods on each GPU come from the
+    kubelet's PodResources socket when it answers."""
+    from operators.agent.rounds import Agent, replay_fake, run_forever
+    from operators.endpoints import Heartbeat
     from operators.kubelet.pod_gpus import PodGpus
 
+    if output is not None and not once:
+        raise UserError(
+            "--output: the running agent prints no rounds (it logs what changed)",
+            "add --once to print one round",
+        )
+    if pod_resources_socket is None:
+        # A scripted node has no kubelet: asking the default socket would only warn.
+        pod_resources_socket = "" if backend is BackendName.FAKE else DEFAULT_POD_RESOURCES_SOCKET
     kubelet = PodGpus(pod_resources_socket) if pod_resources_socket else None
 
     def pods() -> dict[str, list[str]] | None:
@@ -99,7 +151,18 @@ def agent_command(
     rules = files.load_policy(policy_file).health
     name = node or os.environ.get("NODE_NAME") or socket.gethostname()
     publisher = _publisher(kubeconfig, name, publish_every) if publish else None
-    collector = None if once or not metrics_port else _serve_metrics(metrics_port)
+    heartbeat = Heartbeat(stuck_after)
+    collector = (
+        None if once or not metrics_port else _serve(metrics_port, name, dcgm_names, heartbeat)
+    )
+    round_log = RoundLog()
+
+    def then(round_: AgentRound) -> None:
+        if collector is not None:
+            collector.observe(round_)
+        round_log.log(round_)
+        _to_cluster(publisher, caps, round_)
+
     if backend is BackendName.FAKE:
         from operators.nvml.fake import FakeBackend, load_scenario
 
@@ -112,17 +175,17 @@ def agent_command(
         caps = PowerCaps(fake, name)
         if once:
             round_ = replay_fake(agent, fake, at, pods())
-            _print(round_, output)
+            _print(round_, output or OutputFormat.JSON)
             _to_cluster_once(publisher, caps, round_)
             return
         start = time.monotonic()
         fake.start = 0.0
-        while True:
+
+        def fake_round() -> AgentRound:
             now = time.monotonic() - start
-            round_ = agent.round(now, fake.drain_xids(now), pods=pods())
-            _publish(round_, output, collector)
-            _to_cluster(publisher, caps, round_)
-            time.sleep(interval)
+            return agent.round(now, fake.drain_xids(now), pods=pods())
+
+        run_forever(fake_round, then, interval, heartbeat)
     from operators.nvml.real import NvmlBackend, NvmlUnavailable
 
     while True:
@@ -133,6 +196,7 @@ def agent_command(
             if once:
                 raise UserError(str(e), "run it on a GPU node with the NVIDIA driver") from None
             log.error("nvml_unavailable", error=str(e), retry_in=interval)
+            heartbeat.beat(interval)  # retrying is progress: not ready, but alive
             time.sleep(interval)
     agent = Agent(nvml, rules, name)
     caps = PowerCaps(nvml, name)
@@ -140,19 +204,19 @@ def agent_command(
     try:
         if once:
             round_ = agent.round(time.time(), pods=pods())
-            _print(round_, output)
+            _print(round_, output or OutputFormat.JSON)
             _to_cluster_once(publisher, caps, round_)
             return
-        from operators.agent.xids import XidWatcher, sleep_until
+        from operators.agent.xids import XidWatcher
 
         nvml.start_xid_watch()
         watcher = XidWatcher(nvml.drain_xids).start()
-        while True:
-            deadline = time.monotonic() + interval
-            round_ = agent.round(time.time(), watcher.take(), pods=pods())
-            _publish(round_, output, collector)
-            _to_cluster(publisher, caps, round_)
-            sleep_until(deadline)
+        xids = watcher
+
+        def nvml_round() -> AgentRound:
+            return agent.round(time.time(), xids.take(), pods=pods())
+
+        run_forever(nvml_round, then, interval, heartbeat)
     finally:
         if watcher is not None:
             watcher.stop()
@@ -186,28 +250,26 @@ def _to_cluster_once(
         raise Problems(f"GPUNode {round_.node}: status not written ({publisher.last_error})")
 
 
-def _serve_metrics(port: int):  # type: ignore[no-untyped-def]
-    from prometheus_client import CollectorRegistry
-
+def _serve(port: int, node: str, dcgm_names: bool, heartbeat: Heartbeat) -> RoundCollector:
     from operators.agent.metrics import RoundCollector
-    from operators.metrics_http import serve
+    from operators.endpoints import runtime_registry, serve
 
-    collector = RoundCollector()
-    registry = CollectorRegistry()
+    collector = RoundCollector(node, dcgm_names)
+    registry = runtime_registry()
     registry.register(collector)
-    serve(registry, port)
+
+    def not_ready() -> str | None:
+        return None if collector.latest is not None else "no round read yet"
+
+    serve(registry, port, heartbeat.problem, not_ready)
     return collector
 
 
-def _publish(round_: AgentRound, output: OutputFormat, collector) -> None:  # type: ignore[no-untyped-def]
-    if collector is not None:
-        collector.latest = round_
-    _print(round_, output)
-
-
 def _print(round_: AgentRound, output: OutputFormat) -> None:
-    if output is OutputFormat.JSON:
-        typer.echo(json.dumps(round_.model_dump(by_alias=True, mode="json"), indent=2))
+    if output is not OutputFormat.TABLE:
+        if output is OutputFormat.YAML:
+            typer.echo("---")  # a round each: one YAML stream of documents
+        print_document(round_.model_dump(by_alias=True, mode="json"), output.value)
         return
     table = Table(title=f"{round_.node} at {round_.time:g}")
     for col in ("gpu", "uuid", "health", "reasons", "power W", "temp C", "unsupported", "pods"):

@@ -4,6 +4,7 @@ a GPU that cannot be read is reported failed, and one bad GPU never stops the ro
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -120,54 +121,49 @@ def test_power_cap_is_clamped_to_the_gpu_constraints() -> None:
     assert fake.read(0, 1.0).power_limit_mw == 200_000
 
 
-def test_metrics_use_dcgm_names_and_show_health() -> None:
+def _scrape(collector: object) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
+    registry = CollectorRegistry()
+    registry.register(collector)  # type: ignore[arg-type]
+    return generate_latest(registry).decode()
+
+
+def test_metrics_use_wattpack_names_snake_case_labels_and_counters() -> None:
     from operators.agent.metrics import RoundCollector
 
     fake = FakeBackend(load_scenario(_yaml(SCENARIO), str(SCENARIO)))
     a = Agent(fake, RULES, "node-a")
-    collector = RoundCollector()
-    registry = CollectorRegistry()
-    registry.register(collector)
-    assert generate_latest(registry) == b""  # nothing before the first round
-    collector.latest = a.round(100.0, fake.drain_xids(100.0))
-    text = generate_latest(registry).decode()
-    assert 'DCGM_FI_DEV_POWER_USAGE{Hostname="node-a"' in text
-    assert 'wattpack_gpu_health{Hostname="node-a"' in text
-    assert 'gpu="2",modelName="NVIDIA H100 80GB HBM3",state="failed"} 1.0' in text
+    collector = RoundCollector("node-a")
+    assert "wattpack_gpu_" not in _scrape(collector)  # nothing before the first round
+    collector.observe(a.round(100.0, fake.drain_xids(100.0)))
+    collector.observe(a.round(101.0, {2: [79]}))
+    text = _scrape(collector)
+    assert "DCGM_FI_" not in text  # dcgm-exporter's names only with --dcgm-names
+    gpu2 = 'gpu="2",model="NVIDIA H100 80GB HBM3",node="node-a"'
+    uuid2 = 'uuid="GPU-00000000-fake-0000-0000-000000000002"'
+    assert f'wattpack_gpu_health{{{gpu2},state="failed",{uuid2}}} 1.0' in text
+    assert 'wattpack_gpu_power_watts{gpu="0",model="NVIDIA H100 80GB HBM3",node="node-a"' in text
+    for name in ("energy_joules", "ecc_errors", "pcie_replays", "nvlink_errors", "xid_errors"):
+        assert f"# TYPE wattpack_gpu_{name}_total counter" in text
+        assert f"wattpack_gpu_{name}_total{{" in text
+    # XIDs are counted over rounds: GPU 2 saw 79 in the scenario (at 100), then once more.
+    assert f'wattpack_gpu_xid_errors_total{{{gpu2},{uuid2},xid="79"}} 2.0' in text
     assert 'field="nvlink_errors"' in text  # GPU 2 does not support it
+    labels = set(re.findall(r"[{,]([A-Za-z_]+)=", text))
+    assert {"node", "gpu", "uuid", "model", "state", "severity", "xid"} <= labels
+    assert all(re.fullmatch(r"[a-z_]+", n) for n in labels), labels  # no Hostname, modelName
 
 
-def test_the_running_agent_serves_metrics(tmp_path: Path) -> None:
-    import socket
-    import time
-    import urllib.request
+def test_dcgm_names_come_with_the_flag() -> None:
+    from operators.agent.metrics import RoundCollector
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "operators.cli", "agent", "--backend", "fake", "--scenario",
-         str(SCENARIO), "--interval", "0.2", "--metrics-port", str(port)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        text = ""
-        for _ in range(100):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-                    text = r.read().decode()
-                if "DCGM_FI_DEV_GPU_TEMP" in text:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        assert "DCGM_FI_DEV_GPU_TEMP" in text and "wattpack_gpu_health" in text
-        assert proc.poll() is None  # still running
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    fake = FakeBackend(load_scenario(_yaml(SCENARIO), str(SCENARIO)))
+    collector = RoundCollector("node-a", dcgm_names=True)
+    collector.observe(Agent(fake, RULES, "node-a").round(100.0))
+    text = _scrape(collector)
+    assert 'DCGM_FI_DEV_POWER_USAGE{gpu="0",model="NVIDIA H100 80GB HBM3",node="node-a"' in text
+    assert "wattpack_gpu_power_watts{" in text  # as well, not instead
 
 
 def _yaml(path: Path):  # type: ignore[no-untyped-def]
@@ -230,3 +226,26 @@ def test_the_xid_thread_keeps_events_until_taken_and_survives_a_failed_wait() ->
     finally:
         w.stop()
     assert not w._thread.is_alive()
+
+
+def test_a_round_says_what_changed_since_the_last() -> None:
+    from operators.agent.round_changes import changes
+
+    gone_and_back = [{"at": 10, "gpu": 1, "gone": True}, {"at": 20, "gpu": 1, "back": True}]
+    scenario = {"gpus": [{"uuid": "a"}, {"uuid": "b"}], "events": gone_and_back}
+    fake = FakeBackend(load_scenario(scenario, "inline"))
+    a = Agent(fake, RULES, "n")
+    first = a.round(0.0)
+    assert changes(None, first) == ["gpu 0: found, healthy", "gpu 1: found, healthy"]
+    assert changes(first, a.round(1.0)) == []  # telemetry alone is no change
+    fake.set_power_limit(0, 500)
+    capped = a.round(2.0, pods={"a": ["ml/p"]})
+    assert changes(first, capped) == ["gpu 0: power limit 700 -> 500 W", "gpu 0: pods ml/p"]
+    lost = a.round(10.0, {0: [13]})
+    said = changes(capped, lost)
+    assert said[0] == "gpu 0: pods none" and said[1] == "gpu 0: XID 13"
+    assert said[2:] == [
+        "gpu 1: not reachable",
+        "gpu 1: healthy -> failed (GPU not reachable through NVML)",
+    ]
+    assert changes(lost, a.round(20.0))[0] == "gpu 1: answers again"

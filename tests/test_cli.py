@@ -342,7 +342,7 @@ def test_import_openb_writes_a_snapshot_that_plans(
     nodes, pods = openb
     out = tmp_path / "openb.json"
     r = wattpack(
-        "import-openb", "--nodes", str(nodes), "--pods", str(pods), "-o", str(out),
+        "import-openb", "--nodes", str(nodes), "--pods", str(pods), "--out", str(out),
         "--budget-fraction", "0.8",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -445,3 +445,223 @@ def test_unwritable_model_export_is_one_error_line(snapshot_file: Path, tmp_path
     target = tmp_path / "missing-dir" / "model.txt"
     r = wattpack("plan", str(snapshot_file), "--export-model", str(target))
     assert "--export-model" in assert_one_error_line(r)
+
+
+# --- output: -o/--output is the format everywhere; --out FILE is a file ----------------------
+
+# Every command that prints a document, and the formats it offers.
+DOCUMENT_COMMANDS = {
+    "plan": {"table", "json", "yaml"},
+    "simulate": {"table", "json", "yaml"},
+    "tune": {"table", "json", "yaml"},
+    "agent": {"table", "json", "yaml"},
+    "schema": {"json", "yaml"},
+    "export": {"json", "yaml"},
+    "import-openb": {"json", "yaml"},
+    "make-cluster": {"json", "yaml"},
+}
+
+
+def test_o_names_the_format_in_every_command() -> None:
+    import typer
+
+    from operators.cli import app as full_app  # the shell's commands too (agent, export)
+
+    group = typer.main.get_command(full_app)
+    seen = {}
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            opts = set(param.opts) | set(param.secondary_opts)
+            assert "--format" not in opts, name
+            if "-o" in opts or "--output" in opts:
+                assert opts == {"-o", "--output"}, (name, opts)
+                seen[name] = set(param.metavar.split("|"))
+    assert seen == DOCUMENT_COMMANDS
+
+
+def test_plan_prints_the_same_plan_as_json_and_yaml(snapshot_file: Path) -> None:
+    runs = {
+        fmt: CliRunner().invoke(app, ["plan", str(snapshot_file), "-o", fmt])
+        for fmt in ("json", "yaml")
+    }
+    assert all(r.exit_code == 0 for r in runs.values()), {f: r.output for f, r in runs.items()}
+    as_json = Plan.model_validate_json(runs["json"].stdout)
+    as_yaml = Plan.model_validate(yaml.safe_load(runs["yaml"].stdout))
+    assert not runs["yaml"].stdout.lstrip().startswith("{")
+    drop = {"summary": {"solve_seconds"}}
+    assert as_yaml.model_dump(exclude=drop) == as_json.model_dump(exclude=drop)
+
+
+def test_schema_prints_yaml_too() -> None:
+    r = CliRunner().invoke(app, ["schema", "policy", "-o", "yaml"])
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(r.stdout) == PackingPolicy.model_json_schema(by_alias=True)
+
+
+def test_out_writes_the_file_and_o_picks_its_format(tmp_path: Path) -> None:
+    by_extension, forced = tmp_path / "c.json", tmp_path / "c.yaml"
+    r = CliRunner().invoke(app, ["make-cluster", "--nodes", "2", "--out", str(by_extension)])
+    assert r.exit_code == 0 and r.stdout == "", r.output
+    json.loads(by_extension.read_text())
+    r = CliRunner().invoke(
+        app, ["make-cluster", "--nodes", "2", "--out", str(forced), "-o", "json"]
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(forced.read_text()) == json.loads(by_extension.read_text())
+    r = CliRunner().invoke(app, ["make-cluster", "--nodes", "2", "-o", "json"])
+    assert json.loads(r.stdout) == json.loads(by_extension.read_text())
+
+
+@pytest.mark.parametrize("command", [["make-cluster", "--nodes", "2"], ["plan", "x.yaml"]])
+def test_the_old_o_file_spelling_says_what_to_use(command: list[str], tmp_path: Path) -> None:
+    line = assert_one_error_line(wattpack(*command, "-o", str(tmp_path / "out.yaml")))
+    assert "'-o'" in line and "--out FILE" in line
+    assert not (tmp_path / "out.yaml").exists()
+
+
+# --- a misspelt field is named as unknown, not as the right one missing ----------------------
+
+
+def test_a_misspelt_required_field_is_reported_as_unknown_with_a_suggestion(tmp_path: Path) -> None:
+    data = tiny_snapshot()
+    data["gpuModels"][0]["tdpWats"] = data["gpuModels"][0].pop("tdpWatts")
+    line = assert_one_error_line(wattpack("plan", str(write(tmp_path / "typo.yaml", data))))
+    assert "unknown field gpuModels[0].tdpWats (did you mean tdpWatts?)" in line
+    assert "missing" not in line.lower()
+
+
+def test_a_misspelt_policy_field_is_reported_as_unknown_with_a_suggestion(
+    snapshot_file: Path, tmp_path: Path
+) -> None:
+    policy = write(
+        tmp_path / "policy.yaml", {"preemption": False, "solver": {"timeLimitSecnds": 3}}
+    )
+    line = assert_one_error_line(wattpack("plan", str(snapshot_file), "--policy", str(policy)))
+    assert "unknown field solver.timeLimitSecnds (did you mean timeLimitSeconds?)" in line
+    assert "wattpack schema policy" in line
+
+
+# --- why a pod stays pending names the node with the most of what it lacks -------------------
+
+
+def _gpu_hungry(rack_b_budget: int) -> dict[str, Any]:
+    """n1's GPUs all taken, n2's 4 free; a pod asks for 8: no node has them."""
+    data = tiny_snapshot()
+    data["powerDomains"][2]["budgetWatts"] = rack_b_budget
+    data["pods"] = [
+        _pod("full", gpus=4, node="n1", gpuIndices=[0, 1, 2, 3]),
+        _pod("big", gpus=8),
+    ]
+    return data
+
+
+def _reason(data: dict[str, Any], tmp_path: Path) -> str:
+    r = CliRunner().invoke(app, ["plan", str(write(tmp_path / "s.yaml", data)), "-o", "json"])
+    assert r.exit_code == 0, r.output
+    (unplaced,) = Plan.model_validate_json(r.stdout).unplaced
+    return unplaced.reason
+
+
+def test_the_best_node_named_is_the_one_with_the_most_free_gpus(tmp_path: Path) -> None:
+    reason = _reason(_gpu_hungry(rack_b_budget=5000), tmp_path)
+    assert "best node n2 has 4" in reason, reason
+
+
+def test_a_roomier_node_that_is_out_is_named_with_why(tmp_path: Path) -> None:
+    # n2 idles at 200 W; its rack's budget leaves no room for a pod's draw.
+    reason = _reason(_gpu_hungry(rack_b_budget=250), tmp_path)
+    assert "best node n1 has 0" in reason, reason
+    assert "n2 has 4 free but its power domain rack-b is" in reason and "W short" in reason
+
+
+# --- plan shows what it is doing while it solves, on a terminal only ------------------------
+
+
+def _needs_the_solver(tmp_path: Path) -> Path:
+    """A pod no node holds: greedy cannot place every pod, so the cycle builds the model."""
+    data = tiny_snapshot()
+    data["pods"].append(_pod("too-big", gpus=8))
+    return write(tmp_path / "hard.yaml", data)
+
+
+def test_the_planner_reports_its_phases_and_the_solvers_progress(tmp_path: Path) -> None:
+    from scheduler import progress
+    from scheduler.cli.files import load_snapshot
+    from scheduler.planner import plan
+
+    heard: list[tuple[str, str]] = []
+    snapshot = load_snapshot(str(_needs_the_solver(tmp_path)))
+    with progress.listening(lambda phase, detail: heard.append((phase, detail))):
+        plan(snapshot, PackingPolicy())
+    phases = [phase for phase, _ in heard]
+    for phase in ("reading the snapshot", "greedy plan", "building the model", "CP-SAT"):
+        assert phase in phases, phases
+    assert phases[-1] == "writing the plan"
+    solutions = [d for p, d in heard if p == "CP-SAT" and d.startswith("solution")]
+    assert solutions and "gap" in solutions[-1], heard
+    assert any(d.startswith("best so far") for _, d in heard), heard
+    # Nobody listening: nothing is kept.
+    assert progress.current() is None
+
+
+def _plan_on_a_terminal(snapshot: Path, *extra: str) -> tuple[str, str]:
+    """plan -o json with stderr on a pseudo-terminal: (stdout, what the terminal showed)."""
+    import os
+    import pty
+    import threading
+
+    leader, follower = pty.openpty()
+    shown = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the follower closed: the command ended
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    args = [sys.executable, "-m", "scheduler.cli.main", "plan", str(snapshot), "-o", "json"]
+    done = subprocess.run(
+        [*args, *extra], cwd=REPO, stdout=subprocess.PIPE, stderr=follower, timeout=300
+    )
+    os.close(follower)
+    reader.join(timeout=60)
+    os.close(leader)
+    assert done.returncode == 0, shown.decode(errors="replace")
+    return done.stdout.decode(), shown.decode(errors="replace")
+
+
+def test_plan_shows_a_spinner_on_a_terminal_and_never_in_stdout(tmp_path: Path) -> None:
+    snapshot = _needs_the_solver(tmp_path)
+    out, terminal = _plan_on_a_terminal(snapshot)
+    Plan.model_validate_json(out)  # stdout holds the plan alone
+    assert "planning: " in terminal, terminal
+    quiet_out, quiet = _plan_on_a_terminal(snapshot, "--no-progress")
+    Plan.model_validate_json(quiet_out)
+    assert "planning" not in quiet
+    # Piped, as in every other test here, stderr holds no spinner either.
+    piped = wattpack("plan", str(snapshot), "-o", "json")
+    assert piped.returncode == 0 and "planning" not in piped.stderr
+
+
+def test_the_agent_prints_its_round_as_yaml_too() -> None:
+    scenario = REPO / "examples" / "nvml-scenario.yaml"
+    args = ["--backend", "fake", "--scenario", str(scenario), "--once", "--node", "n"]
+    rounds = {
+        fmt: subprocess.run(
+            [sys.executable, "-m", "operators.cli", "agent", *args, "-o", fmt],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        for fmt in ("json", "yaml")
+    }
+    assert all(r.returncode == 0 for r in rounds.values()), rounds
+    assert rounds["yaml"].stdout.startswith("---\n")  # one document per round
+    assert yaml.safe_load(rounds["yaml"].stdout) == json.loads(rounds["json"].stdout)

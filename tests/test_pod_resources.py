@@ -219,14 +219,14 @@ def test_an_agent_round_puts_the_pods_on_their_gpus(kubelet) -> None:  # type: i
         ["dev/nb-a", "dev/nb-b"],
     ]
 
-    collector = RoundCollector()
+    collector = RoundCollector("node-a")
     registry = CollectorRegistry()
     registry.register(collector)
-    collector.latest = r
+    collector.observe(r)
     text = generate_latest(registry).decode()
     assert (
-        f'wattpack_gpu_pod_info{{Hostname="node-a",UUID="{UUID(3)}",gpu="3",'
-        'modelName="NVIDIA H100 80GB HBM3",namespace="dev",pod="nb-b"} 1.0'
+        'wattpack_gpu_pod_info{gpu="3",model="NVIDIA H100 80GB HBM3",namespace="dev",'
+        f'node="node-a",pod="nb-b",uuid="{UUID(3)}"}} 1.0'
     ) in text
     assert text.count("wattpack_gpu_pod_info{") == 4
 

@@ -16,7 +16,7 @@ from scheduler.fit import outcome
 from scheduler.fit.classes import fit_shape
 from scheduler.fit.cycle import start_cycle
 from scheduler.fit.greedy import greedy_fill, units_of
-from scheduler.fit.reasons import Explainer
+from scheduler.fit.reasons import Explainer, _short_of
 from scheduler.fit.state import ClusterState, Placement
 from scheduler.model import ClusterSnapshot, PackingPolicy, Pod, Shortfall, Unplaced
 
@@ -204,9 +204,20 @@ class ReferenceExplainer:
             draw = budget + s.amount
             return f"power: {s.domain} would draw {draw} W > {budget} W budget (short {s.amount} W)"
         if s.resource == "gpu":
+            named = pod.gpus - s.amount
+            roomiest = max(self._classes(pod), key=lambda c: (self._class_best(c).node_gpus, -c))
+            best = self._class_best(roomiest)
+            roomier = ""
+            if best.node_gpus > named:
+                why = [
+                    _short_of(x)
+                    for x in self._class_shortfalls(pod, roomiest)
+                    if x.resource != "gpu"
+                ]
+                roomier = f"; {best.node_name} has {best.node_gpus} free but {', '.join(why)}"
             return (
                 f"gpu: needs {pod.gpus} free healthy GPUs on one node; best node {s.domain} "
-                f"has {pod.gpus - s.amount}"
+                f"has {named}{roomier}"
             )
         if s.resource == "gpuMilli":
             return (
@@ -255,22 +266,32 @@ class ReferenceExplainer:
             )
         return out
 
-    def _shortfalls(self, pod: Pod) -> list[Shortfall]:
+    def _classes(self, pod: Pod) -> list[int]:
         s = self.state
-        classes = [
+        return [
             c.id for c in s.classes if c.nodes and (not pod.gpu_models or c.model in pod.gpu_models)
         ]
+
+    def _gap(self, pod: Pod, c: int) -> int:
+        b = self._class_best(c)
+        return max(pod.gpu_milli - b.residual if pod.fractional else pod.gpus - b.node_gpus, 0)
+
+    def _shortfalls(self, pod: Pod) -> list[Shortfall]:
+        s = self.state
+        classes = self._classes(pod)
         if not classes:
             resource = "model" if pod.gpu_models else "node"
             return [Shortfall(resource=resource, domain="cluster", amount=max(pod.gpus, 1))]
         best: list[Shortfall] | None = None
+        best_gap = 0
         for c in classes:
             short = self._class_shortfalls(pod, c)
             if not short:
                 best = []
                 break
-            if best is None or len(short) < len(best):
-                best = short
+            # Fewest resources short; of those, the most of the GPU room the pod asks for.
+            if best is None or (len(short), self._gap(pod, c)) < (len(best), best_gap):
+                best, best_gap = short, self._gap(pod, c)
         if not best and s.spread_limit(pod) is not None:
             return [Shortfall(resource="spread", domain="cluster", amount=1)]
         return best or []

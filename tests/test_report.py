@@ -10,7 +10,14 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-from scheduler.simulate.report import write_report
+from scheduler.model import PackingPolicy, Pod, PodKind
+from scheduler.simulate import ReplaySettings, make_cluster, replay
+from scheduler.simulate.report import (
+    _plot_allocation,
+    _scheduler_looks,
+    render_html,
+    write_report,
+)
 from scheduler.simulate.result import (
     DomainPower,
     InflationCurve,
@@ -21,6 +28,8 @@ from scheduler.simulate.result import (
     SimReport,
     Timeline,
 )
+from scheduler.simulate.run import simulation_policy
+from scheduler.traces.workload import TraceJob
 
 EVIL = "binpack<script>alert('x')</script>"
 IMG = '<img src="data:image/png;base64,'
@@ -226,7 +235,7 @@ def test_empty_report_still_writes_valid_files(tmp_path: Path) -> None:
     assert SimReport.model_validate_json(json_path.read_text(encoding="utf-8")) == report
     page = html_path.read_text(encoding="utf-8")
     assert_well_formed(page)
-    assert "No replay runs" in page and "No FGD curves" in page
+    assert "No replay runs and no FGD curves" in page and "<section>" not in page
     assert IMG not in page
     assert "http://" not in page and "https://" not in page
 
@@ -274,3 +283,74 @@ def test_writing_a_report_never_loads_pyplot(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
+
+
+# -- each problem a reader met: identical runs, unstarted pods, Python values, empty sections --
+
+
+def test_a_report_shows_only_the_sections_it_has_results_for(tmp_path: Path) -> None:
+    replay_only = full_report().model_copy(update={"curves": []})
+    page = write_report(replay_only, tmp_path / "r")[1].read_text(encoding="utf-8")
+    assert "<h2>Time replay</h2>" in page and "FGD protocol:" not in page
+    fgd_only = full_report().model_copy(update={"runs": [], "protocol": "fgd"})
+    page = write_report(fgd_only, tmp_path / "f")[1].read_text(encoding="utf-8")
+    assert "FGD protocol: allocation as demand grows" in page and "Time replay" not in page
+    assert "No replay runs" not in page and "No FGD curves" not in page
+
+
+def _pixels_of(png: bytes, color: str) -> int:
+    """Pixels of `color` left of the legend (which sits right of the plot)."""
+    import io
+
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from matplotlib.image import imread
+
+    image = imread(io.BytesIO(png))[:, :, :3]
+    plot = image[:, : int(image.shape[1] * 0.7)]
+    return int((np.abs(plot - np.array(to_rgb(color))).max(axis=2) < 0.1).sum())
+
+
+def test_identical_runs_each_show_in_the_plots() -> None:
+    twins = [run("first"), run("second")]  # the same results under two names
+    report = full_report().model_copy(update={"runs": twins, "curves": []})
+    looks = _scheduler_looks(report)
+    png = _plot_allocation(twins, looks)
+    # The second line lay over the first and hid it (no pixel of its colour was left); now
+    # the two take turns along the line, and the first's markers are drawn larger.
+    assert _pixels_of(png, looks["first"].color) > 20
+    assert _pixels_of(png, looks["second"].color) > 20
+
+
+def test_pods_that_never_started_count_in_the_queue_waits() -> None:
+    # One 8-GPU node: "long" holds it past the end, so "blocked" never starts.
+    jobs = [
+        TraceJob("long", 0.0, 10_000.0, (Pod(name="long", kind=PodKind.TRAINING, gpus=8),)),
+        TraceJob("quick", 0.0, 10.0, (Pod(name="quick", kind=PodKind.TRAINING, gpus=0),)),
+        TraceJob("blocked", 100.0, 10.0, (Pod(name="blocked", kind=PodKind.TRAINING, gpus=8),)),
+    ]
+    policy = simulation_policy(PackingPolicy())
+    result = replay(make_cluster(nodes=1), jobs, "best-fit", policy, ReplaySettings(0, 1, 1000))
+    (waits,) = result.waits
+    assert waits.started == 2 and waits.never_started == 1
+    assert waits.wait_seconds.max == 0  # the started pods never waited
+    censored = waits.censored_wait_seconds
+    assert censored is not None and censored.count == 3
+    assert censored.max == 900  # from its arrival at 100 s to the end at 1,000 s
+    report = full_report().model_copy(update={"runs": [result], "curves": []})
+    page = render_html(report)
+    assert "1 pods never started: they count as waiting until the replay ended" in page
+
+
+def test_the_settings_table_prints_plain_values(tmp_path: Path) -> None:
+    from scheduler.simulate import simulate
+
+    jobs = [TraceJob("one", 0.0, 10.0, (Pod(name="one", kind=PodKind.TRAINING, gpus=1),))]
+    report = simulate(make_cluster(nodes=1), jobs, ["best-fit"], PackingPolicy(), trace="t")
+    settings = re.search(r"<h3>Settings</h3>(.*?)</table>", render_html(report), flags=re.S)
+    assert settings is not None
+    cells = re.findall(r"<td>(.*?)</td>", settings.group(1))
+    values = cells[1::2]
+    assert "<code>horizon</code>" in cells and "null" in values and "false" in values
+    for python in ("None", "True", "False", "(", "{", "&#x27;"):
+        assert not any(python in v for v in values), (python, values)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.test_cli import REPO, wattpack
 from tests.traces import trace_dir
@@ -37,6 +38,29 @@ def test_simulate_the_example_with_every_scheduler_writes_a_report(tmp_path: Pat
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "data:image/png;base64," in html and "volcano-binpack" in html
     assert json.loads((tmp_path / "rep" / "report.json").read_text()) == report
+    # It says where it wrote, on stderr (stdout holds the report itself).
+    said = [line for line in r.stderr.splitlines() if line.startswith("report: ")]
+    assert said == [
+        f"report: {tmp_path / 'rep' / 'report.html'} and {tmp_path / 'rep' / 'report.json'}"
+    ]
+
+
+def test_the_fgd_protocol_on_the_shipped_example_runs_without_preemption(tmp_path: Path) -> None:
+    # The example trace carries priorities: wattpack would preempt; the protocol has no evictions.
+    assert len({row["priority"] for row in csv.DictReader(TRACE.open())}) > 1
+    r = wattpack(
+        "simulate", "--trace", str(TRACE), "--cluster", str(CLUSTER), "--protocol", "fgd",
+        "--seeds", "2", "--scheduler", "wattpack,best-fit", "-o", "yaml",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "fgd_without_preemption" in r.stderr and "preemption off" in r.stderr
+    report = yaml.safe_load(r.stdout)
+    assert report["settings"]["preemption"].startswith("off")
+    wattpack_curve, best_fit = report["curves"]
+    assert wattpack_curve["scheduler"] == "wattpack" and wattpack_curve["seeds"] == [0, 1]
+    assert all(0 < seed[-1] <= 1 for seed in wattpack_curve["milli"])
+    assert best_fit["scheduler"] == "best-fit"
 
 
 @pytest.mark.slow
@@ -59,7 +83,7 @@ def test_simulate_an_openb_slice_under_the_fgd_protocol(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_simulate_an_itp_slice_on_a_generated_cluster(tmp_path: Path) -> None:
     spec = tmp_path / "cluster.yaml"
-    made = wattpack("make-cluster", "--nodes", "6", "--facility-budget", "0.8", "-o", str(spec))
+    made = wattpack("make-cluster", "--nodes", "6", "--facility-budget", "0.8", "--out", str(spec))
     assert made.returncode == 0, made.stderr
     trace = _slice(trace_dir("microsoft-itp-elasticflow") / "cluster01.csv", tmp_path / "t.csv", 4)
     r = wattpack(

@@ -7,11 +7,15 @@ read that breaks never stops the round for the other GPUs.
 
 from __future__ import annotations
 
-from typing import Protocol
+import time
+from collections.abc import Callable
+from typing import NoReturn, Protocol
 
 import structlog
 from pydantic import Field
 
+from operators.agent.xids import sleep_until
+from operators.endpoints import Heartbeat
 from operators.nvml.fake import FakeBackend
 from operators.nvml.reading import GpuReading
 from scheduler.health import GpuTrack, step
@@ -143,3 +147,19 @@ def replay_fake(
         prev = t
     assert out is not None
     return out
+
+
+def run_forever(
+    read: Callable[[], AgentRound],
+    then: Callable[[AgentRound], None],
+    interval: float,
+    heartbeat: Heartbeat,
+) -> NoReturn:
+    """The running agent: a round every `interval` seconds, each handed to `then`. A round that
+    hangs (a wedged driver) fails /healthz once it overruns the heartbeat's limit."""
+    while True:
+        deadline = time.monotonic() + interval
+        heartbeat.beat()
+        then(read())
+        heartbeat.beat(max(0.0, deadline - time.monotonic()))
+        sleep_until(deadline)

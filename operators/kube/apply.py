@@ -3,12 +3,14 @@
 Bindings go through the pods/binding subresource with the pod's UID as precondition, after the
 `wattpack.io/gpu-indices` annotation is written. A gang is checked whole first (every member
 still pending, the same UID, not being deleted) and only then bound; a member that fails the
-check stops the whole gang. Before a group is bound, the GPUs it is handed are checked free
-against the pods bound on those nodes as the server has them now (not the cache, which may lag);
-a bind whose answer is lost is read back. Evictions go through pods/eviction
-(PodDisruptionBudgets hold) with a UID precondition. Every write first asks `may_write`: a
-replica that lost its lease writes nothing more. With dry_run, every write is logged as what it
-would be and none is made.
+check stops the whole gang. Before a group is bound, its nodes are checked to exist and the GPUs
+it is handed to be free against the pods bound on those nodes as the server has them now (not
+the cache, which may lag). A bind whose answer is lost is read back; one the server did not
+answer is tried again, and a gang member that still is not bound leaves the members bound for
+the next plan to complete (only a member gone or bound elsewhere takes the gang back).
+Evictions go through pods/eviction (PodDisruptionBudgets hold) with a UID precondition. Every
+write first asks `may_write`: a replica that lost its lease writes nothing more. With dry_run,
+every write is logged as what it would be and none is made.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ log = structlog.get_logger(__name__)
 
 
 _CONFLICT_TRIES = 5
+# A write the server did not answer is tried again this often, waiting 0.2 s, 0.4 s, ... between
+# tries: long enough for a dropped connection or a 503, not for a server that is down.
+_BIND_TRIES, _BIND_BACKOFF = 4, 0.2
+_TRANSIENT = {429, 500, 502, 503, 504}
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -120,24 +126,44 @@ class Applier:
                 return self._not_bound(bindings, out, b.pod, "this replica no longer leads")
             if b.pod in held:  # the annotation names the devices its claims hold
                 b = b.model_copy(update={"gpu_indices": held[b.pod]})
-            try:
-                self._bind(b, uids.get(b.pod, ""))
+            e = self._bind_retrying(b, uids.get(b.pod, ""))
+            if e is None:
                 out.bound.append(b.pod)
+                continue
+            why = describe(e)
+            log.error("bind_failed", pod=b.pod, node=b.node, error=why, bound=out.bound)
+            self.claims.undo(written, set(pods) - set(out.bound))
+            if _transient(e):
+                # The server did not answer (down, overloaded, the network): the member is
+                # still pending, so the next cycle's plan places it beside the members bound
+                # (the planner repairs a gang missing members). Taking them back would evict
+                # pods that have a place, and delete those no controller makes again.
+                log.warning("gang_left_partly_bound", pods=out.bound, member=b.pod, why=why)
+                out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings[len(out.bound) :]})
+                return out
+            # The checks above passed a moment ago: a member deleted or bound by someone else
+            # in between, so the gang cannot be completed. A gang is all or nothing: the
+            # members already bound are taken back (evicted: their controller makes them
+            # again, pending), so no half gang holds GPUs.
+            self._take_back(bindings, out, uids)
+            out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
+            return out
+        return out
+
+    def _bind_retrying(self, b: Binding, uid: str) -> Exception | None:
+        """Bind, trying again where the server did not answer; None once bound (a lost answer
+        is read back), else the last error."""
+        for attempt in range(_BIND_TRIES):
+            try:
+                self._bind(b, uid)
+                return None
             except (ApiException, HTTPError) as e:
                 if self._bound_after_all(b):
-                    out.bound.append(b.pod)
-                    continue
-                why = describe(e)
-                log.error("bind_failed", pod=b.pod, node=b.node, error=why, bound=out.bound)
-                # The checks above passed a moment ago: a member deleted or bound by someone
-                # else in between. A gang is all or nothing: the members already bound are
-                # taken back (deleted: their controller makes them again, pending), so no half
-                # gang holds GPUs.
-                self.claims.undo(written, set(pods) - set(out.bound))
-                self._take_back(bindings, out, uids)
-                out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
-                return out
-        return out
+                    return None
+                if not _transient(e) or attempt == _BIND_TRIES - 1 or not self.may_write():
+                    return e
+                time.sleep(_BIND_BACKOFF * (attempt + 1))
+        raise AssertionError("unreachable")
 
     def _take_back(self, bindings: list[Binding], out: Outcome, uids: dict[str, str]) -> None:
         """Evict the members already bound (a Binding cannot be undone; their controller makes
@@ -182,10 +208,20 @@ class Applier:
         return None, share_milli(pod), pod
 
     def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
-        """A member whose GPUs pods bound on the server already hold (by their GPU annotation),
-        and what holds them; None when every member's GPUs are free."""
+        """A member whose node is gone or whose GPUs pods bound on the server already hold (by
+        their GPU annotation), and why; None when every member's node is there and its GPUs
+        are free."""
         used: dict[tuple[str, int], int] = {}
         for node in sorted({b.node for b in bindings}):
+            try:
+                # A node deleted since the cache was read: the server would bind to it anyway,
+                # and the pod would never run (and be collected as an orphan).
+                self.core.read_node(node, _preload_content=False).release_conn()
+            except ApiException as e:
+                why = "is gone" if e.status == 404 else f"cannot be read: {describe(e)}"
+                return next(b.pod for b in bindings if b.node == node), f"node {node} {why}"
+            except HTTPError as e:
+                return bindings[0].pod, f"node {node} cannot be read: {describe(e)}"
             try:
                 resp = self.core.list_pod_for_all_namespaces(
                     field_selector=f"spec.nodeName={node}", _preload_content=False
@@ -207,10 +243,14 @@ class Applier:
         """A bind whose answer was lost (a timeout after the server committed it) is read
         back: bound to the planned node means it went through."""
         ns, name = _split(b.pod)
-        try:
-            pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
-        except (ApiException, HTTPError):
-            return False
+        for attempt in range(_BIND_TRIES):
+            try:
+                pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
+                break
+            except (ApiException, HTTPError) as e:
+                if not _transient(e) or attempt == _BIND_TRIES - 1:
+                    return False
+                time.sleep(_BIND_BACKOFF * (attempt + 1))
         if pod.get("spec", {}).get("nodeName") == b.node:
             log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices, read_back=True)
             return True
@@ -452,6 +492,14 @@ class Applier:
             self.core.create_namespaced_event(ns, body, _preload_content=False)
         except (ApiException, HTTPError) as e:
             log.warning("event_failed", pod=key, reason=reason, error=describe(e))
+
+
+def _transient(e: Exception) -> bool:
+    """The server did not answer, or answered that it could not now: the same request may
+    succeed later (a 4xx other than 429 says it never will)."""
+    if isinstance(e, ApiException):
+        return e.status in _TRANSIENT or not e.status
+    return True  # urllib3: no answer at all
 
 
 def _eviction_body(name: str, ns: str, uid: str) -> client.V1Eviction:

@@ -123,7 +123,10 @@ class Informer:
         self.on_change(self.kind)
 
     def _follow(self) -> None:
-        self._watch = watch.Watch()
+        # Every event as the server's JSON: no typed model is built (the client has none for
+        # some kinds it lists, resource.k8s.io/v1 ResourceClaims among them, and a watch that
+        # looks one up fails at once), and ERROR events still come as ApiException.
+        self._watch = watch.Watch(return_type="object")
         for event in self._watch.stream(
             self.lister,
             resource_version=self._rv,
@@ -133,8 +136,6 @@ class Informer:
             if self._stop.is_set():
                 self._watch.stop()
                 return
-            # The typed object is built and dropped: only the typed path turns ERROR events
-            # into ApiException (the raw path fails on them in the client).
             kind, obj = event["type"], event["raw_object"]
             rv = obj.get("metadata", {}).get("resourceVersion")
             if rv:

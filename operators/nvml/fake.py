@@ -10,19 +10,23 @@ end-to-end cluster (`wattpack agent --backend fake --scenario FILE`).
       - {at: 90, gpu: 1, xid: 79}
       - {at: 120, gpu: 2, gone: true}     # the GPU disappears
       - {at: 300, gpu: 2, back: true, reset: true}
+      - {at: 400, gpu: 1, hang: true}     # reading it never returns (a wedged driver)
 
-`set` takes any GpuReading field (snake_case); a GPU starts healthy and idle with the values
+`set` and `initial` take the GpuReading fields listed in _IDLE (snake_case), each of its type
+and never below 0 (NVML's counters are unsigned); a GPU starts healthy and idle with the values
 under `initial`.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pydantic import Field, ValidationError
 
 from operators.nvml.reading import GpuReading
 from scheduler.errors import UserError
+from scheduler.model import limits as lim
 from scheduler.model.base import Wire
 
 _IDLE: dict[str, Any] = {
@@ -64,13 +68,14 @@ class FakeGpu(Wire):
 
 
 class FakeEvent(Wire):
-    at: float = Field(ge=0, description="Seconds since the agent started.")
+    at: float = Field(ge=0, le=lim.MAX_SECONDS, description="Seconds since the agent started.")
     gpu: int = Field(ge=0, description="GPU index.")
     set: dict[str, Any] = Field(default_factory=dict, description="Field values from now on.")
-    xid: int | None = Field(default=None, description="An XID event.")
+    xid: int | None = Field(default=None, ge=0, le=lim.MAX_COUNT, description="An XID event.")
     gone: bool = Field(default=False, description="The GPU stops answering.")
     back: bool = Field(default=False, description="The GPU answers again.")
     reset: bool = Field(default=False, description="The GPU was reset.")
+    hang: bool = Field(default=False, description="Reading the GPU never returns from now on.")
 
 
 class FakeScenario(Wire):
@@ -85,20 +90,33 @@ def load_scenario(data: Any, source: str) -> FakeScenario:
         err = e.errors(include_url=False)[0]
         where = ".".join(str(p) for p in err["loc"])
         raise UserError(f"{source}: {where}: {err['msg']}", "fix the fake NVML scenario") from None
-    known = set(GpuReading.model_fields)
+    for i, gpu in enumerate(scenario.gpus):
+        _check_values(gpu.initial, f"{source}: gpus[{i}].initial")
     for i, ev in enumerate(scenario.events):
         if ev.gpu >= len(scenario.gpus):
             raise UserError(
                 f"{source}: events[{i}].gpu {ev.gpu} is not a GPU of the scenario",
                 f"use 0..{len(scenario.gpus) - 1}",
             )
-        bad = [k for k in ev.set if k not in known]
-        if bad:
-            raise UserError(
-                f"{source}: events[{i}].set.{bad[0]} is not a reading field",
-                "use a GpuReading field name (snake_case)",
-            )
+        _check_values(ev.set, f"{source}: events[{i}].set")
     return scenario
+
+
+def _check_values(values: dict[str, Any], where: str) -> None:
+    """Reading fields only, each of its type; counters, watts and sizes never below 0 (NVML's
+    are unsigned): found here, not as a crash when the agent reads the GPU."""
+    todo = "use a GpuReading field name (snake_case) and a value of its type"
+    for key, value in values.items():
+        if key not in _IDLE:
+            raise UserError(f"{where}.{key} is not a reading field a scenario sets", todo)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            raise UserError(f"{where}.{key} is {value}, below 0", "give a value of 0 or more")
+    try:
+        GpuReading(time=0.0, index=0, **{**_IDLE, **values})
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise UserError(f"{where}.{field}: {err['msg']}", todo) from None
 
 
 class FakeBackend:
@@ -135,6 +153,10 @@ class FakeBackend:
 
     def read(self, index: int, now: float) -> GpuReading:
         gpu = self.scenario.gpus[index]
+        if any(
+            e.hang and e.gpu == index and e.at + self.start <= now for e in self.scenario.events
+        ):
+            threading.Event().wait()  # as an NVML call into a wedged driver: forever
         values, present = self._state(index, now)
         if not present:
             return GpuReading(

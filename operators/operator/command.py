@@ -14,8 +14,10 @@ import structlog
 import typer
 
 from operators.kube.source import CONFIG_MAP, NAMESPACE
-from scheduler.cli import documents
+from scheduler.cli.formats import DocumentFormat, out_option, output_option, write_document
 from scheduler.cli.main import app
+from scheduler.cli.numbers import finite
+from scheduler.model.limits import MAX_SECONDS
 
 log = structlog.get_logger("wattpack.operator")
 
@@ -31,13 +33,17 @@ ConfigMapName = Annotated[
 
 @app.command("export")
 def export_command(
+    out: Annotated[str, out_option("Snapshot file ('-': stdout; format from .json/.yaml).")] = "-",
     output: Annotated[
-        str, typer.Option("-o", "--output", metavar="FILE", help="Snapshot file ('-': stdout).")
-    ] = "-",
+        DocumentFormat | None,
+        output_option(
+            DocumentFormat, "Both files' format. Default: from each extension, else yaml."
+        ),
+    ] = None,
     kubeconfig: Kubeconfig = None,
     namespace: Namespace = NAMESPACE,
     config_map: ConfigMapName = CONFIG_MAP,
-    policy_output: Annotated[
+    policy_out: Annotated[
         str | None,
         typer.Option(metavar="FILE", help="Also write the policy the operator uses."),
     ] = None,
@@ -55,16 +61,9 @@ def export_command(
     for note in conv.notes:
         typer.echo(f"left out: {note}", err=True)
     data = conv.snapshot.model_dump(by_alias=True, mode="json", exclude_none=True)
-    fmt = documents.format_for(None if output == "-" else output)
-    if output == "-":
-        typer.echo(documents.render(data, fmt), nl=False)
-    else:
-        documents.write_text(output, documents.render(data, fmt))
-    if policy_output is not None:
-        pdata = policy.model_dump(by_alias=True, mode="json")
-        documents.write_text(
-            policy_output, documents.render(pdata, documents.format_for(policy_output))
-        )
+    write_document(data, output, out, "snapshot")
+    if policy_out is not None:
+        write_document(policy.model_dump(by_alias=True, mode="json"), output, policy_out, "policy")
     log.info(
         "exported",
         nodes=len(conv.snapshot.nodes),
@@ -89,32 +88,57 @@ def operator_command(
     ] = False,
     lease_name: Annotated[str, typer.Option(help="The Lease's name.")] = "wattpack-operator",
     lease_seconds: Annotated[
-        int, typer.Option(min=2, help="How long a leader's lease lasts without renewal.")
+        int,
+        typer.Option(
+            min=2, max=MAX_SECONDS, help="How long a leader's lease lasts without renewal."
+        ),
     ] = 15,
     interval: Annotated[
-        float, typer.Option(min=0.1, help="A cycle at least this often (seconds).")
+        float,
+        typer.Option(
+            min=0.1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="A cycle at least this often (seconds).",
+        ),
     ] = 30.0,
     debounce: Annotated[
-        float, typer.Option(min=0.0, help="Wait for changes to settle this long (seconds).")
+        float,
+        typer.Option(
+            min=0.0,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="Wait for changes to settle this long (seconds).",
+        ),
     ] = 0.5,
-    metrics_port: Annotated[int, typer.Option(min=0, help="Prometheus /metrics; 0 = off.")] = 9090,
+    metrics_port: Annotated[
+        int,
+        typer.Option(min=0, max=65535, help="Serve /metrics, /healthz and /readyz here; 0 = off."),
+    ] = 9090,
+    stuck_after: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            max=MAX_SECONDS,
+            callback=finite,
+            help="/healthz fails once a cycle runs this long (seconds): keep it well above "
+            "the policy's solver time limit.",
+        ),
+    ] = 300.0,
     identity: Annotated[
         str | None, typer.Option(help="This replica's name (default: $POD_NAME, else host name).")
     ] = None,
 ) -> None:
     """Schedule every pod with schedulerName wattpack: plan on change and on a timer, bind,
     evict, explain. Runs until stopped (SIGTERM)."""
+    from operators.endpoints import runtime_registry, serve
     from operators.kube.client import connect
     from operators.operator.loop import Operator, Settings
     from operators.operator.metrics import OperatorMetrics
 
     me = identity or os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     api = connect(kubeconfig)
-    metrics = OperatorMetrics()
-    if metrics_port:
-        from operators.metrics_http import serve
-
-        serve(metrics.registry, metrics_port)
+    metrics = OperatorMetrics(runtime_registry())
     settings = Settings(
         namespace=namespace,
         config_map=config_map,
@@ -122,8 +146,11 @@ def operator_command(
         interval=interval,
         debounce=debounce,
         max_delay=max(3.0, debounce * 4),
+        stuck_after=stuck_after,
     )
     op = Operator(api, settings, metrics, me, out=sys.stdout)
+    if metrics_port:
+        serve(metrics.registry, metrics_port, op.heartbeat.problem, op.not_ready)
     done = threading.Event()
 
     def stop(*_: object) -> None:

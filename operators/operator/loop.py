@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from operators.endpoints import Heartbeat
 from operators.kube.apply import Applier
 from operators.kube.cache import Informer, wait_synced
 from operators.kube.convert import (
@@ -51,6 +52,7 @@ class Settings:
     max_delay: float = 3.0  # ... but no longer than this after the first one
     assume_for: float = 60.0  # how long a pod we bound counts as bound before the cache shows it
     cluster_name: str = "cluster"
+    stuck_after: float = 300.0  # /healthz fails once a cycle runs longer than this
 
 
 class Operator:
@@ -72,6 +74,8 @@ class Operator:
         self.out = out
         self._dirty = threading.Event()
         self._stop = threading.Event()
+        self.heartbeat = Heartbeat(settings.stuck_after)
+        self._running = False  # run() began: this replica leads (or there is no election)
         self.informers = {
             kind: Informer(kind, lister, self._changed)
             for kind, lister in listers(api, settings.namespace, settings.config_map).items()
@@ -90,21 +94,38 @@ class Operator:
 
     def run(self) -> None:
         """Until stop(): start the caches, then cycle on change and on the timer."""
+        self._running = True
         for i in self.informers.values():
             i.start()
+        self.heartbeat.beat(10)
         while not wait_synced(list(self.informers.values()), 10) and not self._stop.is_set():
-            log.warning("caches_not_synced_yet")
+            log.warning("caches_not_synced_yet", missing=self._unsynced())
+            self.heartbeat.beat(10)
         log.info("caches_synced", dry_run=self.settings.dry_run)
         while not self._stop.is_set():
+            s = self.settings
+            # Idle: the wait ends after the interval, and a burst of changes after max_delay.
+            self.heartbeat.beat(s.interval + s.max_delay)
             self._wait_for_change()
             if self._stop.is_set():
                 break
+            self.heartbeat.beat()  # busy: a cycle longer than stuck_after fails /healthz
             try:
                 self.cycle()
             except Exception:  # a cycle that breaks is logged and retried, never fatal
                 self.metrics.errors.inc()
                 log.exception("cycle_failed")
+                self.heartbeat.beat(1.0)
                 self._stop.wait(1.0)
+
+    def not_ready(self) -> str | None:
+        """/readyz: the caches are synced. A standby (run() not begun: it waits for the lease)
+        is ready too: it has nothing to sync until it leads."""
+        missing = self._unsynced() if self._running else []
+        return f"caches not synced yet: {', '.join(missing)}" if missing else None
+
+    def _unsynced(self) -> list[str]:
+        return [kind for kind, i in self.informers.items() if not i.synced.is_set()]
 
     def stop(self) -> None:
         self._stop.set()
@@ -161,6 +182,7 @@ class Operator:
                 by_kind[p.kind] += 1
         self.applier.domain_power(plan.summary.power_watts, plan.summary.power_budget_watts)
         self.metrics.observe(plan, by_kind)
+        self.metrics.domains(conv.snapshot.power_domains)
         self.metrics.cycle.observe(time.perf_counter() - started)
         s = plan.summary
         log.info(
@@ -193,6 +215,14 @@ class Operator:
                     models=[m.name for m in models],
                     policy=policy.model_dump(by_alias=True, mode="json", exclude_defaults=True),
                 )
+                if policy.solver.time_limit_seconds >= self.settings.stuck_after:
+                    # /healthz would fail while the solver works, and the leader be restarted.
+                    log.warning(
+                        "solver_time_limit_above_stuck_after",
+                        time_limit_seconds=policy.solver.time_limit_seconds,
+                        stuck_after=self.settings.stuck_after,
+                        todo="raise --stuck-after above the solver's time limit",
+                    )
             self._good = good
             self._config_error = None
         except UserError as e:

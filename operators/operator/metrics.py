@@ -1,10 +1,11 @@
-"""The operator's Prometheus metrics (names the Grafana dashboard in manifests/ reads)."""
+"""The operator's Prometheus metrics (names the Grafana dashboard and the alerts in manifests/
+read: tests/test_manifests.py checks them against this registry)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from scheduler.model import Plan, PodKind
+from scheduler.model import Plan, PodKind, PowerDomain
 
 _SECONDS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 
@@ -34,6 +35,15 @@ class OperatorMetrics:
         self.budget = Gauge(
             "wattpack_power_budget_watts", "Power budget per domain.", ["domain"], registry=r
         )
+        # Domains nest (facility > rows > racks): summing wattpack_power_watts over all of them
+        # counts each watt once per level. This says which are roots and which are leaves.
+        self.domain_info = Gauge(
+            "wattpack_power_domain_info",
+            "1 per power domain: its parent (empty for a root) and whether it is a leaf.",
+            ["domain", "parent", "leaf"],
+            registry=r,
+        )
+        self._domains: list[tuple[str, str, str]] = []
         self.pending = Gauge(
             "wattpack_pending_pods", "Pods waiting for a place, by kind.", ["kind"], registry=r
         )
@@ -84,3 +94,13 @@ class OperatorMetrics:
         for kind in PodKind:
             self.pending.labels(kind.value).set(pending_by_kind.get(kind, 0))
         self.unplaced.inc(len(plan.unplaced))
+
+    def domains(self, domains: list[PowerDomain]) -> None:
+        parents = {d.parent for d in domains if d.parent}
+        rows = sorted((d.name, d.parent or "", str(d.name not in parents).lower()) for d in domains)
+        if rows == self._domains:
+            return
+        self.domain_info.clear()  # a domain deleted or moved leaves no stale series
+        for row in rows:
+            self.domain_info.labels(*row).set(1)
+        self._domains = rows

@@ -4,7 +4,6 @@ exceeded a power budget), 2 bad input."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from enum import StrEnum
@@ -15,12 +14,22 @@ import structlog
 import typer
 from typer.core import TyperGroup
 
-from scheduler.cli import documents, files, logs, render
+from scheduler.cli import files, logs, render
 from scheduler.cli import simulate as simulate_commands
 from scheduler.cli import tune as tune_commands
-from scheduler.cli.render import OutputFormat
+from scheduler.cli.formats import (
+    DocumentFormat,
+    OutputFormat,
+    out_option,
+    output_option,
+    print_document,
+    write_document,
+)
+from scheduler.cli.numbers import MAX_FRACTION, finite
+from scheduler.cli.spinner import spinner
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
+from scheduler.model.limits import MAX_NODES, MAX_TIME_LIMIT_SECONDS
 from scheduler.tune.space import TuningSpace
 
 log = structlog.get_logger("wattpack.cli")
@@ -71,16 +80,13 @@ class _ExitCodes(TyperGroup):
 app = typer.Typer(
     cls=_ExitCodes,
     name="wattpack",
-    help="Power-capped GPU scheduling: plan where pods go under per-domain power budgets.",
+    help="Power-capped GPU scheduling: plan where pods go under per-domain power budgets.\n\n"
+    "Every command: -o/--output names the format (table, json or yaml), --out FILE a file to "
+    "write; results go to stdout, logs to stderr.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-
-
-class DocumentFormat(StrEnum):
-    YAML = "yaml"
-    JSON = "json"
 
 
 class SchemaName(StrEnum):
@@ -134,11 +140,16 @@ def plan_command(
         typer.Option("--policy", metavar="FILE", help="Packing policy; defaults when omitted."),
     ] = None,
     output: Annotated[
-        OutputFormat, typer.Option(help="table for people, json for programs.")
+        OutputFormat, output_option(OutputFormat, "table for people; json or yaml: the plan.")
     ] = OutputFormat.TABLE,
     time_limit: Annotated[
         float | None,
-        typer.Option(metavar="S", help="Solver time limit in seconds (overrides the policy)."),
+        typer.Option(
+            metavar="S",
+            max=MAX_TIME_LIMIT_SECONDS,
+            callback=finite,
+            help="Solver time limit in seconds (overrides the policy).",
+        ),
     ] = None,
     fail_on_unplaced: Annotated[
         bool, typer.Option(help="Exit 1 when the plan leaves pods pending.")
@@ -150,6 +161,13 @@ def plan_command(
         str | None,
         typer.Option(metavar="FILE", help="Also write the CP-SAT model (text proto), to debug."),
     ] = None,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            help="A spinner on stderr with the phase and the solver's progress "
+            "(only on a terminal)."
+        ),
+    ] = True,
 ) -> None:
     """Plan one scheduling cycle for a snapshot. A dry run: prints the plan, changes nothing."""
     snapshot = files.load_snapshot(snapshot_file)
@@ -170,7 +188,8 @@ def plan_command(
                 "name a writable file",
             ) from None
 
-    result = plan(snapshot, policy, model_sink=write_model if export_model else None)
+    with spinner("planning", progress):
+        result = plan(snapshot, policy, model_sink=write_model if export_model else None)
     s = result.summary
     log.info(
         "plan_done",
@@ -181,10 +200,10 @@ def plan_command(
         gap=s.gap,
         solve_seconds=s.solve_seconds,
     )
-    if output is OutputFormat.JSON:
-        typer.echo(json.dumps(result.model_dump(by_alias=True, mode="json"), indent=2))
-    else:
+    if output is OutputFormat.TABLE:
         render.plan_tables(render.stdout_console(), snapshot, policy, result, max_rows)
+    else:
+        print_document(result.model_dump(by_alias=True, mode="json"), output.value)
     if fail_on_unplaced and result.unplaced:
         raise Problems(f"{len(result.unplaced)} pods stay pending (--fail-on-unplaced)")
 
@@ -201,10 +220,12 @@ def _with_time_limit(policy: PackingPolicy, seconds: float | None) -> PackingPol
 @app.command("schema")
 def schema_command(
     what: Annotated[SchemaName, typer.Argument(help="Which format to describe.")],
+    output: Annotated[
+        DocumentFormat, output_option(DocumentFormat, "The schema as JSON (default) or YAML.")
+    ] = DocumentFormat.JSON,
 ) -> None:
-    """Print the JSON Schema of the snapshot, policy or plan format."""
-    schema = _SCHEMAS[what].model_json_schema(by_alias=True)
-    typer.echo(json.dumps(schema, indent=2))
+    """Print the JSON Schema of the snapshot, policy, plan or tuning-space format."""
+    print_document(_SCHEMAS[what].model_json_schema(by_alias=True), output.value)
 
 
 @app.command("check")
@@ -213,7 +234,7 @@ def check_command(
         str, typer.Argument(metavar="SNAPSHOT", help="Cluster snapshot the plan was made for.")
     ],
     plan_file: Annotated[
-        str, typer.Option("--plan", metavar="PLAN", help="Plan as printed by plan --output json.")
+        str, typer.Option("--plan", metavar="PLAN", help="Plan as printed by plan -o json|yaml.")
     ],
     policy_file: Annotated[
         str | None,
@@ -243,33 +264,57 @@ def import_openb_command(
     pods: Annotated[
         str | None, typer.Option(metavar="CSV", help="openb pod list (openb_pod_list*.csv).")
     ] = None,
-    output_file: Annotated[
-        str | None,
-        typer.Option("--output", "-o", metavar="FILE", help="Write here (.json or .yaml)."),
-    ] = None,
-    output_format: Annotated[
+    out: Annotated[str | None, out_option()] = None,
+    output: Annotated[
         DocumentFormat | None,
-        typer.Option("--format", help="Default: from the -o extension, else yaml."),
+        output_option(DocumentFormat, "Default: from the --out extension, else yaml."),
     ] = None,
     name: Annotated[str, typer.Option(help="Snapshot name (metadata.name).")] = "openb",
-    nodes_per_rack: Annotated[int, typer.Option(min=1, help="Nodes per rack domain.")] = 16,
-    racks_per_row: Annotated[int, typer.Option(min=1, help="Racks per row domain.")] = 8,
+    nodes_per_rack: Annotated[
+        int, typer.Option(min=1, max=MAX_NODES, help="Nodes per rack domain.")
+    ] = 16,
+    racks_per_row: Annotated[
+        int, typer.Option(min=1, max=MAX_NODES, help="Racks per row domain.")
+    ] = 8,
     budget_fraction: Annotated[
         float | None,
         typer.Option(
             metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
             help="Every domain's budget = F x the TDP of the GPUs below it. Omitted: no budgets.",
         ),
     ] = None,
     rack_budget_fraction: Annotated[
-        float | None, typer.Option(metavar="F", help="Racks only (overrides --budget-fraction).")
+        float | None,
+        typer.Option(
+            metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
+            help="Racks only (overrides --budget-fraction).",
+        ),
     ] = None,
     row_budget_fraction: Annotated[
-        float | None, typer.Option(metavar="F", help="Rows only (overrides --budget-fraction).")
+        float | None,
+        typer.Option(
+            metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
+            help="Rows only (overrides --budget-fraction).",
+        ),
     ] = None,
     facility_budget_fraction: Annotated[
         float | None,
-        typer.Option(metavar="F", help="The facility only (overrides --budget-fraction)."),
+        typer.Option(
+            metavar="F",
+            min=0,
+            max=MAX_FRACTION,
+            callback=finite,
+            help="The facility only (overrides --budget-fraction).",
+        ),
     ] = None,
     inventory_only: Annotated[
         bool, typer.Option("--inventory-only", help="Import the nodes alone, no pods.")
@@ -292,13 +337,7 @@ def import_openb_command(
         pending=not inventory_only,
     )
     log.info("openb_imported", nodes=len(snapshot.nodes), pods=len(snapshot.pods))
-    fmt = output_format.value if output_format else documents.format_for(output_file)
-    text = documents.render(snapshot.model_dump(by_alias=True, mode="json"), fmt)
-    if output_file is None:
-        typer.echo(text, nl=False)
-    else:
-        documents.write_text(output_file, text)
-        log.info("snapshot_written", path=output_file, format=fmt)
+    write_document(snapshot.model_dump(by_alias=True, mode="json"), output, out, "snapshot")
 
 
 def _first(*values: float | None) -> float | None:

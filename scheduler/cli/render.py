@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Sequence
-from enum import StrEnum
 from typing import TypeVar
 
 from rich.console import Console
@@ -16,11 +15,6 @@ from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
 from scheduler.power import budgets, domain_power
 
 T = TypeVar("T")
-
-
-class OutputFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
 
 
 class _StdoutConsole(Console):

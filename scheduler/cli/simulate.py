@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -22,8 +21,26 @@ from rich.progress import (
 from rich.table import Table
 
 from scheduler.cli import documents, files, render
+from scheduler.cli.formats import (
+    DocumentFormat,
+    OutputFormat,
+    out_option,
+    output_option,
+    print_document,
+    write_document,
+)
+from scheduler.cli.numbers import (
+    MAX_FRACTION,
+    MAX_HOURS,
+    MAX_RATE,
+    MAX_RUNS,
+    MAX_SCALE,
+    MAX_TARGET,
+    finite,
+)
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot
+from scheduler.model import limits as lim
 from scheduler.simulate.result import SimReport
 
 log = structlog.get_logger("wattpack.cli")
@@ -60,6 +77,8 @@ CheckpointSeconds = Annotated[
     typer.Option(
         metavar="S",
         min=0,
+        max=lim.MAX_SECONDS,
+        callback=finite,
         help="replay: jobs checkpoint this often; a killed pod loses only the work "
         "since its last checkpoint (default: it restarts from the beginning).",
     ),
@@ -149,56 +168,114 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                 "departures, until --target x capacity (the FGD paper's protocol)."
             ),
         ] = Protocol.REPLAY,
-        seeds: Annotated[int, typer.Option(min=1, help="fgd: runs, seeds first-seed on.")] = 10,
-        first_seed: Annotated[int, typer.Option(min=0, help="fgd: the first seed.")] = 0,
+        seeds: Annotated[
+            int, typer.Option(min=1, max=MAX_RUNS, help="fgd: runs, seeds first-seed on.")
+        ] = 10,
+        first_seed: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_SEED, help="fgd: the first seed.")
+        ] = 0,
         target: Annotated[
-            float, typer.Option(min=0.01, help="fgd: stop at this demand / GPU capacity.")
+            float,
+            typer.Option(
+                min=0.01,
+                max=MAX_TARGET,
+                callback=finite,
+                help="fgd: stop at this demand / GPU capacity.",
+            ),
         ] = 1.3,
         step: Annotated[
-            float, typer.Option(min=0.001, help="fgd: demand step between measurements.")
+            float,
+            typer.Option(
+                min=0.001, max=1, callback=finite, help="fgd: demand step between measurements."
+            ),
         ] = 0.05,
         cycle_seconds: Annotated[
-            float, typer.Option(min=0.0, help="replay: wattpack cycles at most this often.")
+            float,
+            typer.Option(
+                min=0.0,
+                max=lim.MAX_SECONDS,
+                callback=finite,
+                help="replay: wattpack cycles at most this often.",
+            ),
         ] = 10.0,
         arrival_scale: Annotated[
             float,
-            typer.Option(min=0.000001, help="replay: divide submit times by this (>1: denser)."),
+            typer.Option(
+                min=0.000001,
+                max=MAX_SCALE,
+                callback=finite,
+                help="replay: divide submit times by this (>1: denser).",
+            ),
         ] = 1.0,
         horizon: Annotated[
-            float | None, typer.Option(metavar="S", help="replay: stop at this simulated time.")
+            float | None,
+            typer.Option(
+                metavar="S",
+                min=0,
+                max=lim.MAX_SECONDS,
+                callback=finite,
+                help="replay: stop at this simulated time.",
+            ),
         ] = None,
         resume_evicted: ResumeEvicted = False,
         facility_budget: Annotated[
             float | None,
-            typer.Option(metavar="F", help="Facility budget = F x GPU nameplate (replaces it)."),
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Facility budget = F x GPU nameplate (replaces it).",
+            ),
         ] = None,
         rack_budget: Annotated[
             float | None,
-            typer.Option(metavar="F", help="Every leaf domain's budget = F x its nameplate."),
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Every leaf domain's budget = F x its nameplate.",
+            ),
         ] = None,
         time_limit: Annotated[
             float,
             typer.Option(
                 metavar="S",
+                max=lim.MAX_TIME_LIMIT_SECONDS,
+                callback=finite,
                 help="wattpack's solver budget per cycle, in CP-SAT deterministic seconds "
                 "(reproducible; replaces the policy's timeLimitSeconds).",
             ),
         ] = 1.0,
         gpus_per_node: Annotated[
-            int, typer.Option(min=1, help="itp: GPUs per node, to split big jobs into gangs.")
+            int,
+            typer.Option(
+                min=1,
+                max=lim.MAX_GPUS_PER_NODE,
+                help="itp: GPUs per node, to split big jobs into gangs.",
+            ),
         ] = 8,
         nodes_per_rack: Annotated[
-            int, typer.Option(min=1, help="openb node list as cluster: nodes per rack.")
+            int,
+            typer.Option(
+                min=1, max=lim.MAX_NODES, help="openb node list as cluster: nodes per rack."
+            ),
         ] = 16,
         gpu_failures: Annotated[
             float,
             typer.Option(
                 metavar="R",
+                min=0,
+                max=MAX_RATE,
+                callback=finite,
                 help="replay: inject GPU failures, R per 1,000 GPU-days (a seeded Poisson "
                 "process); the work on a failed GPU restarts from the queue.",
             ),
         ] = 0.0,
-        failure_seed: Annotated[int, typer.Option(min=0, help="replay: failure seed.")] = 0,
+        failure_seed: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_SEED, help="replay: failure seed.")
+        ] = 0,
         migration: Annotated[
             MigrationMode,
             typer.Option(
@@ -210,25 +287,49 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         ] = MigrationMode.REACTIVE,
         checkpoint_seconds: CheckpointSeconds = None,
         hang_seconds: Annotated[
-            float, typer.Option(metavar="S", min=0, help="replay, --migration none: see there.")
+            float,
+            typer.Option(
+                metavar="S",
+                min=0,
+                max=lim.MAX_SECONDS,
+                callback=finite,
+                help="replay, --migration none: see there.",
+            ),
         ] = 1800.0,
         warned_share: Annotated[
             float,
-            typer.Option(min=0, max=1, help="replay: share of failures that raise an alarm first."),
+            typer.Option(
+                min=0,
+                max=1,
+                callback=finite,
+                help="replay: share of failures that raise an alarm first.",
+            ),
         ] = 0.7,
         lead_hours: Annotated[
             float,
-            typer.Option(min=0, help="replay: mean hours from an alarm to its failure."),
+            typer.Option(
+                min=0,
+                max=MAX_HOURS,
+                callback=finite,
+                help="replay: mean hours from an alarm to its failure.",
+            ),
         ] = 6.0,
         false_alarms: Annotated[
             float,
             typer.Option(
-                min=0, help="replay: GPUs that raise an alarm and never fail, per failure."
+                min=0,
+                max=MAX_RATE,
+                callback=finite,
+                help="replay: GPUs that raise an alarm and never fail, per failure.",
             ),
         ] = 0.5,
         node_step: Annotated[
             int,
-            typer.Option(min=1, help="Keep every N-th node of the cluster (a smaller replica)."),
+            typer.Option(
+                min=1,
+                max=lim.MAX_NODES,
+                help="Keep every N-th node of the cluster (a smaller replica).",
+            ),
         ] = 1,
         report: Annotated[
             str | None,
@@ -238,6 +339,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             list[float] | None,
             typer.Option(
                 metavar="T",
+                callback=finite,
                 help="replay: write the cluster as each scheduler left it at simulated time T "
                 "(seconds, after --arrival-scale) as a snapshot: running pods in place, queued "
                 "pods pending with waitingSeconds. Repeatable; needs --snapshot-dir.",
@@ -250,8 +352,8 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             ),
         ] = None,
         output: Annotated[
-            render.OutputFormat, typer.Option(help="table for people, json for programs.")
-        ] = render.OutputFormat.TABLE,
+            OutputFormat, output_option(OutputFormat, "table for people; json or yaml: the report.")
+        ] = OutputFormat.TABLE,
         progress: Annotated[
             bool, typer.Option(help="A progress bar on stderr (only on a terminal).")
         ] = True,
@@ -290,6 +392,13 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         opts = {"gpus_per_node": gpus_per_node} if kind == "itp" else {}
         jobs = read_trace(kind, trace, **opts)
         log.info("trace_loaded", kind=kind, jobs=len(jobs), nodes=len(inventory.nodes))
+        if protocol is Protocol.FGD and "wattpack" in names and policy.preemption:
+            # Where the trace has priorities, wattpack would have evicted: say it will not.
+            ranked = len({p.priority for j in jobs for p in j.pods}) > 1
+            (log.warning if ranked else log.info)(
+                "fgd_without_preemption",
+                reason="the FGD protocol has no evictions: wattpack plans it with preemption off",
+            )
         bar = console_progress(progress)
         tasks: dict[str, TaskID] = {}
 
@@ -359,35 +468,65 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
                     f"--report: cannot write {report} ({e.strerror})", "name a writable folder"
                 ) from None
             log.info("report_written", files=[str(p) for p in written])
-        if output is render.OutputFormat.JSON:
-            typer.echo(json.dumps(result.model_dump(by_alias=True, mode="json"), indent=2))
-        else:
+            typer.echo(f"report: {' and '.join(str(p) for p in reversed(written))}", err=True)
+        if output is OutputFormat.TABLE:
             summary_tables(render.stdout_console(), result)
+        else:
+            print_document(result.model_dump(by_alias=True, mode="json"), output.value)
         bad = sum(r.budget_violations for r in result.runs)
         if bad:
             raise problems(f"{bad} events exceeded a power budget")
 
     @app.command("make-cluster")
     def make_cluster_command(
-        nodes: Annotated[int, typer.Option(min=1, help="Number of GPU nodes.")],
-        gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs per node.")] = 8,
+        nodes: Annotated[int, typer.Option(min=1, max=lim.MAX_NODES, help="Number of GPU nodes.")],
+        gpus_per_node: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_GPUS_PER_NODE, help="GPUs per node.")
+        ] = 8,
         model: Annotated[str, typer.Option(help="GPU model name.")] = "H100-SXM",
-        tdp_watts: Annotated[int, typer.Option(min=1, help="GPU TDP, watts.")] = 700,
-        idle_watts: Annotated[int, typer.Option(min=0, help="GPU idle draw, watts.")] = 75,
-        cpu_milli: Annotated[int, typer.Option(min=0, help="CPU per node, millicores.")] = 128_000,
-        memory_mib: Annotated[int, typer.Option(min=0, help="Memory per node, MiB.")] = 2_097_152,
-        nodes_per_rack: Annotated[int, typer.Option(min=1, help="Nodes per rack.")] = 4,
-        racks_per_row: Annotated[int, typer.Option(min=1, help="Racks per row.")] = 8,
+        tdp_watts: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_GPU_WATTS, help="GPU TDP, watts.")
+        ] = 700,
+        idle_watts: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_GPU_WATTS, help="GPU idle draw, watts.")
+        ] = 75,
+        cpu_milli: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_CPU_MILLI, help="CPU per node, millicores.")
+        ] = 128_000,
+        memory_mib: Annotated[
+            int, typer.Option(min=0, max=lim.MAX_MEMORY_MIB, help="Memory per node, MiB.")
+        ] = 2_097_152,
+        nodes_per_rack: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_NODES, help="Nodes per rack.")
+        ] = 4,
+        racks_per_row: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_NODES, help="Racks per row.")
+        ] = 8,
         facility_budget: Annotated[
-            float | None, typer.Option(metavar="F", help="Facility budget = F x nameplate.")
+            float | None,
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Facility budget = F x nameplate.",
+            ),
         ] = None,
         rack_budget: Annotated[
-            float | None, typer.Option(metavar="F", help="Rack budgets = F x nameplate.")
+            float | None,
+            typer.Option(
+                metavar="F",
+                min=0,
+                max=MAX_FRACTION,
+                callback=finite,
+                help="Rack budgets = F x nameplate.",
+            ),
         ] = None,
         name: Annotated[str, typer.Option(help="Cluster name.")] = "generated",
-        output_file: Annotated[
-            str | None,
-            typer.Option("--output", "-o", metavar="FILE", help="Write here (.json or .yaml)."),
+        out: Annotated[str | None, out_option()] = None,
+        output: Annotated[
+            DocumentFormat | None,
+            output_option(DocumentFormat, "Default: from the --out extension, else yaml."),
         ] = None,
     ) -> None:
         """Write a cluster spec of identical GPU nodes (for traces without an inventory)."""
@@ -413,12 +552,7 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             facility=facility_budget,
             leaf=rack_budget,
         )
-        fmt = documents.format_for(output_file)
-        text = documents.render(spec.model_dump(by_alias=True, mode="json"), fmt)
-        if output_file is None:
-            typer.echo(text, nl=False)
-        else:
-            documents.write_text(output_file, text)
+        write_document(spec.model_dump(by_alias=True, mode="json"), output, out, "cluster")
 
 
 def _snapshot_writer(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +11,8 @@ import typer
 from rich.table import Table
 
 from scheduler.cli import files, logs, render
+from scheduler.cli.formats import OutputFormat, output_option, print_document
+from scheduler.cli.numbers import MAX_FRACTION, MAX_RUNS, MAX_SCALE, finite
 from scheduler.cli.simulate import (
     CheckpointSeconds,
     ResumeEvicted,
@@ -21,6 +22,7 @@ from scheduler.cli.simulate import (
     load_cluster,
 )
 from scheduler.errors import UserError
+from scheduler.model import limits as lim
 from scheduler.tune.space import TuningSpace
 
 log = structlog.get_logger(__name__)
@@ -36,7 +38,9 @@ def register(app: typer.Typer) -> None:
         space_file: Annotated[
             str, typer.Option("--space", metavar="SPACE", help="What to search (TuningSpace).")
         ],
-        trials: Annotated[int, typer.Option(min=1, help="Finished trials the study needs.")] = 40,
+        trials: Annotated[
+            int, typer.Option(min=1, max=MAX_RUNS, help="Finished trials the study needs.")
+        ] = 40,
         storage: Annotated[
             str | None,
             typer.Option(
@@ -48,14 +52,19 @@ def register(app: typer.Typer) -> None:
         study: Annotated[
             str, typer.Option(help="Study name; workers with the same name share it; resumes.")
         ] = "wattpack",
-        jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 1,
+        jobs: Annotated[
+            int, typer.Option(min=1, max=MAX_RUNS, help="Worker processes on this machine.")
+        ] = 1,
         out: Annotated[
             str, typer.Option(metavar="DIR", help="report.json, report.html, policy.yaml.")
         ] = "tune-out",
         holdout: Annotated[
             float,
             typer.Option(
-                min=0.0, max=0.9, help="Share of the trace's later arrivals kept for the holdout."
+                min=0.0,
+                max=0.9,
+                callback=finite,
+                help="Share of the trace's later arrivals kept for the holdout.",
             ),
         ] = 0.3,
         holdout_trace: Annotated[
@@ -63,28 +72,45 @@ def register(app: typer.Typer) -> None:
             typer.Option(metavar="CSV", help="Score the front on this trace instead (whole)."),
         ] = None,
         trace_format: Annotated[TraceFormat, typer.Option()] = TraceFormat.AUTO,
-        cycle_seconds: Annotated[float, typer.Option(min=0.0)] = 10.0,
-        arrival_scale: Annotated[float, typer.Option(min=0.000001)] = 1.0,
-        horizon: Annotated[float | None, typer.Option(metavar="S")] = None,
+        cycle_seconds: Annotated[
+            float, typer.Option(min=0.0, max=lim.MAX_SECONDS, callback=finite)
+        ] = 10.0,
+        arrival_scale: Annotated[
+            float, typer.Option(min=0.000001, max=MAX_SCALE, callback=finite)
+        ] = 1.0,
+        horizon: Annotated[
+            float | None,
+            typer.Option(metavar="S", min=0, max=lim.MAX_SECONDS, callback=finite),
+        ] = None,
         resume_evicted: ResumeEvicted = False,
+        checkpoint_seconds: CheckpointSeconds = None,
         time_limit: Annotated[
             float | None,
             typer.Option(
                 metavar="S",
                 min=0.001,
+                max=lim.MAX_TIME_LIMIT_SECONDS,
+                callback=finite,
                 help="The solver's budget per cycle in every replay, the default policy's "
                 "included (as simulate's --time-limit; the default policy's own is 10 s). "
                 "Default: each policy's timeLimitSeconds.",
             ),
         ] = None,
-        checkpoint_seconds: CheckpointSeconds = None,
-        facility_budget: Annotated[float | None, typer.Option(metavar="F")] = None,
-        rack_budget: Annotated[float | None, typer.Option(metavar="F")] = None,
-        gpus_per_node: Annotated[int, typer.Option(min=1)] = 8,
-        nodes_per_rack: Annotated[int, typer.Option(min=1)] = 4,
-        node_step: Annotated[int, typer.Option(min=1, help="Keep every N-th node.")] = 1,
-        seed: Annotated[int, typer.Option(min=0, help="Sampler seed.")] = 0,
-        output: Annotated[render.OutputFormat, typer.Option()] = render.OutputFormat.TABLE,
+        facility_budget: Annotated[
+            float | None, typer.Option(metavar="F", min=0, max=MAX_FRACTION, callback=finite)
+        ] = None,
+        rack_budget: Annotated[
+            float | None, typer.Option(metavar="F", min=0, max=MAX_FRACTION, callback=finite)
+        ] = None,
+        gpus_per_node: Annotated[int, typer.Option(min=1, max=lim.MAX_GPUS_PER_NODE)] = 8,
+        nodes_per_rack: Annotated[int, typer.Option(min=1, max=lim.MAX_NODES)] = 4,
+        node_step: Annotated[
+            int, typer.Option(min=1, max=lim.MAX_NODES, help="Keep every N-th node.")
+        ] = 1,
+        seed: Annotated[int, typer.Option(min=0, max=lim.MAX_SEED, help="Sampler seed.")] = 0,
+        output: Annotated[
+            OutputFormat, output_option(OutputFormat, "table for people; json or yaml: the report.")
+        ] = OutputFormat.TABLE,
         progress: Annotated[bool, typer.Option(help="A progress bar on stderr.")] = True,
     ) -> None:
         """Search packing policies with optuna (multi-objective) over the trace replay; score
@@ -165,8 +191,8 @@ def register(app: typer.Typer) -> None:
                 bar.stop()
         written = write(report, chosen, folder)
         log.info("tune_written", files=[str(p) for p in written])
-        if output is render.OutputFormat.JSON:
-            typer.echo(json.dumps(report.model_dump(by_alias=True, mode="json"), indent=2))
+        if output is not OutputFormat.TABLE:
+            print_document(report.model_dump(by_alias=True, mode="json"), output.value)
             return
         table = Table(title=f"study {report.study}: {report.trials} trials, Pareto front")
         for h in HEAD[:-1]:  # the values are in report.json and report.html

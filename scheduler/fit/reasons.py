@@ -256,7 +256,7 @@ class Explainer:
         if s.resource == "gpu":
             return (
                 f"gpu: needs {pod.gpus} free healthy GPUs on one node; best node {s.domain} "
-                f"has {pod.gpus - s.amount}"
+                f"has {pod.gpus - s.amount}{self._roomier(pod, pod.gpus - s.amount)}"
             )
         if s.resource == "gpuMilli":
             return (
@@ -267,6 +267,17 @@ class Explainer:
             return f"spread: every fitting node already runs the most pods of app {pod.app}"
         unit = "cpuMilli" if s.resource == "cpuMilli" else "MiB"
         return f"{s.resource}: short {s.amount} {unit} on the best node {s.domain}"
+
+    def _roomier(self, pod: Pod, named: int) -> str:
+        """Where a node with more free GPUs than the one named is out for other reasons: which
+        node, and why (else "best node ... has 0" reads as if no node had any)."""
+        ids, _, gap = self._admitted_columns(pod)
+        c = int(ids[int(np.argmin(gap))])
+        best = self._class_best(c)
+        why = [_short_of(x) for x in self._class_shortfalls(pod, c) if x.resource != "gpu"]
+        if best.node_gpus <= named or not why:
+            return ""
+        return f"; {best.node_name} has {best.node_gpus} free but {', '.join(why)}"
 
     def _class_shortfalls(self, pod: Pod, c: int) -> list[Shortfall]:
         """What one class of nodes lacks for the pod, the worst power domain included."""
@@ -307,9 +318,30 @@ class Explainer:
         return out
 
     def _shortfalls(self, pod: Pod) -> list[Shortfall]:
-        """The shortfalls of the class of nodes that comes closest: fewest resources short."""
+        """The shortfalls of the class of nodes that comes closest: fewest resources short,
+        and of those the one with the most of the GPU room the pod asks for (else a class
+        with no free GPU was named "best" beside one with 4)."""
+        ids, short, gap = self._admitted_columns(pod)
+        if not len(ids):
+            resource = "model" if pod.gpu_models else "node"
+            return [Shortfall(resource=resource, domain="cluster", amount=max(pod.gpus, 1))]
+        # The first such class, as a scan in class order finds it (lexsort is stable).
+        first = int(np.lexsort((gap, short))[0])
+        if short[first]:
+            return self._class_shortfalls(pod, int(ids[first]))
+        if self.state.spread_limit(pod) is not None:
+            return [Shortfall(resource="spread", domain="cluster", amount=1)]
+        return []
+
+    def _admitted_columns(self, pod: Pod) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The classes the pod may go to: their ids, how many resources each is short of, and
+        how far its roomiest node is from the GPU room the pod asks for."""
         t = self._columns
         ids, short = t.ids, self._counts(pod)
+        if pod.fractional:
+            gap = np.maximum(pod.gpu_milli - t.residual, 0)
+        else:
+            gap = np.maximum(pod.gpus - t.gpus, 0)
         keep = np.ones(len(ids), dtype=bool)
         if pod.gpu_models:
             keep &= np.isin(t.model, [i for i, m in enumerate(t.models) if m in pod.gpu_models])
@@ -319,17 +351,7 @@ class Explainer:
             if mask is None:
                 mask = self._admitted[pod.rules_key] = np.isin(t.kind, filters.admitted_kinds(pod))
             keep &= mask
-        ids, short = ids[keep], short[keep]
-        if not len(ids):
-            resource = "model" if pod.gpu_models else "node"
-            return [Shortfall(resource=resource, domain="cluster", amount=max(pod.gpus, 1))]
-        # The first class with the fewest resources short, as a scan in class order finds it.
-        first = int(np.argmin(short))
-        if short[first]:
-            return self._class_shortfalls(pod, int(ids[first]))
-        if self.state.spread_limit(pod) is not None:
-            return [Shortfall(resource="spread", domain="cluster", amount=1)]
-        return []
+        return ids[keep], short[keep], gap[keep]
 
     def _counts(self, pod: Pod) -> np.ndarray:
         """How many resources each class is short of: what _class_shortfalls would list."""
@@ -343,3 +365,11 @@ class Explainer:
         short += t.cpu < pod.cpu_milli
         short += t.mem < pod.memory_mi_b
         return short
+
+
+def _short_of(s: Shortfall) -> str:
+    """A shortfall of a node, as the end of a sentence about it."""
+    if s.resource == "power":
+        return f"its power domain {s.domain} is {s.amount} W short"
+    unit = {"cpuMilli": "cpuMilli", "memoryMiB": "MiB", "gpuMilli": "milli-GPU"}
+    return f"is {s.amount} {unit.get(s.resource, s.resource)} short"

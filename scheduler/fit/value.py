@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 
+from scheduler.errors import UserError
 from scheduler.fit.cycle import Cycle, starving
 from scheduler.model import PackingPolicy, Pod
+from scheduler.model.limits import MAX_TOTAL_VALUE
 
 
 def pod_value(pod: Pod, policy: PackingPolicy) -> int:
@@ -18,6 +20,18 @@ def pod_value(pod: Pod, policy: PackingPolicy) -> int:
         return 0
     worth = pod.priority - starving(pod, policy)
     return pod.milli_total * policy.kind_weights.of(pod.kind) * max(1, policy.priority_base + worth)
+
+
+def check_total_value(pods: Iterable[Pod], policy: PackingPolicy) -> None:
+    """Each field is bounded (scheduler.model.limits), but the solver's objective adds every
+    pod's value up in int64: refuse a cluster whose sum would not stay exact there."""
+    total = sum(pod_value(p, policy) for p in pods)
+    if total > MAX_TOTAL_VALUE:
+        raise UserError(
+            f"the pods' values (milli-GPU x kindWeights x (priorityBase + priority)) add up to "
+            f"{total:.3g}, above the {MAX_TOTAL_VALUE:.3g} the solver's integers hold",
+            "lower the policy's priorityBase or kindWeights, or the pods' priorities",
+        )
 
 
 def plan_value(

@@ -11,16 +11,25 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from scheduler.model import limits as lim
 from scheduler.model.base import ByKind, Wire
 from scheduler.model.snapshot import HealthState, Pod
 
 
 class KindSeconds(ByKind):
-    training: float = Field(default=300.0, ge=0, description="Seconds, for training pods.")
-    fine_tuning: float = Field(
-        default=120.0, ge=0, alias="fine-tuning", description="Seconds, for fine-tuning pods."
+    training: float = Field(
+        default=300.0, ge=0, le=lim.MAX_SECONDS, description="Seconds, for training pods."
     )
-    inference: float = Field(default=60.0, ge=0, description="Seconds, for inference pods.")
+    fine_tuning: float = Field(
+        default=120.0,
+        ge=0,
+        le=lim.MAX_SECONDS,
+        alias="fine-tuning",
+        description="Seconds, for fine-tuning pods.",
+    )
+    inference: float = Field(
+        default=60.0, ge=0, le=lim.MAX_SECONDS, description="Seconds, for inference pods."
+    )
 
 
 class FailChances(Wire):
@@ -52,17 +61,22 @@ class MoveRules(Wire):
         "a failed GPU always move).",
     )
     per_cycle: int = Field(
-        default=16, ge=0, description="Most pods one plan moves (a gang counts each member)."
+        default=16,
+        ge=0,
+        le=lim.MAX_PODS,
+        description="Most pods one plan moves (a gang counts each member).",
     )
     per_hour: int | None = Field(
         default=None,
         ge=0,
+        le=lim.MAX_PODS,
         description="If set, at most this many moves in any hour: a plan moves no more than "
         "what the snapshot's metadata.movesLastHour leaves.",
     )
     max_in_flight: int = Field(
         default=4,
         ge=0,
+        le=lim.MAX_PODS,
         description="Most moves the operator has under way at once (begun, the replacement not "
         "yet in place): a cycle moves no more than what is left. The simulator's moves finish "
         "within their cycle.",
@@ -82,6 +96,7 @@ class MoveRules(Wire):
     since_checkpoint_seconds: float = Field(
         default=1800.0,
         ge=0,
+        le=lim.MAX_SECONDS,
         description="Work since the last checkpoint, for a pod that does not say "
         "(secondsSinceCheckpoint): what a failure of its GPU loses.",
     )
@@ -91,6 +106,7 @@ class MoveRules(Wire):
     worth_seconds: float = Field(
         default=3600.0,
         ge=0,
+        le=lim.MAX_SECONDS,
         description="Defragmentation: what placing a waiting pod now is worth, in seconds of "
         "its GPUs (the wait it saves); moves are made for it only while they cost less.",
     )

@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from scheduler.model import limits as lim
 from scheduler.model.base import Wire
 from scheduler.model.node_rules import Requirement
 
@@ -80,7 +81,9 @@ class PodAffinityTerm(Wire):
 class SpreadConstraint(Wire):
     """A topology spread constraint with whenUnsatisfiable DoNotSchedule."""
 
-    max_skew: int = Field(ge=1, description="Most matching pods a domain may have above the least.")
+    max_skew: int = Field(
+        ge=1, le=lim.MAX_PODS, description="Most matching pods a domain may have above the least."
+    )
     topology_key: str = Field(min_length=1, description="Node label that names the domain.")
     label_selector: LabelSelector | None = Field(
         default=None, description="Pods it counts; null: none (then it never refuses)."
@@ -88,6 +91,7 @@ class SpreadConstraint(Wire):
     min_domains: int | None = Field(
         default=None,
         ge=1,
+        le=lim.MAX_NODES,
         description="Fewer eligible domains than this: the least count is taken as 0.",
     )
     node_affinity_policy: Literal["Honor", "Ignore"] = Field(

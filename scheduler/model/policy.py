@@ -5,8 +5,9 @@ Every field has a default, so no policy file is needed; a YAML file overrides an
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from scheduler.model import limits as lim
 from scheduler.model.base import ByKind, Wire
 from scheduler.model.health_rules import HealthRules
 from scheduler.model.move_rules import MoveRules
@@ -15,12 +16,21 @@ from scheduler.model.snapshot import HealthState, Node, Pod, PodKind
 
 class KindWeights(ByKind):
     training: int = Field(
-        default=10, ge=0, description="Objective weight per milli-GPU of training."
+        default=10,
+        ge=0,
+        le=lim.MAX_KIND_WEIGHT,
+        description="Objective weight per milli-GPU of training.",
     )
     fine_tuning: int = Field(
-        default=10, ge=0, alias="fine-tuning", description="Weight per milli-GPU of fine-tuning."
+        default=10,
+        ge=0,
+        le=lim.MAX_KIND_WEIGHT,
+        alias="fine-tuning",
+        description="Weight per milli-GPU of fine-tuning.",
     )
-    inference: int = Field(default=10, ge=0, description="Weight per milli-GPU of inference.")
+    inference: int = Field(
+        default=10, ge=0, le=lim.MAX_KIND_WEIGHT, description="Weight per milli-GPU of inference."
+    )
 
 
 class KindPowerFactors(ByKind):
@@ -35,12 +45,18 @@ class SolverSettings(Wire):
     time_limit_seconds: float = Field(
         default=10.0,
         gt=0,
+        le=lim.MAX_TIME_LIMIT_SECONDS,
         description="Wall-clock limit for the solve (LP relaxation, then CP-SAT).",
     )
     workers: int = Field(
-        default=0, ge=0, description="CP-SAT search workers; 0 lets the solver use every core."
+        default=0,
+        ge=0,
+        le=lim.MAX_SOLVER_WORKERS,
+        description="CP-SAT search workers; 0 lets the solver use every core.",
     )
-    seed: int = Field(default=0, ge=0, description="Random seed, for reproducible plans.")
+    seed: int = Field(
+        default=0, ge=0, le=lim.MAX_SEED, description="Random seed, for reproducible plans."
+    )
     relative_gap: float = Field(
         default=0.001, ge=0, le=1, description="Stop once the proven gap is at most this."
     )
@@ -61,6 +77,7 @@ class PackingPolicy(Wire):
     priority_base: int = Field(
         default=1000,
         ge=1,
+        le=lim.MAX_PRIORITY_BASE,
         description="A pod's value per milli-GPU is kindWeight x (priorityBase + priority), at "
         "least 1; a larger base makes priority matter less against allocation.",
     )
@@ -69,11 +86,13 @@ class PackingPolicy(Wire):
     )
     new_work_on: list[HealthState] = Field(
         default_factory=lambda: [HealthState.HEALTHY],
-        description="GPU health states that take new work (degraded and failed never do).",
+        description="GPU health states that take new work (degraded and failed never do); "
+        "healthy must be one.",
     )
     inference_max_per_node: int | None = Field(
         default=None,
         ge=1,
+        le=lim.MAX_PODS,
         description="Spread inference: at most this many pods of one app per node, for inference "
         "pods with an app and no maxPerNode of their own.",
     )
@@ -86,6 +105,7 @@ class PackingPolicy(Wire):
     starving_gang_seconds: float | None = Field(
         default=None,
         gt=0,
+        le=lim.MAX_SECONDS,
         description="A gang pending at least this long (its pods' waitingSeconds) may preempt "
         "preemptible lone pods of its own priority, as if it ranked one higher: backfill "
         "otherwise keeps taking the room a big gang waits for. For workloads that checkpoint. "
@@ -94,6 +114,7 @@ class PackingPolicy(Wire):
     broken_gang_release_seconds: float | None = Field(
         default=600.0,
         ge=0,
+        le=lim.MAX_SECONDS,
         description="A running gang missing members (partly bound) whose missing members have "
         "waited this long and still do not fit is released: its running members are evicted so "
         "the gang is queued whole. null = never (the running members wait for the rest).",
@@ -101,6 +122,7 @@ class PackingPolicy(Wire):
     checkpoint_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
+        le=lim.MAX_SECONDS,
         description="Operator: before it evicts a training or fine-tuning pod that takes part in "
         'the checkpoint handshake (annotation wattpack.io/checkpoints: "true"), it asks for '
         "a checkpoint and waits for the acknowledgement (wattpack.io/checkpointed) at most "
@@ -109,6 +131,7 @@ class PackingPolicy(Wire):
     reservation_seconds: float = Field(
         default=120.0,
         gt=0,
+        le=lim.MAX_SECONDS,
         description="Room freed for a pod by evicting its victims is held for it this long (the "
         "operator binds it once they are gone, and plans nothing else onto that room); after "
         "that, the pod is planned again.",
@@ -123,6 +146,16 @@ class PackingPolicy(Wire):
     solver: SolverSettings = Field(
         default_factory=SolverSettings, description="CP-SAT effort and reproducibility."
     )
+
+    @field_validator("new_work_on")
+    @classmethod
+    def _healthy_takes_work(cls, states: list[HealthState]) -> list[HealthState]:
+        if HealthState.HEALTHY not in states:
+            raise ValueError(
+                f"newWorkOn {[str(s) for s in states]} leaves out healthy GPUs, so no GPU "
+                "could ever take new work; list healthy (and suspect, to use suspect GPUs too)"
+            )
+        return states
 
     def spread_limit(self, pod: Pod) -> int | None:
         """Most pods of the pod's app on one node: its maxPerNode, or for inference the policy's

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 from enum import StrEnum
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from scheduler.model import limits as lim
 from scheduler.model.base import Wire
 from scheduler.model.consistency import snapshot_problems
 from scheduler.model.node_rules import HostPort, PreferredTerm, SelectorTerm, Taint, Toleration
 from scheduler.model.pod_rules import PodAffinityTerm, SpreadConstraint
+
+# Resources other than GPUs, CPU and memory, in their base unit.
+Resources = dict[str, Annotated[int, Field(ge=0, le=lim.MAX_RESOURCE)]]
 
 
 class PodKind(StrEnum):
@@ -41,12 +45,20 @@ class HealthState(StrEnum):
 
 class GpuModel(Wire):
     name: str = Field(description="GPU model name that nodes and pods refer to, e.g. H100-SXM.")
-    tdp_watts: int = Field(gt=0, description="Board power at full load (TDP), in watts.")
+    tdp_watts: int = Field(
+        gt=0, le=lim.MAX_GPU_WATTS, description="Board power at full load (TDP), in watts."
+    )
     idle_watts: int = Field(
-        ge=0, description="Power drawn by the GPU with no work on it, in watts."
+        ge=0,
+        le=lim.MAX_GPU_WATTS,
+        description="Power drawn by the GPU with no work on it, in watts.",
     )
     memory_mi_b: int = Field(
-        default=0, ge=0, alias="memoryMiB", description="GPU memory in MiB (informational)."
+        default=0,
+        ge=0,
+        le=lim.MAX_MEMORY_MIB,
+        alias="memoryMiB",
+        description="GPU memory in MiB (informational).",
     )
 
     @model_validator(mode="after")
@@ -65,12 +77,13 @@ class PowerDomain(Wire):
     budget_watts: int | None = Field(
         default=None,
         ge=0,
+        le=lim.MAX_BUDGET_WATTS,
         description="Hard power budget of everything below this domain, in watts; null = none.",
     )
 
 
 class GpuHealth(Wire):
-    index: int = Field(ge=0, description="GPU index on the node.")
+    index: int = Field(ge=0, lt=lim.MAX_GPUS_PER_NODE, description="GPU index on the node.")
     state: HealthState = Field(description="healthy | suspect | degraded | failed.")
     reasons: list[str] = Field(default_factory=list, description="Why the GPU is in this state.")
 
@@ -79,9 +92,11 @@ class Node(Wire):
     name: str = Field(description="Node name.")
     power_domain: str = Field(description="The leaf power domain the node's GPUs count against.")
     gpu_model: str = Field(description="Model of every GPU on this node (a name in gpuModels).")
-    gpus: int = Field(ge=0, description="Number of GPUs on the node.")
-    cpu_milli: int = Field(ge=0, description="Allocatable CPU in millicores.")
-    memory_mi_b: int = Field(ge=0, alias="memoryMiB", description="Allocatable memory in MiB.")
+    gpus: int = Field(ge=0, le=lim.MAX_GPUS_PER_NODE, description="Number of GPUs on the node.")
+    cpu_milli: int = Field(ge=0, le=lim.MAX_CPU_MILLI, description="Allocatable CPU in millicores.")
+    memory_mi_b: int = Field(
+        ge=0, le=lim.MAX_MEMORY_MIB, alias="memoryMiB", description="Allocatable memory in MiB."
+    )
     schedulable: bool = Field(default=True, description="false = cordoned: takes no new work.")
     gpu_health: list[GpuHealth] = Field(
         default_factory=list, description="Per-GPU health; GPUs not listed are healthy."
@@ -89,7 +104,7 @@ class Node(Wire):
     labels: dict[str, str] = Field(
         default_factory=dict, description="Node labels (node selectors and affinity read them)."
     )
-    resources: dict[str, int] = Field(
+    resources: Resources = Field(
         default_factory=dict,
         description="Allocatable resources other than GPUs, CPU and memory, in the resource's "
         "base unit (bytes for ephemeral-storage and hugepages-*, a count for extended "
@@ -110,16 +125,26 @@ class Node(Wire):
 
 class Gang(Wire):
     name: str = Field(description="Gang name, unique within the namespace.")
-    size: int = Field(ge=1, description="Number of member pods; all run or none does.")
+    size: int = Field(
+        ge=1, le=lim.MAX_PODS, description="Number of member pods; all run or none does."
+    )
 
 
 class Pod(Wire):
     name: str = Field(description="Pod name.")
     namespace: str = Field(default="default", description="Pod namespace.")
     kind: PodKind = Field(description="training | fine-tuning | inference.")
-    priority: int = Field(default=0, description="Scheduling priority; higher wins.")
+    priority: int = Field(
+        default=0,
+        ge=lim.MIN_PRIORITY,
+        le=lim.MAX_PRIORITY,
+        description="Scheduling priority; higher wins (Kubernetes' int32 range).",
+    )
     gpus: int = Field(
-        default=1, ge=0, description="Whole GPUs; with gpus 1 and gpuMilli < 1000, a share of one."
+        default=1,
+        ge=0,
+        le=lim.MAX_GPUS_PER_NODE,
+        description="Whole GPUs; with gpus 1 and gpuMilli < 1000, a share of one.",
     )
     gpu_milli: int = Field(
         default=1000,
@@ -128,16 +153,25 @@ class Pod(Wire):
     gpu_models: list[str] = Field(
         default_factory=list, description="Acceptable GPU models; empty = any."
     )
-    cpu_milli: int = Field(default=0, ge=0, description="CPU request in millicores.")
+    cpu_milli: int = Field(
+        default=0, ge=0, le=lim.MAX_CPU_MILLI, description="CPU request in millicores."
+    )
     memory_mi_b: int = Field(
-        default=0, ge=0, alias="memoryMiB", description="Memory request in MiB."
+        default=0,
+        ge=0,
+        le=lim.MAX_MEMORY_MIB,
+        alias="memoryMiB",
+        description="Memory request in MiB.",
     )
     gang: Gang | None = Field(default=None, description="All-or-nothing group; null for none.")
     app: str | None = Field(
         default=None, description="Pods with the same app spread by maxPerNode."
     )
     max_per_node: int | None = Field(
-        default=None, ge=1, description="At most this many pods of the same app on one node."
+        default=None,
+        ge=1,
+        le=lim.MAX_PODS,
+        description="At most this many pods of the same app on one node.",
     )
     preemptible: bool = Field(default=True, description="May be evicted for higher priority work.")
     move_by: MoveBy | None = Field(
@@ -147,17 +181,21 @@ class Pod(Wire):
         "inference pod outside a gang surges and any other restarts.",
     )
     power_watts_per_gpu: int | None = Field(
-        default=None, ge=0, description="Overrides the power model: watts per GPU (whole GPU)."
+        default=None,
+        ge=0,
+        le=lim.MAX_GPU_WATTS,
+        description="Overrides the power model: watts per GPU (whole GPU).",
     )
     node: str | None = Field(default=None, description="Current node; null = pending.")
     gpu_indices: list[int] = Field(default_factory=list, description="GPUs the pod holds now.")
     seconds_since_checkpoint: float | None = Field(
         default=None,
         ge=0,
+        le=lim.MAX_SECONDS,
         description="A running pod's work since its last checkpoint, in seconds: what a failure "
         "of its GPU would lose; null = the policy's moves.sinceCheckpointSeconds.",
     )
-    resources: dict[str, int] = Field(
+    resources: Resources = Field(
         default_factory=dict,
         description="Requests of resources other than GPUs, CPU and memory, in the resource's "
         "base unit (NodeResourcesFit: a node must have them free).",
@@ -183,6 +221,7 @@ class Pod(Wire):
     waiting_seconds: float | None = Field(
         default=None,
         ge=0,
+        le=lim.MAX_SECONDS,
         description="How long a pending pod has waited, as of the snapshot (the policy's "
         "starvingGangSeconds reads it); null = not known.",
     )
@@ -278,6 +317,7 @@ class DisruptionBudget(Wire):
     disruptions_allowed: int = Field(
         default=0,
         ge=0,
+        le=lim.MAX_PODS,
         description="How many covered pods may be evicted or moved now (the budget's "
         "status.disruptionsAllowed; 0 while the budget has not been observed).",
     )
@@ -293,6 +333,7 @@ class SnapshotMeta(Wire):
     moves_last_hour: int = Field(
         default=0,
         ge=0,
+        le=lim.MAX_PODS,
         description="Running pods the scheduler moved in the hour before the snapshot: they "
         "count against the policy's moves.perHour.",
     )
@@ -309,8 +350,10 @@ class ClusterSnapshot(Wire):
         default_factory=list,
         description="Power-domain tree; every GPU counts against all ancestors.",
     )
-    nodes: list[Node] = Field(description="GPU nodes.")
-    pods: list[Pod] = Field(default_factory=list, description="Running and pending pods.")
+    nodes: list[Node] = Field(max_length=lim.MAX_NODES, description="GPU nodes.")
+    pods: list[Pod] = Field(
+        default_factory=list, max_length=lim.MAX_PODS, description="Running and pending pods."
+    )
     namespace_labels: dict[str, dict[str, str]] = Field(
         default_factory=dict,
         description="Labels of namespaces, by name (affinity terms' namespaceSelector reads "

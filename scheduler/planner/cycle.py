@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 import structlog
 
+from scheduler import progress
 from scheduler.fit.cycle import Cycle, start_cycle
 from scheduler.fit.disruption import hold_for_budgets
 from scheduler.fit.greedy import arrival_order, greedy_fill, units_of
 from scheduler.fit.outcome import assemble
 from scheduler.fit.state import Placement
-from scheduler.fit.value import pending_values
+from scheduler.fit.value import check_total_value, pending_values
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan, Pod
 from scheduler.planner.broken_gangs import release_broken_gangs
 from scheduler.planner.candidate import Candidate, best_of
@@ -37,7 +38,7 @@ from scheduler.planner.guided import realise
 from scheduler.planner.improve import REPACK_SECONDS as IMPROVE_SECONDS
 from scheduler.planner.improve import improve
 from scheduler.planner.moves import plan_moves
-from scheduler.planner.notes import power_notes
+from scheduler.planner.notes import overcommit_notes, power_notes
 from scheduler.planner.preferences import honour_preferences
 from scheduler.planner.repair import repair
 from scheduler.planner.rules_first import plan_rules_first
@@ -189,6 +190,9 @@ def _model_candidates(
     # Built only while the least time a realisation needs is left: a model finished later has
     # no time to be solved and realised, and the cycle must end at its limit.
     out_of_time = None if policy.solver.deterministic else (lambda: time_left() <= least)
+    progress.report(
+        "building the model", f"{len(groups)} node groups x {len(demand.classes)} pod classes"
+    )
     try:
         # Pooled groups are realised node by node from the LP's fractions; CP-SAT's integer
         # counts over pools would only round what the realisation rounds anyway.
@@ -238,6 +242,7 @@ def _model_candidates(
     # The counts already say where each class goes; weighing stranding within them changed no
     # plan on the live family and openb (same allocation and gap) and took twice the time.
     cycle.state.weigh_stranding = False
+    progress.report("realising the model's counts", counts.status)
     placed, evicted = realise(cycle, demand, counts, groups, group_of_class, stop)
     out = [Candidate("model-guided", counts.status, cycle, placed, evicted)]
     # Only with time for it: the expansion does not stop at the limit (it takes about what the
@@ -258,6 +263,10 @@ def _model_candidates(
         if tighter is not None:
             bound = min(bound, tighter)
     return out, bound, []
+
+
+def _best_so_far(value: float, bound: float) -> str:
+    return f"best so far {value:,.0f}, at most {bound:,.0f}"
 
 
 @contextmanager
@@ -284,6 +293,7 @@ def plan(
     model_sink: Callable[[str], None] | None = None,
 ) -> Plan:
     """One cycle. model_sink, if given, receives the CP-SAT model as text (for debugging)."""
+    check_total_value(snapshot.pods, policy)
     with _collector_paused():
         return plan_rules_first(
             snapshot, policy, lambda rest, pol: _plan(rest, pol, clock, model_sink), clock
@@ -297,6 +307,7 @@ def _plan(
     model_sink: Callable[[str], None] | None,
 ) -> Plan:
     start = clock()
+    progress.report("reading the snapshot", f"{len(snapshot.nodes):,} nodes")
     limit = policy.solver.time_limit_seconds
     # Pods whose PodDisruptionBudgets allow no more disruption are not preemptible this cycle.
     snapshot = hold_for_budgets(snapshot)
@@ -319,6 +330,7 @@ def _plan(
     def time_left() -> float:
         return max(0.0, limit - finishing - (clock() - start))
 
+    progress.report("greedy plan", f"{len(base.pending):,} pods pending")
     floor = _greedy(base, stranding=False)
     floor_seconds = clock() - start - read_in
     # Cut short at the limit: a partial greedy plan is still a plan.
@@ -331,13 +343,14 @@ def _plan(
     # costs time, and the floor is kept.
     least = floor_seconds + 0.05
     cycle = floor.cycle
-    notes = power_notes(cycle.state) + move_notes
+    notes = power_notes(cycle.state) + overcommit_notes(snapshot) + move_notes
     gang_notes = _gang_notes(cycle.pending)
     trivial = float(sum(v for v, _ in pending_values(base).values()))
 
     why: dict[str, str] = {}  # waiting pods that would fit after moves the budget did not allow
 
     def finish(best: Candidate, status: str, bound: float) -> Plan:
+        progress.report("writing the plan", "and why pods stay pending")
         for line in notes:
             log.warning("plan degraded", note=line)
         preferred = honour_preferences(
@@ -420,6 +433,7 @@ def _plan(
     if within_reach and (policy.solver.deterministic or time_left() > 3 * floor_seconds):
         candidates.append(_greedy(base, stranding=True, stop=stop))
     log.info("candidates", **{c.name: c.value for c in candidates})
+    progress.report("repairing", _best_so_far(best_of(candidates).value, bound))
     # Repair the best few (a repair only adds pods), most valuable first, while time is left.
     top = sorted(candidates, key=lambda c: c.rank(), reverse=True)[:REPAIRED]
     for c in top:
@@ -434,6 +448,7 @@ def _plan(
     # What is left free is now often in pieces too small for what waits: swap waiting pods
     # for less valuable ones of this cycle's, then repack a few nodes at a time.
     frozen = best.evicted_nodes
+    progress.report("repacking", _best_so_far(best.value, bound))
     swaps = swap(best.cycle, best.placed, stop, frozen)
     if policy.solver.deterministic:
         rounds = max(1, int(IMPROVE_SHARE * limit / IMPROVE_SECONDS))
@@ -446,6 +461,7 @@ def _plan(
     running = sum(1 for p in snapshot.pods if p.node is not None)
     budget = policy.moves.budget(running, snapshot.metadata.moves_last_hour) - len(moves)
     if budget > 0 and not (stop is not None and stop()):
+        progress.report("moving running pods", _best_so_far(best.value, bound))
         off_limits = set(best.evicted)
         defrag, why = defragment(best.cycle, best.placed, off_limits, budget, stop)
         moves = moves + defrag

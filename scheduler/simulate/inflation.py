@@ -7,7 +7,9 @@ nothing leaves. At every demand level (a multiple of `step`) the allocation is r
 Baselines place each job as it arrives or drop it, as the paper's simulator does: with no
 departures, capacity only shrinks, so a job that fits nowhere now never will. wattpack queues the
 arrivals and plans one cycle per level over everything still waiting, as a batch scheduler with
-a queue does; its cycles are the only points at which it places work.
+a queue does; its cycles are the only points at which it places work. The protocol has no
+evictions (nothing would ever take an evicted pod's place back: nothing leaves), so wattpack
+plans it with preemption off, whatever priorities the trace carries (`without_evictions`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,18 @@ class InflationSettings:
     def levels(self) -> list[float]:
         n = round(self.target / self.step)
         return [round(self.step * (i + 1), 6) for i in range(n)]
+
+
+def without_evictions(policy: PackingPolicy) -> PackingPolicy:
+    """The policy the FGD protocol plans with: nothing evicts (preemption, starving gangs, the
+    release of broken gangs are off)."""
+    return policy.model_copy(
+        update={
+            "preemption": False,
+            "starving_gang_seconds": None,
+            "broken_gang_release_seconds": None,
+        }
+    )
 
 
 def _renamed(job: TraceJob, copy: int) -> TraceJob:
@@ -112,7 +126,7 @@ def _one_seed(
             seen = ledger.snapshot(list(queue.values()))
             plan = runner.plan(seen)
             if plan.evictions:
-                raise SimulationBug("evictions in the FGD protocol: every pod has priority 0")
+                raise SimulationBug("evictions in the FGD protocol: it plans without preemption")
             # Through the execution contract, as every plan is carried out: moves included.
             carry_out(
                 plan,
@@ -146,6 +160,7 @@ def inflate(
     clock: Callable[[], float] = time.perf_counter,
 ) -> InflationCurve:
     t0 = clock()
+    policy = without_evictions(policy)
     levels = settings.levels()
     done = 0
     total = len(levels) * len(settings.seeds)

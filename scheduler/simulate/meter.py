@@ -120,13 +120,17 @@ class Meter:
             for d in self.domains
         ]
 
-    def kind_waits(self, never: dict[PodKind, int]) -> list[KindWaits]:
+    def kind_waits(
+        self, never: dict[PodKind, int], unstarted: dict[PodKind, list[float]]
+    ) -> list[KindWaits]:
+        """`unstarted`: per kind, how long each pod that never started had waited at the end."""
         return [
             KindWaits(
                 kind=k.value,
                 started=len(self.waits[k]),
                 never_started=never.get(k, 0),
                 wait_seconds=percentiles(self.waits[k]),
+                censored_wait_seconds=percentiles(self.waits[k] + unstarted.get(k, [])),
             )
             for k in PodKind
             if self.waits[k] or never.get(k)

@@ -459,6 +459,11 @@ class _Replay:
     def result(self, name: str, seconds: float) -> RunResult:
         m, lg = self.meter, self.ledger
         never: Counter[PodKind] = Counter(p.kind for q in self.queue.values() for p in q.pods)
+        unstarted: dict[PodKind, list[float]] = {}
+        for q in self.queue.values():
+            for p in q.pods:
+                if p.key not in self.first_start:
+                    unstarted.setdefault(p.kind, []).append(m.last - q.job.submit)
         waiting = m.wait_s
         alloc_wait = m.share(m.alloc_wait_s, waiting)
         bound_wait = m.share(m.bound_wait_s, waiting)
@@ -488,7 +493,7 @@ class _Replay:
             idle_gpus_while_waiting=m.share(m.idle_wait_s, waiting),
             budget_violations=lg.violations,
             power=m.power(),
-            waits=m.kind_waits(dict(never)),
+            waits=m.kind_waits(dict(never), unstarted),
             timeline=m.timeline(),
             timings=RunTimings(
                 cycle_seconds=percentiles(self.cycle_seconds), total_seconds=seconds

@@ -17,10 +17,11 @@ import html
 import io
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scheduler.simulate.result import InflationCurve, RunResult, SimReport
+from scheduler.simulate.result import InflationCurve, KindWaits, Percentiles, RunResult, SimReport
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -54,11 +55,17 @@ def write_report(report: SimReport, directory: Path) -> list[Path]:
 
 def render_html(report: SimReport) -> str:
     """The whole page as one string."""
-    colors = _scheduler_colors(report)
+    looks = _scheduler_looks(report)
+    # A protocol's section only where it has results: a report holds one protocol's.
+    sections = [
+        _replay_section(report.runs, looks, report.gpus) if report.runs else "",
+        _fgd_section(report.curves, looks) if report.curves else "",
+    ]
+    if not any(sections):
+        sections = ['<p class="note">No replay runs and no FGD curves in this report.</p>']
     body = [
         _header(report),
-        _replay_section(report.runs, colors, report.gpus),
-        _fgd_section(report.curves, colors),
+        *[section for section in sections if section],
         "<footer><p>Wall-clock figures (cycle times, run times) are the only numbers that differ "
         "between two runs with the same seed.</p></footer>",
     ]
@@ -236,11 +243,8 @@ def _kinds(runs: Sequence[RunResult]) -> list[str]:
     return known + [k for k in seen if k not in KIND_ORDER]
 
 
-def _replay_section(runs: Sequence[RunResult], colors: dict[str, str], gpus: int) -> str:
+def _replay_section(runs: Sequence[RunResult], looks: dict[str, _Look], gpus: int) -> str:
     parts = ["<section><h2>Time replay</h2>"]
-    if not runs:
-        parts.append('<p class="note">No replay runs in this report.</p></section>')
-        return "\n".join(parts)
     kinds = _kinds(runs)
 
     # Summary table with grouped headers.
@@ -428,30 +432,32 @@ def _replay_section(runs: Sequence[RunResult], colors: dict[str, str], gpus: int
     parts.append("<h3>Plots</h3>")
     parts.append(
         _figure_html(
-            _plot_allocation(runs, colors),
+            _plot_allocation(runs, looks),
             "Allocation over time",
             "Allocation over time per scheduler (solid) and the power-feasible bound for the "
             "work present (dashed, same colour).",
         )
     )
-    png, omitted = _plot_power(runs, colors)
+    png, omitted = _plot_power(runs, looks)
     caption = "Power draw per budgeted domain, every scheduler overlaid; budget in red dashes."
     if omitted:
         caption += " Not drawn: " + ", ".join(omitted) + "."
     parts.append(_figure_html(png, "Power per domain", caption))
     parts.append(
         _figure_html(
-            _plot_queue(runs, colors), "Queue length over time", "Pods waiting, per scheduler."
+            _plot_queue(runs, looks), "Queue length over time", "Pods waiting, per scheduler."
         )
     )
     if kinds:
-        parts.append(
-            _figure_html(
-                _plot_waits(runs, kinds, colors),
-                "Queue waits by kind",
-                "Queue wait from submit to start, p50 and p95, per kind and scheduler.",
+        caption = "Queue wait from submit to start, p50 and p95, per kind and scheduler."
+        unstarted = _unstarted(runs)
+        if unstarted:
+            caption += (
+                f" {unstarted:,} pods never started: they count as waiting until the replay "
+                "ended (censored there; their real wait is longer); hatched bars hold such "
+                "pods, +N says how many."
             )
-        )
+        parts.append(_figure_html(_plot_waits(runs, kinds, looks), "Queue waits by kind", caption))
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -474,11 +480,8 @@ def _curve_stats(curve: InflationCurve) -> dict[str, list[float]] | None:
     return out
 
 
-def _fgd_section(curves: Sequence[InflationCurve], colors: dict[str, str]) -> str:
+def _fgd_section(curves: Sequence[InflationCurve], looks: dict[str, _Look]) -> str:
     parts = ["<section><h2>FGD protocol: allocation as demand grows</h2>"]
-    if not curves:
-        parts.append('<p class="note">No FGD curves in this report.</p></section>')
-        return "\n".join(parts)
     stats = {id(c): _curve_stats(c) for c in curves}
 
     def level_rows(pick_last: bool) -> list[list[str]]:
@@ -542,7 +545,7 @@ def _fgd_section(curves: Sequence[InflationCurve], colors: dict[str, str]) -> st
     parts.append("<h3>Plots</h3>")
     parts.append(
         _figure_html(
-            _plot_curves(drawable, "milli", colors),
+            _plot_curves(drawable, "milli", looks),
             "Milli-GPU allocation vs demand",
             "Milli-GPU allocation against arrived demand: mean over seeds, band from min to max; "
             "dotted grey is min(demand, 100%).",
@@ -550,14 +553,14 @@ def _fgd_section(curves: Sequence[InflationCurve], colors: dict[str, str]) -> st
     )
     parts.append(
         _figure_html(
-            _plot_curves(drawable, "milli", colors, zoom_from=0.8),
+            _plot_curves(drawable, "milli", looks, zoom_from=0.8),
             "Milli-GPU allocation from 80% demand",
             "The same from 80% demand on, the y axis fitted to the data.",
         )
     )
     parts.append(
         _figure_html(
-            _plot_curves(drawable, "whole", colors),
+            _plot_curves(drawable, "whole", looks),
             "Whole-GPU allocation vs demand",
             "Share of GPUs with any work against arrived demand: mean over seeds, band from min "
             "to max.",
@@ -571,8 +574,48 @@ def _fgd_section(curves: Sequence[InflationCurve], colors: dict[str, str]) -> st
 # Plots
 
 
-def _scheduler_colors(report: SimReport) -> dict[str, str]:
-    """One colour per scheduler name, the same in every plot."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+MARKS_PER_LINE = 8
+DASH = 5.0  # points: the length of each colour's turn on lines drawn by several schedulers
+
+
+@dataclass(frozen=True)
+class _Twin:
+    """A line that several schedulers drew alike: the first to draw it, this one's place among
+    them, and how many they are."""
+
+    first: str
+    place: int
+    of: int
+
+
+@dataclass(frozen=True)
+class _Look:
+    """How one scheduler is drawn in every plot: its colour, and its marker at staggered points.
+    Two schedulers with the same results draw the same line, and the later one covered the
+    earlier: such lines are dashed in turns, each colour in its own gaps, so every one shows."""
+
+    color: str
+    marker: str
+    index: int
+    of: int
+
+    def line(self, n_points: int, twin: _Twin | None = None) -> dict[str, object]:
+        step = max(1, n_points // MARKS_PER_LINE)
+        out: dict[str, object] = {
+            "color": self.color,
+            "marker": self.marker,
+            "markersize": 5,
+            "markevery": (self.index * step // self.of, step),
+        }
+        if twin is not None:
+            out["linestyle"] = (twin.place * DASH, (DASH, DASH * (twin.of - 1)))
+            out["markersize"] = 5 + 2 * (twin.of - 1 - twin.place)  # the first, largest, below
+        return out
+
+
+def _scheduler_looks(report: SimReport) -> dict[str, _Look]:
+    """One colour and marker per scheduler name, the same in every plot."""
     palette = [
         "#1f77b4",
         "#ff7f0e",
@@ -589,7 +632,33 @@ def _scheduler_colors(report: SimReport) -> dict[str, str]:
     for name in [r.scheduler for r in report.runs] + [c.scheduler for c in report.curves]:
         if name not in names:
             names.append(name)
-    return {n: palette[i % len(palette)] for i, n in enumerate(names)}
+    return {
+        n: _Look(palette[i % len(palette)], MARKERS[i % len(MARKERS)], i, len(names))
+        for i, n in enumerate(names)
+    }
+
+
+def _twins(series: Sequence[tuple[str, object]]) -> dict[str, _Twin]:
+    """The names whose series (any hashable key) equal another's, each with its group."""
+    groups: dict[object, list[str]] = {}
+    for name, key in series:
+        groups.setdefault(key, []).append(name)
+    return {
+        name: _Twin(names[0], i, len(names))
+        for names in groups.values()
+        if len(names) > 1
+        for i, name in enumerate(names)
+    }
+
+
+def _named(name: str, twins: dict[str, _Twin]) -> str:
+    """A legend label; "(= first)" where the line is another scheduler's too."""
+    twin = twins.get(name)
+    same = twin is not None and twin.place > 0
+    return _label(name) + (f" (= {_label(twin.first, 24)})" if same else "")  # type: ignore[union-attr]
+
+
+_NO_LOOK = _Look("#555", "o", 0, 1)
 
 
 def _new_figure(height: float = HEIGHT_IN) -> Figure:
@@ -612,11 +681,6 @@ def _label(text: str, limit: int = 40) -> str:
     """A legend label: matplotlib reads `$` as mathtext and `_` prefix as hidden."""
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return text.replace("$", r"\$").lstrip("_") or " "
-
-
-def _style(n_points: int, marker: str = "o") -> dict[str, object]:
-    """A single point draws no line; give it a marker."""
-    return {"marker": marker, "markersize": 5} if n_points == 1 else {}
 
 
 def _no_data(ax: Axes) -> None:
@@ -646,37 +710,39 @@ def _legend(fig: Figure, ax: Axes) -> None:
         fig.legend(handles, labels, loc="outside right upper", fontsize="small", frameon=False)
 
 
-def _plot_allocation(runs: Sequence[RunResult], colors: dict[str, str]) -> bytes:
+def _plot_allocation(runs: Sequence[RunResult], looks: dict[str, _Look]) -> bytes:
     fig = _new_figure()
     ax = fig.add_subplot()
     div, unit = _time_unit(_max_t(runs))
     drawn = False
+    twins = _twins(
+        [(r.scheduler, (tuple(r.timeline.t), tuple(r.timeline.allocation))) for r in runs]
+    )
     for run in runs:
         tl = run.timeline
-        color = colors.get(run.scheduler)
+        look = looks.get(run.scheduler, _NO_LOOK)
         x, y = _series(tl.t, tl.allocation, div)
         if x:
             drawn = True
             ax.plot(
                 x,
                 y,
-                color=color,
                 drawstyle="steps-post",
                 lw=1.2,
-                label=_label(run.scheduler),
-                **_style(len(x)),
+                label=_named(run.scheduler, twins),
+                **look.line(len(x), twins.get(run.scheduler)),
             )
         xb, yb = _series(tl.t, tl.bound, div)
         if xb:
             ax.plot(
                 xb,
                 yb,
-                color=color,
+                color=look.color,
                 drawstyle="steps-post",
                 lw=1.0,
                 ls="--",
                 alpha=0.8,
-                **_style(len(xb), "x"),
+                **({"marker": "x", "markersize": 5} if len(xb) == 1 else {}),
             )
     if drawn:
         ax.plot([], [], color="#555", ls="--", lw=1.0, label="power-feasible bound")
@@ -692,11 +758,12 @@ def _plot_allocation(runs: Sequence[RunResult], colors: dict[str, str]) -> bytes
     return _png(fig)
 
 
-def _plot_queue(runs: Sequence[RunResult], colors: dict[str, str]) -> bytes:
+def _plot_queue(runs: Sequence[RunResult], looks: dict[str, _Look]) -> bytes:
     fig = _new_figure()
     ax = fig.add_subplot()
     div, unit = _time_unit(_max_t(runs))
     drawn = False
+    twins = _twins([(r.scheduler, (tuple(r.timeline.t), tuple(r.timeline.queue))) for r in runs])
     for run in runs:
         x, y = _series(run.timeline.t, run.timeline.queue, div)
         if x:
@@ -704,11 +771,10 @@ def _plot_queue(runs: Sequence[RunResult], colors: dict[str, str]) -> bytes:
             ax.plot(
                 x,
                 y,
-                color=colors.get(run.scheduler),
                 drawstyle="steps-post",
                 lw=1.2,
-                label=_label(run.scheduler),
-                **_style(len(x)),
+                label=_named(run.scheduler, twins),
+                **looks.get(run.scheduler, _NO_LOOK).line(len(x), twins.get(run.scheduler)),
             )
     if not drawn:
         _no_data(ax)
@@ -721,7 +787,7 @@ def _plot_queue(runs: Sequence[RunResult], colors: dict[str, str]) -> bytes:
     return _png(fig)
 
 
-def _plot_power(runs: Sequence[RunResult], colors: dict[str, str]) -> tuple[bytes, list[str]]:
+def _plot_power(runs: Sequence[RunResult], looks: dict[str, _Look]) -> tuple[bytes, list[str]]:
     """One subplot per domain (union over runs, first run's order), every run overlaid."""
     domains: list[str] = []
     budgets: dict[str, int] = {}
@@ -747,6 +813,15 @@ def _plot_power(runs: Sequence[RunResult], colors: dict[str, str]) -> tuple[byte
     if not domains:
         _no_data(axes[0])
         axes[0].set_title("Power per domain", fontsize="medium")
+    twins = _twins(
+        [
+            (
+                r.scheduler,
+                (tuple(r.timeline.t), tuple((d, tuple(v)) for d, v in r.timeline.power.items())),
+            )
+            for r in runs
+        ]
+    )
     for ax, domain in zip(axes, domains, strict=False):
         for run in runs:
             x, y = _series(run.timeline.t, run.timeline.power.get(domain, []), div)
@@ -754,11 +829,10 @@ def _plot_power(runs: Sequence[RunResult], colors: dict[str, str]) -> tuple[byte
                 ax.plot(
                     x,
                     [v / wdiv for v in y],
-                    color=colors.get(run.scheduler),
                     lw=1.1,
                     drawstyle="steps-post",
-                    label=_label(run.scheduler),
-                    **_style(len(x)),
+                    label=_named(run.scheduler, twins),
+                    **looks.get(run.scheduler, _NO_LOOK).line(len(x), twins.get(run.scheduler)),
                 )
         if domain in budgets:
             ax.axhline(budgets[domain] / wdiv, color="#d62728", ls="--", lw=1.0)
@@ -774,33 +848,60 @@ def _plot_power(runs: Sequence[RunResult], colors: dict[str, str]) -> tuple[byte
     return _png(fig), omitted
 
 
-def _plot_waits(runs: Sequence[RunResult], kinds: list[str], colors: dict[str, str]) -> bytes:
+def _waits_drawn(w: KindWaits) -> tuple[Percentiles, int]:
+    """The wait percentiles a bar shows, and how many pods in them never started: censored at
+    the end of the replay, they count (a pod that waited all along is the longest wait of all,
+    not a pod to leave out). Reports from before the censored figures: the started pods."""
+    if w.censored_wait_seconds is None:
+        return w.wait_seconds, 0
+    return w.censored_wait_seconds, w.censored_wait_seconds.count - w.started
+
+
+def _unstarted(runs: Sequence[RunResult]) -> int:
+    return sum(_waits_drawn(w)[1] for run in runs for w in run.waits)
+
+
+def _plot_waits(runs: Sequence[RunResult], kinds: list[str], looks: dict[str, _Look]) -> bytes:
     import numpy as np
 
     fig = _new_figure()
     axes = fig.subplots(1, 2, sharey=True)
-    values: dict[tuple[str, str], tuple[float, float]] = {}
+    values: dict[tuple[int, str], tuple[float, float, int]] = {}
     for r, run in enumerate(runs):
         for w in run.waits:
-            if w.wait_seconds.count > 0:
-                values[(str(r), w.kind)] = (w.wait_seconds.p50, w.wait_seconds.p95)
-    top = max((max(v) for v in values.values() if all(map(_finite, v))), default=0.0)
+            p, unstarted = _waits_drawn(w)
+            if p.count > 0:
+                values[(r, w.kind)] = (p.p50, p.p95, unstarted)
+    top = max((max(v[:2]) for v in values.values() if all(map(_finite, v[:2]))), default=0.0)
     div, unit = _wait_unit(top)
     x = np.arange(len(kinds))
     width = 0.8 / max(1, len(runs))
     for col, (ax, title) in enumerate(zip(axes, ("p50", "p95"), strict=True)):
         for r, run in enumerate(runs):
-            heights = [values.get((str(r), k), (math.nan, math.nan))[col] / div for k in kinds]
-            ax.bar(
+            got = [values.get((r, k), (math.nan, math.nan, 0)) for k in kinds]
+            bars = ax.bar(
                 x - 0.4 + width * (r + 0.5),
-                heights,
+                [v[col] / div for v in got],
                 width,
-                color=colors.get(run.scheduler),
+                color=looks.get(run.scheduler, _NO_LOOK).color,
                 label=_label(run.scheduler) if col == 0 else None,
             )
+            for bar, v in zip(bars, got, strict=True):
+                if v[2]:
+                    # Hatched, and how many never started: their wait is longer than drawn.
+                    bar.set_hatch("//")
+                    bar.set_edgecolor("white")
+                    ax.annotate(
+                        f"+{v[2]}",
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center",
+                        va="bottom",
+                        fontsize="x-small",
+                    )
         ax.set_xticks(x, [_label(k, 16) for k in kinds], fontsize="small")
         ax.set_title(f"queue wait {title}", fontsize="medium")
         ax.grid(True, axis="y", alpha=0.3)
+        ax.margins(y=0.12)
     axes[0].set_ylabel(f"wait ({unit})")
     axes[0].set_ylim(bottom=0)
     if not values:
@@ -820,7 +921,7 @@ def _from(s: dict[str, list[float]], low: float) -> dict[str, list[float]]:
 def _plot_curves(
     drawable: Sequence[tuple[InflationCurve, dict[str, list[float]] | None]],
     which: str,
-    colors: dict[str, str],
+    looks: dict[str, _Look],
     zoom_from: float | None = None,
 ) -> bytes:
     """With zoom_from, only demand from there on, and the y axis fitted to the data: where the
@@ -830,6 +931,13 @@ def _plot_curves(
     top = 1.0
     lows: list[float] = []
     highs: list[float] = []
+    twins = _twins(
+        [
+            (c.scheduler, (tuple(st["demand"]), tuple(st[f"{which}_mean"])))
+            for c, st in drawable
+            if st
+        ]
+    )
     for curve, s in drawable:
         if s is None:
             continue
@@ -838,14 +946,14 @@ def _plot_curves(
             lows += s[f"{which}_min"]
             highs += s[f"{which}_max"]
         d = s["demand"]
-        color = colors.get(curve.scheduler)
+        look = looks.get(curve.scheduler, _NO_LOOK)
+        color = look.color
         ax.plot(
             d,
             s[f"{which}_mean"],
-            color=color,
             lw=1.4,
-            label=_label(curve.scheduler),
-            **_style(len(d)),
+            label=_named(curve.scheduler, twins),
+            **look.line(len(d), twins.get(curve.scheduler)),
         )
         if len(d) > 1:
             ax.fill_between(d, s[f"{which}_min"], s[f"{which}_max"], color=color, alpha=0.2, lw=0)

@@ -31,6 +31,12 @@ class KindWaits(Wire):
     started: int = Field(description="Pods of this kind that started.")
     never_started: int = Field(description="Pods still waiting when the replay ended.")
     wait_seconds: Percentiles = Field(description="Queue wait from submit to start, seconds.")
+    censored_wait_seconds: Percentiles | None = Field(
+        default=None,
+        description="Queue wait with each pod that never started counted as waiting until the "
+        "replay ended (censored there: its real wait is longer), seconds; count - started = "
+        "the pods that never started. null in reports written before it.",
+    )
 
 
 class Timeline(Wire):

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+
+from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy
@@ -42,11 +46,22 @@ def check_trace(jobs: Sequence[TraceJob], inventory: ClusterSnapshot, trace: str
 
 def _settings(settings: ReplaySettings | InflationSettings) -> dict[str, str]:
     skip = ("failures", "alarms", "snapshot_at", "on_snapshot")  # counted, or output
-    out = {k: str(v) for k, v in asdict(settings).items() if k not in skip}
+    out = {to_camel(k): _plain(v) for k, v in asdict(settings).items() if k not in skip}
     if isinstance(settings, ReplaySettings):
         out["gpuFailures"] = str(len(settings.failures))
         out["gpuAlarms"] = str(len(settings.alarms))
+    else:
+        out["preemption"] = "off (the FGD protocol has no evictions)"
     return out
+
+
+def _plain(value: object) -> str:
+    """A setting as a document writes it (null, true, [0, 1]), not as Python prints it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(by_alias=True, mode="json")
+    return json.dumps(value, default=str)
 
 
 def simulate(

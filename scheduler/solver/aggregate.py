@@ -19,6 +19,7 @@ from functools import reduce
 from ortools.linear_solver.python import model_builder
 from ortools.sat.python import cp_model
 
+from scheduler import progress
 from scheduler.fit.classes import NodeClass
 from scheduler.fit.cycle import Cycle
 from scheduler.fit.state import UNUSABLE
@@ -616,6 +617,7 @@ class AggregateModel:
                 return time_limit
             return time_limit - (clock() - start) - keep
 
+        progress.report("LP relaxation")
         lp = self._solve_lp(self.m, left(), clock, self.upper) if left() > 0 else None
         lp_bound = math.inf
         floor_of = None
@@ -661,7 +663,9 @@ class AggregateModel:
         solver.parameters.random_seed = seed
         solver.parameters.relative_gap_limit = relative_gap
         solver.parameters.symmetry_level = 0  # symmetry detection costs more than it saves here
-        code = solver.solve(self.m)
+        listener = progress.current()
+        progress.report("CP-SAT", "searching")
+        code = solver.solve(self.m, _Progress(listener) if listener is not None else None)
         status = solver.status_name(code)
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             bound = min(lp_bound, solver.best_objective_bound)
@@ -669,3 +673,19 @@ class AggregateModel:
         if floor_of is not None:
             return self._counts("LP_ROUNDED", lp_bound, floor_of, lp_value)
         return Counts(status=status, bound=math.inf)
+
+
+class _Progress(cp_model.CpSolverSolutionCallback):
+    """Each solution CP-SAT finds, with its gap to the bound, for a listener (a spinner). Called
+    from the solver's threads, which do not see the caller's context: the listener is given."""
+
+    def __init__(self, listener: progress.Listener) -> None:
+        super().__init__()
+        self.listener = listener
+        self.found = 0
+
+    def on_solution_callback(self) -> None:
+        self.found += 1
+        value, bound = self.objective_value, self.best_objective_bound
+        gap = abs(bound - value) / max(abs(value), 1e-9)
+        self.listener("CP-SAT", f"solution {self.found}, gap {gap:.1%}")

@@ -38,10 +38,14 @@ def read_trace(kind: str, path: str | Path, **opts: Any) -> list[TraceJob]:
     """
     _check_kind(kind)
     if kind == "openb":
-        return read_openb_jobs(path, **opts)
-    if kind == "itp":
-        return read_itp_jobs(path, **opts)
-    return read_csv_jobs(path, **opts)
+        jobs = read_openb_jobs(path, **opts)
+    elif kind == "itp":
+        jobs = read_itp_jobs(path, **opts)
+    else:
+        jobs = read_csv_jobs(path, **opts)
+    if not jobs:  # nothing to replay: every measure would divide by an empty span
+        raise UserError(f"{path}: no jobs, only a header", "give a trace with at least one row")
+    return jobs
 
 
 def trace_has_times(kind: str, path: str | Path) -> bool:

@@ -43,6 +43,7 @@ from typing import Any
 
 from scheduler.errors import UserError
 from scheduler.model import Gang, Pod, PodKind
+from scheduler.model import limits as lim
 from scheduler.traces.workload import TraceJob
 
 COLUMNS = (
@@ -138,7 +139,7 @@ class _Cells:
             raise self.bad(column, "missing value (the column is required)")
         return text
 
-    def integer(self, column: str, default: int, *, low: int | None = 0) -> int:
+    def integer(self, column: str, default: int, *, low: int = 0, high: int) -> int:
         text = self.text(column, required=column in REQUIRED)
         if not text:
             return default
@@ -146,8 +147,10 @@ class _Cells:
             value = int(text)
         except ValueError:
             raise self.bad(column, f"'{text}' is not an integer") from None
-        if low is not None and value < low:
+        if value < low:
             raise self.bad(column, f"{value} is below {low}")
+        if value > high:
+            raise self.bad(column, f"{value} is above {high}, the limit")
         return value
 
     def seconds(self, column: str, *, positive: bool) -> float | None:
@@ -166,6 +169,8 @@ class _Cells:
             )
         if value < 0:
             raise self.bad(column, f"{text} is negative")
+        if value > lim.MAX_SECONDS:
+            raise self.bad(column, f"{text} is above {lim.MAX_SECONDS} seconds, the limit")
         return value
 
     def name(self, column: str) -> str | None:
@@ -216,13 +221,11 @@ class _Parsed:
         self.line = line
         self.submit = cells.seconds("submit", positive=False)
         self.duration = cells.seconds("duration", positive=True)
-        gpus = cells.integer("gpus", 0)
-        milli = cells.integer("gpu_milli", 1000, low=1)
-        if milli > 1000:
-            raise cells.bad("gpu_milli", f"{milli} is above 1000")
+        gpus = cells.integer("gpus", 0, high=lim.MAX_GPUS_PER_NODE)
+        milli = cells.integer("gpu_milli", 1000, low=1, high=1000)
         if milli < 1000 and gpus != 1:
             raise cells.bad("gpu_milli", f"a share of {milli} needs gpus 1 (got {gpus})")
-        self.priority = cells.integer("priority", 0, low=None)
+        self.priority = cells.integer("priority", 0, low=lim.MIN_PRIORITY, high=lim.MAX_PRIORITY)
         self.gang = cells.name("gang")
         name = cells.name("name") or f"job-{line}"
         self.pod = Pod(
@@ -232,8 +235,8 @@ class _Parsed:
             gpus=gpus,
             gpu_milli=milli,
             gpu_models=_models(cells),
-            cpu_milli=cells.integer("cpu_milli", 0),
-            memory_mi_b=cells.integer("memory_mib", 0),
+            cpu_milli=cells.integer("cpu_milli", 0, high=lim.MAX_CPU_MILLI),
+            memory_mi_b=cells.integer("memory_mib", 0, high=lim.MAX_MEMORY_MIB),
         )
 
 

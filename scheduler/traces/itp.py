@@ -34,6 +34,7 @@ from typing import Any
 
 from scheduler.errors import UserError
 from scheduler.model import Gang, Pod, PodKind
+from scheduler.model import limits as lim
 from scheduler.traces.generic_csv import _error, _read_csv
 from scheduler.traces.workload import TraceJob
 
@@ -61,6 +62,8 @@ def _seconds(row: Row, column: str, source: str, line: int) -> float:
         raise _error(source, line, column, f"'{text}' is not a finite number", FIX)
     if value < 0:
         raise _error(source, line, column, f"{text} is negative", FIX)
+    if value > lim.MAX_SECONDS:
+        raise _error(source, line, column, f"{text} is above {lim.MAX_SECONDS}, the limit", FIX)
     return value
 
 
@@ -72,6 +75,10 @@ def _gpus(row: Row, source: str, line: int) -> int:
         raise _error(source, line, "num_gpu", f"'{text}' is not an integer", FIX) from None
     if value < 1:
         raise _error(source, line, "num_gpu", f"{value} is below 1", FIX)
+    if value > lim.MAX_JOB_GPUS:
+        raise _error(
+            source, line, "num_gpu", f"{value} is above {lim.MAX_JOB_GPUS}, the limit", FIX
+        )
     return value
 
 

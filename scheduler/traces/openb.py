@@ -50,6 +50,7 @@ from scheduler.model import (
     PowerDomain,
     SnapshotMeta,
 )
+from scheduler.model import limits as lim
 
 # name -> (tdpWatts, idleWatts, memoryMiB); G1-G3 watts are assumptions (module docstring).
 GPU_CATALOGUE: dict[str, tuple[int, int, int]] = {
@@ -86,6 +87,16 @@ def _text(row: Row, column: str, source: str, line: int) -> str:
     return str(value).strip()
 
 
+# The most each column may hold; any other (a time) is at most MAX_SECONDS.
+_HIGH = {
+    "gpu": lim.MAX_GPUS_PER_NODE,
+    "num_gpu": lim.MAX_GPUS_PER_NODE,
+    "gpu_milli": 1000,
+    "cpu_milli": lim.MAX_CPU_MILLI,
+    "memory_mib": lim.MAX_MEMORY_MIB,
+}
+
+
 def _int(row: Row, column: str, source: str, line: int) -> int:
     text = _text(row, column, source, line)
     try:
@@ -94,6 +105,9 @@ def _int(row: Row, column: str, source: str, line: int) -> int:
         raise _bad(source, line, column, f"'{text}' is not an integer") from None
     if value < 0:
         raise _bad(source, line, column, f"{value} is negative")
+    high = _HIGH.get(column, lim.MAX_SECONDS)
+    if value > high:
+        raise _bad(source, line, column, f"{value} is above {high}, the limit")
     return value
 
 

@@ -71,6 +71,13 @@ class TuningSpace(Wire):
 
     @model_validator(mode="after")
     def _paths_exist(self) -> TuningSpace:
+        try:
+            # A valid base has a mapping wherever a searched value goes.
+            PackingPolicy.model_validate(self.base)
+        except ValidationError as e:
+            err = e.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in ("base", *err["loc"]))
+            raise ValueError(f"{where}: {err['msg']}; give the base a valid policy") from None
         seen = set()
         for p in self.params:
             if p.path in seen:

@@ -118,6 +118,11 @@ def _replay(
         if node in nodes:
             put(p, node, tuple(p.gpu_indices), +1)  # type: ignore[arg-type]
             at[p.key].append((node, tuple(p.gpu_indices)))  # type: ignore[arg-type]
+    # A node whose running pods asked for more than it has before the plan may not be asked
+    # for more than that (as a domain over budget).
+    room = {
+        n: (max(node.cpu_milli, cpu[n]), max(node.memory_mi_b, mem[n])) for n, node in nodes.items()
+    }
     problems: list[str] = []
     by_id = {s.id: s for s in steps}
     for i in order:
@@ -136,7 +141,7 @@ def _replay(
             at[s.pod].remove(copy)
             put(pod, copy[0], copy[1], -1)
             continue
-        problems += _overruns(name, s, nodes[s.node], whole, milli, cpu, mem)
+        problems += _overruns(name, s, nodes[s.node], whole, milli, cpu, mem, room[s.node])
         problems += [
             f"{name}, step #{i} ({s.kind} {s.pod}): power domain {d} draws {draw[d]} W > "
             f"budget {cap[d]} W"
@@ -146,15 +151,15 @@ def _replay(
     return problems
 
 
-def _overruns(name, s: Step, node, whole, milli, cpu, mem) -> list[str]:
+def _overruns(name, s: Step, node, whole, milli, cpu, mem, room) -> list[str]:
     where = f"{name}, step #{s.id} ({s.kind} {s.pod})"
     out = []
     for g in s.gpus:
         key = (node.name, g)
         if whole[key] > 1 or (whole[key] and milli[key]) or milli[key] > 1000:
             out.append(f"{where}: GPU {node.name}/{g} given twice")
-    if cpu[node.name] > node.cpu_milli:
-        out.append(f"{where}: node {node.name} cpuMilli {cpu[node.name]} > {node.cpu_milli}")
-    if mem[node.name] > node.memory_mi_b:
-        out.append(f"{where}: node {node.name} memoryMiB {mem[node.name]} > {node.memory_mi_b}")
+    if cpu[node.name] > room[0]:
+        out.append(f"{where}: node {node.name} cpuMilli {cpu[node.name]} > {room[0]}")
+    if mem[node.name] > room[1]:
+        out.append(f"{where}: node {node.name} memoryMiB {mem[node.name]} > {room[1]}")
     return out

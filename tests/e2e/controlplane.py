@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from served import free_port
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE / "k8sbin" / "build.sh"
@@ -31,12 +31,6 @@ def binaries() -> Path:
     """The folder of built binaries (builds them on a cold cache: minutes)."""
     out = subprocess.run(["bash", str(BUILD)], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -179,14 +173,17 @@ class ControlPlane:
         }
         self.kubeconfig.write_text(yaml.safe_dump(cfg))
 
-    def start_kwok(self) -> None:
+    def start_kwok(self, lease_seconds: int = 40) -> None:
+        """KWOK for the nodes annotated kwok.x-k8s.io/node=fake; each renews its Lease every
+        quarter of `lease_seconds` (thousands of nodes want it longer: each renewal is a
+        write)."""
         args = [
             str(self.bin / "kwok"),
             f"--kubeconfig={self.kubeconfig}",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--node-ip=127.0.0.1",
-            "--node-lease-duration-seconds=40",
+            f"--node-lease-duration-seconds={lease_seconds}",
         ]
         self.procs["kwok"] = Proc("kwok", args, self.root / "kwok.log").start()
         time.sleep(0.5)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,28 +13,10 @@ from typing import Any
 import yaml
 from controlplane import ControlPlane, Proc
 from kubernetes import client, config
+from waiting import wait_until
 
 NS = "wattpack-system"
 GPU = "nvidia.com/gpu"
-
-
-def wait_until(
-    pred: Callable[[], Any],
-    timeout: float,
-    what: str,
-    every: float = 0.25,
-    describe: Callable[[], Any] | None = None,
-) -> Any:
-    """`pred`'s first truthy answer; `describe`: what the failure message shows of the state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            seen = f": {describe()}" if describe is not None else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{seen}")
-        time.sleep(every)
 
 
 class Cluster:
@@ -145,58 +126,9 @@ class Cluster:
             {"apiVersion": "scheduling.k8s.io/v1", "metadata": {"name": name}, "value": value}
         )
 
-    def pod(
-        self,
-        name: str,
-        ns: str = "ml",
-        gpus: int = 1,
-        milli: int | None = None,
-        kind: str = "training",
-        gang: str | None = None,
-        gang_size: int | None = None,
-        app: str | None = None,
-        max_per_node: int | None = None,
-        priority_class: str | None = None,
-        cpu: str = "4",
-        memory: str = "16Gi",
-        scheduler: str = "wattpack",
-        labels: dict[str, str] | None = None,
-        annotations: dict[str, str] | None = None,
-        tolerations: list[dict[str, Any]] | None = None,
-        extended: dict[str, str] | None = None,
-        **spec_fields: Any,
-    ) -> dict[str, Any]:
-        """A pod; without `tolerations` it tolerates the GPU taint as GPU pods do, and
-        `spec_fields` (nodeSelector, affinity, schedulingGates, ...) go into its spec."""
-        lab = {"wattpack.io/kind": kind, **(labels or {})}
-        ann = dict(annotations or {})
-        if gang:
-            lab["wattpack.io/gang"] = gang
-            ann["wattpack.io/gang-size"] = str(gang_size)
-        if app:
-            lab["wattpack.io/app"] = app
-        if max_per_node:
-            ann["wattpack.io/max-per-node"] = str(max_per_node)
-        res: dict[str, dict[str, str]] = {"requests": {"cpu": cpu, "memory": memory}}
-        if extended:  # extended resources: requests equal to limits, as the API requires
-            res["requests"].update(extended)
-            res["limits"] = dict(extended)
-        if milli is not None:
-            ann["wattpack.io/gpu-milli"] = str(milli)
-        elif gpus:
-            res["limits"] = {**res.get("limits", {}), GPU: str(gpus)}
-            res["requests"][GPU] = str(gpus)
-        spec: dict[str, Any] = {
-            "schedulerName": scheduler,
-            "containers": [{"name": "main", "image": "example.invalid/work:1", "resources": res}],
-            "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
-            if tolerations is None
-            else tolerations,
-            **spec_fields,
-        }
-        if priority_class:
-            spec["priorityClassName"] = priority_class
-        body = {"metadata": {"name": name, "labels": lab, "annotations": ann}, "spec": spec}
+    def pod(self, name: str, ns: str = "ml", **fields: Any) -> dict[str, Any]:
+        """A pod made by `pod_body` (its arguments), created in namespace `ns`."""
+        body = pod_body(name, **fields)
         self.core.create_namespaced_pod(ns, body)
         return body
 
@@ -236,6 +168,59 @@ class Cluster:
     def stop_operators(self) -> None:
         for p in self.operators:
             p.stop()
+
+
+def pod_body(
+    name: str,
+    gpus: int = 1,
+    milli: int | None = None,
+    kind: str = "training",
+    gang: str | None = None,
+    gang_size: int | None = None,
+    app: str | None = None,
+    max_per_node: int | None = None,
+    priority_class: str | None = None,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    scheduler: str = "wattpack",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    tolerations: list[dict[str, Any]] | None = None,
+    extended: dict[str, str] | None = None,
+    **spec_fields: Any,
+) -> dict[str, Any]:
+    """A pod's body; without `tolerations` it tolerates the GPU taint as GPU pods do, and
+    `spec_fields` (nodeSelector, affinity, schedulingGates, ...) go into its spec."""
+    lab = {"wattpack.io/kind": kind, **(labels or {})}
+    ann = dict(annotations or {})
+    if gang:
+        lab["wattpack.io/gang"] = gang
+        ann["wattpack.io/gang-size"] = str(gang_size)
+    if app:
+        lab["wattpack.io/app"] = app
+    if max_per_node:
+        ann["wattpack.io/max-per-node"] = str(max_per_node)
+    res: dict[str, dict[str, str]] = {"requests": {"cpu": cpu, "memory": memory}}
+    if extended:  # extended resources: requests equal to limits, as the API requires
+        res["requests"].update(extended)
+        res["limits"] = dict(extended)
+    if milli is not None:
+        ann["wattpack.io/gpu-milli"] = str(milli)
+    elif gpus:
+        res["limits"] = {**res.get("limits", {}), GPU: str(gpus)}
+        res["requests"][GPU] = str(gpus)
+    spec: dict[str, Any] = {
+        "schedulerName": scheduler,
+        "containers": [{"name": "main", "image": "example.invalid/work:1", "resources": res}],
+        "tolerations": [{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}]
+        if tolerations is None
+        else tolerations,
+        **spec_fields,
+    }
+    if priority_class:
+        spec["priorityClassName"] = priority_class
+    body = {"metadata": {"name": name, "labels": lab, "annotations": ann}, "spec": spec}
+    return body
 
 
 H100 = {"name": "H100-SXM", "tdpWatts": 700, "idleWatts": 75, "memoryMiB": 81920}
@@ -309,6 +294,15 @@ def scrape(port: int) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             out[name] = float(value)
     return out
+
+
+def lease_holder(cluster: Cluster) -> str | None:
+    """The identity of the operator replica that leads now (its Lease's holder)."""
+    try:
+        lease = client.CoordinationV1Api(cluster.api).read_namespaced_lease("wattpack-operator", NS)
+    except client.ApiException:
+        return None
+    return str(lease.spec.holder_identity) if lease.spec.holder_identity else None
 
 
 def bound(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:

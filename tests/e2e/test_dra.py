@@ -327,8 +327,8 @@ def test_export_then_plan_is_the_operators_plan_with_claims(
 
     operator_plan = wait_until(first_plan, 60, "the operator's first dry-run plan")
     snap, pol = tmp_path / "snapshot.yaml", tmp_path / "policy.yaml"
-    exp = _wattpack("export", f"--kubeconfig={cluster.cp.kubeconfig}", "-o", str(snap),
-                    "--policy-output", str(pol))  # fmt: skip
+    exp = _wattpack("export", f"--kubeconfig={cluster.cp.kubeconfig}", "--out", str(snap),
+                    "--policy-out", str(pol))  # fmt: skip
     assert exp.returncode == 0, exp.stderr
     planned = _wattpack("plan", str(snap), "--policy", str(pol), "--output", "json")
     assert planned.returncode == 0, planned.stderr

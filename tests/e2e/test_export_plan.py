@@ -103,9 +103,9 @@ def test_export_then_plan_is_what_the_operator_plans(cluster: Cluster, tmp_path:
     exp = _wattpack(
         "export",
         f"--kubeconfig={cluster.cp.kubeconfig}",
-        "-o",
+        "--out",
         str(snap),
-        "--policy-output",
+        "--policy-out",
         str(pol),
     )
     assert exp.returncode == 0, exp.stderr

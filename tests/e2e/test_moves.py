@@ -6,15 +6,18 @@ a Deployment surge one at a time), with nothing lost and no budget exceeded on t
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from typing import Any
 
 import pytest
 import yaml
-from controlplane import Proc, free_port
-from kube import H100, QUICK, Cluster, bound, scrape, wait_until
-from kubernetes import client
+from controlplane import Proc
+from kube import H100, QUICK, Cluster, bound, lease_holder, scrape, wait_until
+from kubernetes import client, watch
+from nothing_lost import problems
+from served import free_port
 
 from operators.kube.apply import Applier
 from operators.kube.source import read_once
@@ -85,13 +88,10 @@ def _where(p: dict[str, Any]) -> tuple[str, list[int]]:
     return p["spec"]["nodeName"], [int(i) for i in ann["wattpack.io/gpu-indices"].split(",")]
 
 
-def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
-    cluster: Cluster,
-) -> None:
-    """Three 4-GPU nodes; a ReplicaSet's two 1-GPU pods run one on a and one on b, two pods
-    that nothing would recreate run on c. A gang of two 4-GPU members fits only once the two
-    replicas move to c: they are evicted, their ReplicaSet makes them again, and the new pods
-    are bound on c; the gang is nominated to a and b while it waits, then bound there."""
+def _two_moves_for_a_gang(cluster: Cluster) -> tuple[str, str]:
+    """Three 4-GPU nodes: the ReplicaSet small's two 1-GPU pods on a and b (their names
+    returned), fixed-0 and fixed-1 (no controller) on c, and a pending gang big of two 4-GPU
+    members, which fits only once both replicas move to c."""
     cluster.cp.start_controller_manager(CONTROLLERS)
     cluster.set_config(QUICK, [H100])
     cluster.power_domain("facility", None, None)
@@ -125,9 +125,10 @@ def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
     _bind(cluster, {"fixed-1": ("c", [1])})
     for i in range(2):
         cluster.pod(f"big-{i}", gpus=4, gang="big", gang_size=2)
-    port = free_port()
-    cluster.start_operator("--interval=1", f"--metrics-port={port}")
+    return first, second
 
+
+def _gang_and_moved_bound(cluster: Cluster) -> dict[str, dict[str, Any]]:
     def gang_bound():
         pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
         gang = all(pods.get(f"big-{i}", {}).get("spec", {}).get("nodeName") for i in range(2))
@@ -136,7 +137,21 @@ def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
             return pods
         return None
 
-    pods = wait_until(gang_bound, 90, "the gang and the moved pods bound")
+    pods: dict[str, dict[str, Any]] = wait_until(gang_bound, 90, "the gang and moved pods bound")
+    return pods
+
+
+def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
+    cluster: Cluster,
+) -> None:
+    """Three 4-GPU nodes; a ReplicaSet's two 1-GPU pods run one on a and one on b, two pods
+    that nothing would recreate run on c. A gang of two 4-GPU members fits only once the two
+    replicas move to c: they are evicted, their ReplicaSet makes them again, and the new pods
+    are bound on c; the gang is nominated to a and b while it waits, then bound there."""
+    first, second = _two_moves_for_a_gang(cluster)
+    port = free_port()
+    cluster.start_operator("--interval=1", f"--metrics-port={port}")
+    pods = _gang_and_moved_bound(cluster)
     assert {pods[f"big-{i}"]["spec"]["nodeName"] for i in range(2)} == {"a", "b"}
     for i in range(2):  # nominated while it waited for the moved pods to go
         big = pods[f"big-{i}"]
@@ -162,6 +177,36 @@ def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
     assert m['wattpack_plan_steps_total{kind="stop"}'] == 2
     assert m['wattpack_plan_steps_total{kind="start"}'] == 2
     assert m['wattpack_plan_steps_total{kind="bind"}'] == 2  # the gang (replacements: Moved)
+
+
+def test_the_leader_killed_mid_move_loses_nothing(cluster: Cluster) -> None:
+    """The defragmentation above, with two operator replicas: the leader is killed (SIGKILL)
+    once it has begun the moves (a replica is being evicted) and before their replacements are
+    bound. The replica that takes over places the gang, the replacements its ReplicaSet made
+    and the pods on c, with no GPU given twice and nothing lost."""
+    first, second = _two_moves_for_a_gang(cluster)
+    args = ("--leader-elect", "--lease-seconds=6", "--interval=1")
+    procs = {i: cluster.start_operator(*args, f"--identity={i}", name=i) for i in ("op-a", "op-b")}
+    leader = wait_until(lambda: lease_holder(cluster), 60, "a leader")
+    w = watch.Watch()
+    for ev in w.stream(cluster.core.list_namespaced_pod, "ml", timeout_seconds=90):
+        pod = ev["object"]
+        if pod.metadata.name in (first, second) and (
+            ev["type"] == "DELETED" or pod.metadata.deletion_timestamp
+        ):
+            procs[leader].stop(signal.SIGKILL)
+            break
+    w.stop()
+    assert not procs[leader].alive(), "no move was seen begin"
+    log = procs[leader].log.read_text()
+    assert '"move_begun"' in log and '"move_placed"' not in log, "not killed mid-move"
+    wait_until(lambda: lease_holder(cluster) not in (None, leader), 60, "the standby leads")
+    pods = _gang_and_moved_bound(cluster)
+    assert first not in pods and second not in pods
+    names = [n for n in pods if not n.startswith("small-")]
+    assert sorted(names) == ["big-0", "big-1", "fixed-0", "fixed-1"]
+    assert problems(cluster, bound_names=names) == []
+    assert [_where(pods[f"fixed-{i}"]) for i in range(2)] == [("c", [0]), ("c", [1])]
 
 
 def test_a_degraded_gpu_is_emptied_with_a_checkpoint_and_replicas_one_at_a_time(

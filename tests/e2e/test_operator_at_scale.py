@@ -143,7 +143,7 @@ def test_300_pods_on_64_nodes_under_a_tight_rack_budget(cluster: Cluster, tmp_pa
             "operators.cli",
             "export",
             f"--kubeconfig={cluster.cp.kubeconfig}",
-            "-o",
+            "--out",
             str(snap_file),
         ],
         capture_output=True,

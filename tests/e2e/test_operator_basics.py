@@ -110,7 +110,7 @@ def test_binds_gangs_and_shares_and_explains_the_rest(cluster: Cluster) -> None:
 
 
 def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
-    from controlplane import free_port
+    from served import free_port
 
     cluster.set_config(POLICY, MODELS)
     cluster.power_domain("facility", None, None)
@@ -139,6 +139,9 @@ def test_metrics_domain_status_and_config_reload(cluster: Cluster) -> None:
     # Four training GPUs at 700 W, one inference GPU at 75 + 625 x 0.6, three idle at 75 W.
     assert m['wattpack_power_watts{domain="rack-a"}'] == 4 * 700 + 450 + 3 * 75
     assert m['wattpack_power_budget_watts{domain="rack-a"}'] == 20_000
+    # Which domains nest in which: a dashboard sums roots (or leaves), never every level.
+    assert m['wattpack_power_domain_info{domain="facility",leaf="false",parent=""}'] == 1
+    assert m['wattpack_power_domain_info{domain="rack-a",leaf="true",parent="facility"}'] == 1
     assert 0 < m["wattpack_gpu_allocation"] <= 1 and m["wattpack_leader"] == 1
     assert m["wattpack_evictions_refused_total"] == 0 and m["wattpack_reserved_pods"] == 0
 

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 
 import pytest
-from kube import NS, Cluster, bound, wait_until
+from kube import Cluster, bound, lease_holder, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,22 +35,12 @@ def _bound_lines(log_text: str) -> list[str]:
     return out
 
 
-def _holder(c: Cluster) -> str | None:
-    from kubernetes import client
-
-    try:
-        lease = client.CoordinationV1Api(c.api).read_namespaced_lease("wattpack-operator", NS)
-    except client.ApiException:
-        return None
-    return lease.spec.holder_identity
-
-
 def test_leader_failover_binds_nothing_twice(cluster: Cluster) -> None:
     _setup(cluster, 4)
     args = ("--leader-elect", f"--lease-seconds={LEASE_SECONDS}", "--interval=2")
     a = cluster.start_operator(*args, "--identity=op-a", name="op-a")
     b = cluster.start_operator(*args, "--identity=op-b", name="op-b")
-    leader = wait_until(lambda: _holder(cluster), 60, "a leader")
+    leader = wait_until(lambda: lease_holder(cluster), 60, "a leader")
     for i in range(8):
         cluster.pod(f"first-{i}", gpus=1)
     wait_until(lambda: len(bound(cluster.pods("ml"))) == 8, 60, "the first pods bound")
@@ -63,7 +53,7 @@ def test_leader_failover_binds_nothing_twice(cluster: Cluster) -> None:
     for i in range(8):
         cluster.pod(f"second-{i}", gpus=2)
     new = wait_until(
-        lambda: (h := _holder(cluster)) not in (None, leader) and h, 60, "the standby to lead"
+        lambda: (h := lease_holder(cluster)) not in (None, leader) and h, 60, "the standby to lead"
     )
     took = time.monotonic() - killed
     wait_until(lambda: len(bound(cluster.pods("ml"))) == 16, 60, "the second pods bound")
@@ -121,7 +111,7 @@ def test_leader_killed_mid_gang_leaves_no_partial_gang_and_no_gpu_twice(cluster:
     }
     caught = None
     for attempt in range(3):
-        leader = wait_until(lambda: _holder(cluster), 60, "a leader")
+        leader = wait_until(lambda: lease_holder(cluster), 60, "a leader")
         gang = f"g{attempt}"
         for i in range(16):
             cluster.pod(f"{gang}-{i}", gpus=1, gang=gang, gang_size=16)
@@ -165,4 +155,4 @@ def test_leader_killed_mid_gang_leaves_no_partial_gang_and_no_gpu_twice(cluster:
         for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
     )
     assert max(gpus.values()) == 1 and len(gpus) == 16
-    assert _holder(cluster) not in (None, leader)
+    assert lease_holder(cluster) not in (None, leader)
