@@ -115,15 +115,25 @@ class Informer:
 
     def _relist(self) -> None:
         items, rv = list_all(self.lister)
+        objects = {key_of(o): o for o in items}
         with self.lock:
-            self.objects = {key_of(o): o for o in items}
+            changed = objects != self.objects
+            self.objects = objects
         self._rv = rv
         log.info("listed", kind=self.kind, objects=len(items), resource_version=rv)
+        first = not self.synced.is_set()
         self.synced.set()
-        self.on_change(self.kind)
+        # A relist that finds what the cache held (a watch that keeps breaking, a 410 after a
+        # quiet spell) is no change: the operator is not woken to plan the same cluster again.
+        if first or changed:
+            self.on_change(self.kind)
 
     def _follow(self) -> None:
-        self._watch = watch.Watch()
+        # "object": events stay the server's JSON. Left to itself the client names the model
+        # after the lister's return type, and a client without that model (37 has no
+        # V1ResourceClaim) fails every watch of the resource; ERROR events still come back as
+        # ApiException, as on the typed path.
+        self._watch = watch.Watch(return_type="object")
         for event in self._watch.stream(
             self.lister,
             resource_version=self._rv,
@@ -133,8 +143,6 @@ class Informer:
             if self._stop.is_set():
                 self._watch.stop()
                 return
-            # The typed object is built and dropped: only the typed path turns ERROR events
-            # into ApiException (the raw path fails on them in the client).
             kind, obj = event["type"], event["raw_object"]
             rv = obj.get("metadata", {}).get("resourceVersion")
             if rv:
