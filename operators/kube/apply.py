@@ -1,23 +1,26 @@
 """Carrying out a plan on the API server: bind, evict, and tell users why a pod waits.
 
-Bindings go through the pods/binding subresource with the pod's UID as precondition, after the
-`wattpack.io/gpu-indices` annotation is written. A gang is checked whole first (every member
-still pending, the same UID, not being deleted) and only then bound; a member that fails the
-check stops the whole gang. Before a group is bound, the GPUs it is handed are checked free
-against the pods bound on those nodes as the server has them now (not the cache, which may lag);
-a bind whose answer is lost is read back. Evictions go through pods/eviction
-(PodDisruptionBudgets hold) with a UID precondition. Every write first asks `may_write`: a
-replica that lost its lease writes nothing more. With dry_run, every write is logged as what it
-would be and none is made.
+Bindings go through the pods/binding subresource, one request a pod: the Binding carries the
+pod's UID as precondition and the `wattpack.io/gpu-indices` annotation, which the server writes
+in the same update that sets the node, and it refuses a pod being deleted or bound already. A
+cycle's groups (a gang, or one pod) share no GPU and are bound several at once. A gang is
+checked whole first (every member read from the server: still pending, the same UID, not being
+deleted) and only then bound, one member after another; a member that fails the check stops the
+whole gang, and one whose bind fails takes the bound ones back. Before any group is bound, each
+node its groups go to is read once: it must still be there, and the GPUs the groups are handed
+free against the pods bound there as the server has them now (not the cache, which may lag); a
+bind whose answer is lost is read back. Evictions go through pods/eviction
+(PodDisruptionBudgets hold) with a UID precondition. Events go out in the background
+(operators.kube.events). Every write first asks `may_write`: a replica that lost its lease
+writes nothing more. With dry_run, every write is logged as what it would be and none is made.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -25,18 +28,19 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from operators.kube import dra
 from operators.kube.cache import read_json
 from operators.kube.convert import (
     CHECKPOINT_REQUESTED,
     CHECKPOINTED,
     GPU_INDICES,
-    SCHEDULER_NAME,
     gpus_held,
     holds_resources,
     share_milli,
 )
 from operators.kube.dra_apply import ClaimRefused, ClaimWriter, Written
 from operators.kube.errors import describe
+from operators.kube.events import EventSender
 from operators.kube.owners import SURGE, Scaler, surged
 from operators.timestamps import rfc3339
 from scheduler.model import Binding, Eviction
@@ -45,6 +49,9 @@ log = structlog.get_logger(__name__)
 
 
 _CONFLICT_TRIES = 5
+# Groups bound (and nodes read) at once, as kube-scheduler's 16 binding goroutines: each
+# request waits mostly on the server, so a loaded one is kept busy without being flooded.
+PARALLEL = 16
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -76,6 +83,8 @@ class Applier:
         self.may_write = may_write
         self.custom = client.CustomObjectsApi(api)
         self.claims = ClaimWriter(api, lambda: self.may_write())  # DRA: claims before binds
+        self.events = EventSender(self.core, identity, lambda: self.may_write())
+        self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="bind")
         self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
         # Deployments this process scaled, and when (monotonic): a surge annotation it has not
         # seen yet in its cache is its own, not an orphan.
@@ -84,25 +93,155 @@ class Applier:
 
     # -- bind ---------------------------------------------------------------------------------
 
-    def bind_group(self, bindings: list[Binding], uids: dict[str, str]) -> Outcome:
+    def bind_group(
+        self,
+        bindings: list[Binding],
+        uids: Mapping[str, str],
+        cached: Mapping[str, dict[str, Any]] | None = None,
+    ) -> Outcome:
         """Bind a gang (or one pod) all together: check every member, then bind each."""
-        out = Outcome()
+        return self.bind_groups([bindings], uids, cached)[0]
+
+    def bind_groups(
+        self,
+        groups: list[list[Binding]],
+        uids: Mapping[str, str],
+        cached: Mapping[str, dict[str, Any]] | None = None,
+    ) -> list[Outcome]:
+        """Bind groups (gangs, or one pod each) that share no GPU, each whole or not at all,
+        several at once; the outcome of each. `cached`: the pods as the cache has them (key ->
+        object). A lone pod without claims is checked against it, and the server checks the
+        same again in the Binding itself (the UID, not being deleted, not bound yet); a gang's
+        members are read from the server, so that none is bound unless all are still pending,
+        and so is a pod with claims, whose allocation needs the pod as it is now."""
+        outs = [Outcome() for _ in groups]
         if self.dry_run:
-            for b in bindings:
+            for b in (b for group in groups for b in group):
                 log.info("would_bind", pod=b.pod, node=b.node, gpus=b.gpu_indices)
-            return out
-        needs: dict[str, int] = {}
-        pods: dict[str, dict[str, Any]] = {}
-        for b in bindings:
-            why, need, pods[b.pod] = self._unbindable(b.pod, uids.get(b.pod, ""))
+            return outs
+        checked = self._checked(groups, uids, cached or {}, outs)
+        free = self._fenced(groups, checked, outs)
+        # Claims are written one group after another: two groups may share a claim.
+        plain = [i for i in free if not any(dra.has_claims(p) for p in checked[i][0].values())]
+        claimed = [i for i in free if i not in plain]
+        tasks = [[i] for i in plain] + ([claimed] if claimed else [])
+
+        def bind(indices: list[int]) -> None:
+            for i in indices:
+                self._bind_checked(groups[i], uids, checked[i][0], outs[i])
+
+        self._each(bind, tasks)
+        return outs
+
+    def _each(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """fn of each item, PARALLEL at a time; every call ends before an error is raised."""
+        futures = [self._pool.submit(fn, x) for x in items]
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def _checked(
+        self,
+        groups: list[list[Binding]],
+        uids: Mapping[str, str],
+        cached: Mapping[str, dict[str, Any]],
+        outs: list[Outcome],
+    ) -> dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]]:
+        """Per group whose every member can be bound now: the members (key -> pod) and the
+        milli each takes of each of its GPUs."""
+
+        def read(group: list[Binding], b: Binding) -> bool:
+            pod = cached.get(b.pod)
+            return len(group) > 1 or pod is None or dra.has_claims(pod)
+
+        keys = [b.pod for group in groups for b in group if read(group, b)]
+        fresh = dict(zip(keys, self._each(self._read, keys), strict=True))
+        out = {}
+        for i, group in enumerate(groups):
+            pods: dict[str, dict[str, Any]] = {}
+            for b in group:
+                pod, why = fresh.get(b.pod) or (cached[b.pod], None)
+                why = why or _unbindable(pod, uids.get(b.pod, ""))
+                if why:
+                    self._not_bound(group, outs[i], b.pod, why)
+                    break
+                pods[b.pod] = pod
+            else:
+                out[i] = (pods, {key: share_milli(pod) for key, pod in pods.items()})
+        return out
+
+    def _read(self, key: str) -> tuple[dict[str, Any], str | None]:
+        """The pod as the server has it now, or why it cannot be read."""
+        ns, name = _split(key)
+        try:
+            return read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False)), None
+        except ApiException as e:
+            return {}, "gone" if e.status == 404 else describe(e)
+        except HTTPError as e:
+            return {}, describe(e)
+
+    def _fenced(
+        self,
+        groups: list[list[Binding]],
+        checked: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]],
+        outs: list[Outcome],
+    ) -> list[int]:
+        """The checked groups whose nodes are there and whose GPUs are free on the server now,
+        not only in the cache (a watch that lags past the assumption window shows bound pods
+        as pending): each node read once for all of them, the groups given their GPUs in order,
+        so that no two of them are given the same one either."""
+        nodes = sorted({b.node for i in checked for b in groups[i]})
+        used: dict[tuple[str, int], int] = {}
+        broken: dict[str, str] = {}
+        for node, (held, why) in zip(nodes, self._each(self._on_node, nodes), strict=True):
             if why:
-                return self._not_bound(bindings, out, b.pod, why)
-            needs[b.pod] = need
-        # Fencing: the GPUs handed out must be free on the server now, not only in the cache
-        # (a watch that lags past the assumption window shows bound pods as pending).
-        taken = self._taken_now(bindings, needs)
-        if taken:
-            return self._not_bound(bindings, out, taken[0], taken[1])
+                broken[node] = why
+            used.update({(node, g): milli for g, milli in held.items()})
+        free = []
+        for i, (_, needs) in sorted(checked.items()):
+            group = groups[i]
+            bad = next((b for b in group if b.node in broken), None)
+            if bad is not None:
+                self._not_bound(group, outs[i], bad.pod, broken[bad.node])
+                continue
+            taken = _give(group, needs, used)
+            if taken:
+                self._not_bound(group, outs[i], *taken)
+                continue
+            free.append(i)
+        return free
+
+    def _on_node(self, node: str) -> tuple[dict[int, int], str | None]:
+        """The milli of each GPU of the node that pods bound there hold now (by their GPU
+        annotation); or why nothing may be bound there: the node is gone or going, or it
+        cannot be read."""
+        try:
+            got = read_json(self.core.read_node(node, _preload_content=False))
+            if got["metadata"].get("deletionTimestamp"):
+                return {}, f"node {node} is being deleted"
+            resp = self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", _preload_content=False
+            )
+        except ApiException as e:
+            if e.status == 404:
+                return {}, f"node {node} is gone"
+            return {}, f"cannot read the pods on {node}: {describe(e)}"
+        except HTTPError as e:
+            return {}, f"cannot read the pods on {node}: {describe(e)}"
+        held: dict[int, int] = {}
+        for raw in read_json(resp).get("items", []):
+            if holds_resources(raw):
+                for g, milli in gpus_held(raw).items():
+                    held[g] = held.get(g, 0) + milli
+        return held, None
+
+    def _bind_checked(
+        self,
+        bindings: list[Binding],
+        uids: Mapping[str, str],
+        pods: dict[str, dict[str, Any]],
+        out: Outcome,
+    ) -> None:
+        """Bind a group whose members passed the checks, one member after another."""
         # DRA: every member's claims are allocated to its planned GPUs before any is bound;
         # where one cannot be, what was written is taken back and none is bound.
         written = Written()
@@ -113,11 +252,13 @@ class Applier:
             member, _, why = str(e).partition(": ")
             if member not in pods:
                 member, why = bindings[0].pod, str(e)
-            return self._not_bound(bindings, out, member, why)
+            self._not_bound(bindings, out, member, why)
+            return
         for b in bindings:
             if not self.may_write():
                 self.claims.undo(written, set(pods) - set(out.bound))
-                return self._not_bound(bindings, out, b.pod, "this replica no longer leads")
+                self._not_bound(bindings, out, b.pod, "this replica no longer leads")
+                return
             if b.pod in held:  # the annotation names the devices its claims hold
                 b = b.model_copy(update={"gpu_indices": held[b.pod]})
             try:
@@ -136,10 +277,9 @@ class Applier:
                 self.claims.undo(written, set(pods) - set(out.bound))
                 self._take_back(bindings, out, uids)
                 out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
-                return out
-        return out
+                return
 
-    def _take_back(self, bindings: list[Binding], out: Outcome, uids: dict[str, str]) -> None:
+    def _take_back(self, bindings: list[Binding], out: Outcome, uids: Mapping[str, str]) -> None:
         """Evict the members already bound (a Binding cannot be undone; their controller makes
         them again, pending, and the gang is planned whole)."""
         failed = next(b.pod for b in bindings if b.pod not in out.bound)
@@ -147,8 +287,10 @@ class Applier:
             ns, name = _split(key)
             uid = uids.get(key, "")
             try:
-                self.core.create_namespaced_pod_eviction(
-                    name, ns, _eviction_body(name, ns, uid), _preload_content=False
+                read_json(
+                    self.core.create_namespaced_pod_eviction(
+                        name, ns, _eviction_body(name, ns, uid), _preload_content=False
+                    )
                 )
                 log.warning("gang_member_taken_back", pod=key, gang=[x.pod for x in bindings])
                 message = f"gang member {failed} could not be bound: the gang is taken back whole"
@@ -162,72 +304,31 @@ class Applier:
         out.failed.update({x.pod: f"{member}: {why}" for x in bindings})
         return out
 
-    def _unbindable(self, key: str, uid: str) -> tuple[str | None, int, dict[str, Any]]:
-        """Why the pod cannot be bound now, if it cannot; the milli it takes of each GPU; and
-        the pod as the server has it now."""
-        ns, name = _split(key)
-        try:
-            pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
-        except ApiException as e:
-            return ("gone" if e.status == 404 else describe(e)), 0, {}
-        except HTTPError as e:
-            return describe(e), 0, {}
-        md, spec = pod["metadata"], pod.get("spec", {})
-        if uid and md.get("uid") != uid:
-            return "replaced by a new pod of the same name", 0, pod
-        if md.get("deletionTimestamp"):
-            return "being deleted", 0, pod
-        if spec.get("nodeName"):
-            return f"already bound to {spec['nodeName']}", 0, pod
-        return None, share_milli(pod), pod
-
-    def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
-        """A member whose GPUs pods bound on the server already hold (by their GPU annotation),
-        and what holds them; None when every member's GPUs are free."""
-        used: dict[tuple[str, int], int] = {}
-        for node in sorted({b.node for b in bindings}):
-            try:
-                resp = self.core.list_pod_for_all_namespaces(
-                    field_selector=f"spec.nodeName={node}", _preload_content=False
-                )
-            except (ApiException, HTTPError) as e:
-                return bindings[0].pod, f"cannot read the pods on {node}: {describe(e)}"
-            for raw in read_json(resp).get("items", []):
-                if holds_resources(raw):
-                    for g, milli in gpus_held(raw).items():
-                        used[(node, g)] = used.get((node, g), 0) + milli
-        for b in bindings:
-            for g in b.gpu_indices:
-                used[(b.node, g)] = used.get((b.node, g), 0) + needs[b.pod]
-                if used[(b.node, g)] > 1000:
-                    return b.pod, f"GPU {g} of {b.node} is already taken on the server"
-        return None
-
     def _bound_after_all(self, b: Binding) -> bool:
         """A bind whose answer was lost (a timeout after the server committed it) is read
-        back: bound to the planned node means it went through."""
-        ns, name = _split(b.pod)
-        try:
-            pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
-        except (ApiException, HTTPError):
+        back: bound to the planned node with the planned GPUs (the annotation comes in the same
+        write) means it went through."""
+        pod, why = self._read(b.pod)
+        if why or pod.get("spec", {}).get("nodeName") != b.node:
             return False
-        if pod.get("spec", {}).get("nodeName") == b.node:
-            log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices, read_back=True)
-            return True
-        return False
+        if gpus_held(pod).keys() != set(b.gpu_indices):
+            return False
+        log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices, read_back=True)
+        return True
 
     def _bind(self, b: Binding, uid: str) -> None:
         ns, name = _split(b.pod)
         indices = ",".join(str(i) for i in b.gpu_indices)
-        self.core.patch_namespaced_pod(
-            name, ns, {"metadata": {"annotations": {GPU_INDICES: indices}}}
-        )
+        # The server copies a Binding's annotations onto the pod in the same write that sets
+        # its node: the device plugin never sees the pod bound without its GPUs.
         body = client.V1Binding(
-            metadata=client.V1ObjectMeta(name=name, namespace=ns, uid=uid or None),
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=ns, uid=uid or None, annotations={GPU_INDICES: indices}
+            ),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=b.node),
         )
         # The client cannot read the Status the server answers a Binding with: take it raw.
-        self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False)
+        read_json(self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False))
         log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices)
         self._scheduled(b, uid)
 
@@ -247,8 +348,10 @@ class Applier:
             return None
         ns, name = _split(e.pod)
         try:
-            self.core.create_namespaced_pod_eviction(
-                name, ns, _eviction_body(name, ns, uid), dry_run="All", _preload_content=False
+            read_json(
+                self.core.create_namespaced_pod_eviction(
+                    name, ns, _eviction_body(name, ns, uid), dry_run="All", _preload_content=False
+                )
             )
         except (ApiException, HTTPError) as err:
             return describe(err)
@@ -265,8 +368,10 @@ class Applier:
             return False
         ns, name = _split(e.pod)
         try:
-            self.core.create_namespaced_pod_eviction(
-                name, ns, _eviction_body(name, ns, uid), _preload_content=False
+            read_json(
+                self.core.create_namespaced_pod_eviction(
+                    name, ns, _eviction_body(name, ns, uid), _preload_content=False
+                )
             )
         except (ApiException, HTTPError) as err:
             # 429: a PodDisruptionBudget says not now; the next cycle plans again.
@@ -312,8 +417,10 @@ class Applier:
                 ann = d["metadata"].setdefault("annotations", {})
                 ann[SURGE] = str(max(0, surged(d) + by))
                 d["spec"]["replicas"] = replicas  # metadata keeps the resourceVersion read
-                self.apps.replace_namespaced_deployment(
-                    scaler.name, scaler.namespace, d, _preload_content=False
+                read_json(
+                    self.apps.replace_namespaced_deployment(
+                        scaler.name, scaler.namespace, d, _preload_content=False
+                    )
                 )
             except ApiException as e:
                 if e.status == 409:
@@ -428,30 +535,36 @@ class Applier:
                 del self._told[uid]
 
     def _event(self, key: str, uid: str, reason: str, message: str, type_: str) -> None:
-        if self.dry_run or not self.may_write():
-            return
-        ns, name = _split(key)
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:16]}", namespace=ns),
-            involved_object=client.V1ObjectReference(
-                api_version="v1", kind="Pod", name=name, namespace=ns, uid=uid or None
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=type_,
-            source=client.V1EventSource(component=SCHEDULER_NAME),
-            reporting_component=SCHEDULER_NAME,
-            reporting_instance=self.identity,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            action="Scheduling",
-        )
-        try:
-            self.core.create_namespaced_event(ns, body, _preload_content=False)
-        except (ApiException, HTTPError) as e:
-            log.warning("event_failed", pod=key, reason=reason, error=describe(e))
+        if not self.dry_run:
+            self.events.send(key, uid, reason, message, type_)
+
+
+def _give(
+    group: list[Binding], needs: dict[str, int], used: dict[tuple[str, int], int]
+) -> tuple[str, str] | None:
+    """Add the group's GPUs to `used` (milli of each (node, GPU)) if every one has room; else
+    the member whose GPU has none, and why, and `used` as it was."""
+    mine: dict[tuple[str, int], int] = {}
+    for b in group:
+        for g in b.gpu_indices:
+            mine[(b.node, g)] = mine.get((b.node, g), 0) + needs[b.pod]
+            if used.get((b.node, g), 0) + mine[(b.node, g)] > 1000:
+                return b.pod, f"GPU {g} of {b.node} is already taken on the server"
+    for k, milli in mine.items():
+        used[k] = used.get(k, 0) + milli
+    return None
+
+
+def _unbindable(pod: dict[str, Any], uid: str) -> str | None:
+    """Why the pod (as read) cannot be bound now, if it cannot."""
+    md, spec = pod["metadata"], pod.get("spec", {})
+    if uid and md.get("uid") != uid:
+        return "replaced by a new pod of the same name"
+    if md.get("deletionTimestamp"):
+        return "being deleted"
+    if spec.get("nodeName"):
+        return f"already bound to {spec['nodeName']}"
+    return None
 
 
 def _eviction_body(name: str, ns: str, uid: str) -> client.V1Eviction:

@@ -165,8 +165,10 @@ def test_a_member_deleted_before_its_bind_leaves_no_member_of_its_gang_bound(
             super()._bind(b, uid)
 
     group = _plan([("big-0", "gpu-a1", [0, 1]), ("big-1", "gpu-a1", [2, 3])], []).bindings
-    out = DeletedMeanwhile(cluster.api, dry_run=False).bind_group(group, conv.uids)
+    applier = DeletedMeanwhile(cluster.api, dry_run=False)
+    out = applier.bind_group(group, conv.uids)
     assert out.bound == [] and set(out.failed) == {"ml/big-0", "ml/big-1"}
+    applier.events.wait()  # Events go out in the background
 
     def no_member_bound():
         pods = cluster.pods("ml")
