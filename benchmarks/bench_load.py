@@ -113,6 +113,7 @@ class Run:
     cycles: dict[str, Any] = field(default_factory=dict)
     soak: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    gpus: dict[str, int] = field(default_factory=dict)  # wattpack: what its bindings hold
 
 
 class BoundWatch:
@@ -263,6 +264,7 @@ def run_one(name: str, bin_dir: Path, root: Path, args: argparse.Namespace) -> R
         run = _throughput(name, creator.created, dict(watch.seen), create_seconds, args.pods, start)
 
         if name == "wattpack":
+            run.gpus = gpus_held(cluster.pods(NS))
             _wait_cycle_logged(proc.log, run.last_bind, 60)
             run.metrics = {k: v for k, v in scrape(port).items() if "_seconds_" in k}
             run.cycles = cycles(proc.log, creator.created, dict(watch.seen), run.metrics, start)
@@ -279,6 +281,27 @@ def run_one(name: str, bin_dir: Path, root: Path, args: argparse.Namespace) -> R
         if cluster is not None:
             cluster.stop_operators()
         cp.stop()
+
+
+def gpus_held(pods: list[dict[str, Any]]) -> dict[str, int]:
+    """What wattpack's bindings hold (its GPU annotation): bound pods, and those whose
+    annotation does not name as many GPUs as they ask for (missing), GPUs held by two (twice)."""
+    holders: dict[tuple[str, str], int] = {}
+    out = {"bound": 0, "missing": 0, "twice": 0}
+    for p in pods:
+        node = p["spec"].get("nodeName")
+        if not node:
+            continue
+        out["bound"] += 1
+        text = (p["metadata"].get("annotations") or {}).get("wattpack.io/gpu-indices", "")
+        gpus = [g for g in text.split(",") if g]
+        limits = p["spec"]["containers"][0]["resources"].get("limits") or {}
+        if len(gpus) != int(limits.get("nvidia.com/gpu", 0)):
+            out["missing"] += 1
+        for g in gpus:
+            holders[(node, g)] = holders.get((node, g), 0) + 1
+    out["twice"] = sum(1 for n in holders.values() if n > 1)
+    return out
 
 
 def _create(
@@ -546,6 +569,13 @@ def report(runs: list[Run]) -> str:
                 "rest (snapshot, checks) "
                 f"{c['other_seconds']:.1f} s; created pods a cycle did not see at its start: "
                 f"mean {c['unseen_at_start_mean']}, max {c['unseen_at_start_max']}"
+            )
+        if r.gpus:
+            g = r.gpus
+            lines.append(
+                f"\n{r.scheduler} GPUs: {g['bound']} bound pods; GPUs held by two pods: "
+                f"{g['twice']}; bound pods whose annotation does not name their GPUs: "
+                f"{g['missing']}"
             )
         if r.soak:
             s = r.soak

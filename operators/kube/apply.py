@@ -1,25 +1,30 @@
 """Carrying out a plan on the API server: bind, evict, and tell users why a pod waits.
 
-Bindings go through the pods/binding subresource with the pod's UID as precondition, after the
-`wattpack.io/gpu-indices` annotation is written. A gang is checked whole first (every member
-still pending, the same UID, not being deleted) and only then bound; a member that fails the
-check stops the whole gang. Before a group is bound, its nodes are checked to exist and the GPUs
-it is handed to be free against the pods bound on those nodes as the server has them now (not
-the cache, which may lag). A bind whose answer is lost is read back; one the server did not
-answer is tried again, and a gang member that still is not bound leaves the members bound for
-the next plan to complete (only a member gone or bound elsewhere takes the gang back).
-Evictions go through pods/eviction (PodDisruptionBudgets hold) with a UID precondition. Every
-write first asks `may_write`: a replica that lost its lease writes nothing more. With dry_run,
-every write is logged as what it would be and none is made.
+Bindings go through the pods/binding subresource, one request a pod: the Binding carries the
+pod's UID as precondition and the `wattpack.io/gpu-indices` annotation, which the server writes
+in the same update that sets the node, and it refuses a pod being deleted or bound already. A
+cycle's groups (a gang, or one pod) share no GPU and are bound several at once. A gang is
+checked whole first (every member read from the server: still pending, the same UID, not being
+deleted) and only then bound, one member after another; a member that fails the check stops the
+whole gang. Before any group is bound, each node its groups go to is read once: it must still be
+there (the server binds to a deleted node), and the GPUs the groups are handed free against the
+pods bound there as the server has them now (not the cache, which may lag). A bind whose answer
+is lost is read back (bound to the planned node with the planned GPUs); one the server did not
+answer (429, 5xx, a dropped connection), or refused with a conflict while the pod read back is
+still pending (etcd lost mid-write), is tried again, and a gang member that still is not bound
+leaves the members bound for the next plan to complete (only a member read back gone, replaced
+or bound elsewhere takes the gang back). Evictions go through pods/eviction
+(PodDisruptionBudgets hold) with a UID precondition. Events go out in the background
+(operators.kube.events). Every write first asks `may_write`: a replica that lost its lease
+writes nothing more. With dry_run, every write is logged as what it would be and none is made.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -27,18 +32,19 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError
 
+from operators.kube import dra
 from operators.kube.cache import read_json
 from operators.kube.convert import (
     CHECKPOINT_REQUESTED,
     CHECKPOINTED,
     GPU_INDICES,
-    SCHEDULER_NAME,
     gpus_held,
     holds_resources,
     share_milli,
 )
 from operators.kube.dra_apply import ClaimRefused, ClaimWriter, Written
 from operators.kube.errors import describe
+from operators.kube.events import EventSender
 from operators.kube.owners import SURGE, Scaler, surged
 from operators.timestamps import rfc3339
 from scheduler.model import Binding, Eviction
@@ -47,10 +53,15 @@ log = structlog.get_logger(__name__)
 
 
 _CONFLICT_TRIES = 5
+# Groups bound (and nodes read) at once, as kube-scheduler's 16 binding goroutines: each
+# request waits mostly on the server, so a loaded one is kept busy without being flooded.
+PARALLEL = 16
 # A write the server did not answer is tried again this often, waiting 0.2 s, 0.4 s, ... between
 # tries: long enough for a dropped connection or a 503, not for a server that is down.
 _BIND_TRIES, _BIND_BACKOFF = 4, 0.2
 _TRANSIENT = {429, 500, 502, 503, 504}
+# A pod read back after a bind: bound as planned, lost to its gang, still pending, not readable.
+_BOUND, _LOST, _PENDING, _UNKNOWN = "bound", "lost", "pending", "unknown"
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -82,6 +93,8 @@ class Applier:
         self.may_write = may_write
         self.custom = client.CustomObjectsApi(api)
         self.claims = ClaimWriter(api, lambda: self.may_write())  # DRA: claims before binds
+        self.events = EventSender(self.core, identity, lambda: self.may_write())
+        self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="bind")
         self._told: dict[str, str] = {}  # pod uid -> the last message we reported on it
         # Deployments this process scaled, and when (monotonic): a surge annotation it has not
         # seen yet in its cache is its own, not an orphan.
@@ -90,25 +103,166 @@ class Applier:
 
     # -- bind ---------------------------------------------------------------------------------
 
-    def bind_group(self, bindings: list[Binding], uids: dict[str, str]) -> Outcome:
+    def bind_group(
+        self,
+        bindings: list[Binding],
+        uids: Mapping[str, str],
+        cached: Mapping[str, dict[str, Any]] | None = None,
+    ) -> Outcome:
         """Bind a gang (or one pod) all together: check every member, then bind each."""
-        out = Outcome()
+        return self.bind_groups([bindings], uids, cached)[0]
+
+    def bind_groups(
+        self,
+        groups: list[list[Binding]],
+        uids: Mapping[str, str],
+        cached: Mapping[str, dict[str, Any]] | None = None,
+    ) -> list[Outcome]:
+        """Bind groups (gangs, or one pod each) that share no GPU, each whole or not at all,
+        several at once; the outcome of each. `cached`: the pods as the cache has them (key ->
+        object). A lone pod without claims is checked against it, and the server checks the
+        same again in the Binding itself (the UID, not being deleted, not bound yet); a gang's
+        members are read from the server, so that none is bound unless all are still pending,
+        and so is a pod with claims, whose allocation needs the pod as it is now."""
+        outs = [Outcome() for _ in groups]
         if self.dry_run:
-            for b in bindings:
+            for b in (b for group in groups for b in group):
                 log.info("would_bind", pod=b.pod, node=b.node, gpus=b.gpu_indices)
-            return out
-        needs: dict[str, int] = {}
-        pods: dict[str, dict[str, Any]] = {}
-        for b in bindings:
-            why, need, pods[b.pod] = self._unbindable(b.pod, uids.get(b.pod, ""))
+            return outs
+        checked = self._checked(groups, uids, cached or {}, outs)
+        free = self._fenced(groups, checked, outs)
+        # Claims are written one group after another: two groups may share a claim.
+        plain = [i for i in free if not any(dra.has_claims(p) for p in checked[i][0].values())]
+        claimed = [i for i in free if i not in plain]
+        tasks = [[i] for i in plain] + ([claimed] if claimed else [])
+
+        def bind(indices: list[int]) -> None:
+            for i in indices:
+                self._bind_checked(groups[i], uids, checked[i][0], outs[i])
+
+        self._each(bind, tasks)
+        return outs
+
+    def _each(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        """fn of each item, PARALLEL at a time; every call ends before an error is raised."""
+        futures = [self._pool.submit(fn, x) for x in items]
+        wait(futures)
+        return [f.result() for f in futures]
+
+    def _checked(
+        self,
+        groups: list[list[Binding]],
+        uids: Mapping[str, str],
+        cached: Mapping[str, dict[str, Any]],
+        outs: list[Outcome],
+    ) -> dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]]:
+        """Per group whose every member can be bound now: the members (key -> pod) and the
+        milli each takes of each of its GPUs."""
+
+        def read(group: list[Binding], b: Binding) -> bool:
+            pod = cached.get(b.pod)
+            return len(group) > 1 or pod is None or dra.has_claims(pod)
+
+        keys = [b.pod for group in groups for b in group if read(group, b)]
+        fresh = dict(zip(keys, self._each(self._read, keys), strict=True))
+        out = {}
+        for i, group in enumerate(groups):
+            pods: dict[str, dict[str, Any]] = {}
+            for b in group:
+                pod, why = fresh.get(b.pod) or (cached[b.pod], None)
+                why = why or _unbindable(pod, uids.get(b.pod, ""))
+                if why:
+                    self._not_bound(group, outs[i], b.pod, why)
+                    break
+                pods[b.pod] = pod
+            else:
+                out[i] = (pods, {key: share_milli(pod) for key, pod in pods.items()})
+        return out
+
+    def _read(self, key: str) -> tuple[dict[str, Any], str | None]:
+        """The pod as the server has it now, or why it cannot be read."""
+        pod, e = self._read_raising(key)
+        if e is None:
+            return pod, None
+        return {}, "gone" if isinstance(e, ApiException) and e.status == 404 else describe(e)
+
+    def _read_raising(self, key: str) -> tuple[dict[str, Any], Exception | None]:
+        """The pod as the server has it now, or the error reading it."""
+        ns, name = _split(key)
+        try:
+            return read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False)), None
+        except (ApiException, HTTPError) as e:
+            return {}, e
+
+    def _fenced(
+        self,
+        groups: list[list[Binding]],
+        checked: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]],
+        outs: list[Outcome],
+    ) -> list[int]:
+        """The checked groups whose nodes are there and whose GPUs are free on the server now,
+        not only in the cache (a watch that lags past the assumption window shows bound pods
+        as pending): each node read once for all of them, the groups given their GPUs in order,
+        so that no two of them are given the same one either."""
+        nodes = sorted({b.node for i in checked for b in groups[i]})
+        used: dict[tuple[str, int], int] = {}
+        broken: dict[str, str] = {}
+        for node, (held, why) in zip(nodes, self._each(self._on_node, nodes), strict=True):
             if why:
-                return self._not_bound(bindings, out, b.pod, why)
-            needs[b.pod] = need
-        # Fencing: the GPUs handed out must be free on the server now, not only in the cache
-        # (a watch that lags past the assumption window shows bound pods as pending).
-        taken = self._taken_now(bindings, needs)
-        if taken:
-            return self._not_bound(bindings, out, taken[0], taken[1])
+                broken[node] = why
+            used.update({(node, g): milli for g, milli in held.items()})
+        free = []
+        for i, (_, needs) in sorted(checked.items()):
+            group = groups[i]
+            bad = next((b for b in group if b.node in broken), None)
+            if bad is not None:
+                self._not_bound(group, outs[i], bad.pod, broken[bad.node])
+                continue
+            taken = _give(group, needs, used)
+            if taken:
+                self._not_bound(group, outs[i], *taken)
+                continue
+            free.append(i)
+        return free
+
+    def _on_node(self, node: str) -> tuple[dict[int, int], str | None]:
+        """The milli of each GPU of the node that pods bound there hold now (by their GPU
+        annotation); or why nothing may be bound there: the node is gone or going, or it
+        cannot be read."""
+        try:
+            # A node deleted since the cache was read: the server would bind to it anyway, and
+            # the pod would never run (and be collected as an orphan).
+            got = read_json(self.core.read_node(node, _preload_content=False))
+        except ApiException as e:
+            why = "is gone" if e.status == 404 else f"cannot be read: {describe(e)}"
+            return {}, f"node {node} {why}"
+        except HTTPError as e:
+            return {}, f"node {node} cannot be read: {describe(e)}"
+        if got["metadata"].get("deletionTimestamp"):
+            return {}, f"node {node} is being deleted"
+        try:
+            pods = read_json(
+                self.core.list_pod_for_all_namespaces(
+                    field_selector=f"spec.nodeName={node}", _preload_content=False
+                )
+            )
+        except (ApiException, HTTPError) as e:
+            return {}, f"cannot read the pods on {node}: {describe(e)}"
+        held: dict[int, int] = {}
+        for raw in pods.get("items", []):
+            if holds_resources(raw):
+                for g, milli in gpus_held(raw).items():
+                    held[g] = held.get(g, 0) + milli
+        return held, None
+
+    def _bind_checked(
+        self,
+        bindings: list[Binding],
+        uids: Mapping[str, str],
+        pods: dict[str, dict[str, Any]],
+        out: Outcome,
+    ) -> None:
+        """Bind a group whose members passed the checks, one member after another."""
         # DRA: every member's claims are allocated to its planned GPUs before any is bound;
         # where one cannot be, what was written is taken back and none is bound.
         written = Written()
@@ -119,53 +273,65 @@ class Applier:
             member, _, why = str(e).partition(": ")
             if member not in pods:
                 member, why = bindings[0].pod, str(e)
-            return self._not_bound(bindings, out, member, why)
+            self._not_bound(bindings, out, member, why)
+            return
         for b in bindings:
             if not self.may_write():
                 self.claims.undo(written, set(pods) - set(out.bound))
-                return self._not_bound(bindings, out, b.pod, "this replica no longer leads")
+                self._not_bound(bindings, out, b.pod, "this replica no longer leads")
+                return
             if b.pod in held:  # the annotation names the devices its claims hold
                 b = b.model_copy(update={"gpu_indices": held[b.pod]})
-            e = self._bind_retrying(b, uids.get(b.pod, ""))
-            if e is None:
+            failed = self._bind_retrying(b, uids.get(b.pod, ""))
+            if failed is None:
                 out.bound.append(b.pod)
                 continue
+            e, lost = failed
             why = describe(e)
             log.error("bind_failed", pod=b.pod, node=b.node, error=why, bound=out.bound)
             self.claims.undo(written, set(pods) - set(out.bound))
-            if _transient(e):
-                # The server did not answer (down, overloaded, the network): the member is
-                # still pending, so the next cycle's plan places it beside the members bound
-                # (the planner repairs a gang missing members). Taking them back would evict
-                # pods that have a place, and delete those no controller makes again.
-                log.warning("gang_left_partly_bound", pods=out.bound, member=b.pod, why=why)
+            if not lost:
+                # The server did not bind it (down, overloaded, the network, its storage) but
+                # the member is still pending, so the next cycle's plan places it beside the
+                # members bound (the planner repairs a gang missing members). Taking them back
+                # would evict pods that have a place, and delete those no controller makes
+                # again.
+                if out.bound:
+                    log.warning("gang_left_partly_bound", pods=out.bound, member=b.pod, why=why)
                 out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings[len(out.bound) :]})
-                return out
-            # The checks above passed a moment ago: a member deleted or bound by someone else
-            # in between, so the gang cannot be completed. A gang is all or nothing: the
-            # members already bound are taken back (evicted: their controller makes them
-            # again, pending), so no half gang holds GPUs.
+                return
+            # The checks above passed a moment ago: a member deleted, replaced or bound by
+            # someone else in between, so the gang cannot be completed. A gang is all or
+            # nothing: the members already bound are taken back (evicted: their controller
+            # makes them again, pending), so no half gang holds GPUs.
             self._take_back(bindings, out, uids)
             out.failed.update({x.pod: f"{b.pod}: {why}" for x in bindings})
-            return out
-        return out
+            return
 
-    def _bind_retrying(self, b: Binding, uid: str) -> Exception | None:
+    def _bind_retrying(self, b: Binding, uid: str) -> tuple[Exception, bool] | None:
         """Bind, trying again where the server did not answer; None once bound (a lost answer
-        is read back), else the last error."""
+        is read back), else the last error and whether the member is lost to the gang (gone,
+        replaced, being deleted, or bound elsewhere), as the pod read back after it says."""
         for attempt in range(_BIND_TRIES):
             try:
                 self._bind(b, uid)
                 return None
             except (ApiException, HTTPError) as e:
-                if self._bound_after_all(b):
+                now = self._read_back(b, uid)
+                if now == _BOUND:
                     return None
-                if not _transient(e) or attempt == _BIND_TRIES - 1 or not self.may_write():
-                    return e
+                if now == _LOST or (now == _UNKNOWN and _status(e) == 404):
+                    return e, True
+                # Still pending (or not readable): a 409 then is the server's storage, not the
+                # pod (etcd gone mid-write answers "Operation cannot be fulfilled ... code =
+                # Unavailable"), and is tried again as a write the server did not answer.
+                again = _transient(e) or _status(e) == 409
+                if not again or attempt == _BIND_TRIES - 1 or not self.may_write():
+                    return e, False
                 time.sleep(_BIND_BACKOFF * (attempt + 1))
         raise AssertionError("unreachable")
 
-    def _take_back(self, bindings: list[Binding], out: Outcome, uids: dict[str, str]) -> None:
+    def _take_back(self, bindings: list[Binding], out: Outcome, uids: Mapping[str, str]) -> None:
         """Evict the members already bound (a Binding cannot be undone; their controller makes
         them again, pending, and the gang is planned whole)."""
         failed = next(b.pod for b in bindings if b.pod not in out.bound)
@@ -173,8 +339,10 @@ class Applier:
             ns, name = _split(key)
             uid = uids.get(key, "")
             try:
-                self.core.create_namespaced_pod_eviction(
-                    name, ns, _eviction_body(name, ns, uid), _preload_content=False
+                read_json(
+                    self.core.create_namespaced_pod_eviction(
+                        name, ns, _eviction_body(name, ns, uid), _preload_content=False
+                    )
                 )
                 log.warning("gang_member_taken_back", pod=key, gang=[x.pod for x in bindings])
                 message = f"gang member {failed} could not be bound: the gang is taken back whole"
@@ -188,86 +356,44 @@ class Applier:
         out.failed.update({x.pod: f"{member}: {why}" for x in bindings})
         return out
 
-    def _unbindable(self, key: str, uid: str) -> tuple[str | None, int, dict[str, Any]]:
-        """Why the pod cannot be bound now, if it cannot; the milli it takes of each GPU; and
-        the pod as the server has it now."""
-        ns, name = _split(key)
-        try:
-            pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
-        except ApiException as e:
-            return ("gone" if e.status == 404 else describe(e)), 0, {}
-        except HTTPError as e:
-            return describe(e), 0, {}
-        md, spec = pod["metadata"], pod.get("spec", {})
-        if uid and md.get("uid") != uid:
-            return "replaced by a new pod of the same name", 0, pod
-        if md.get("deletionTimestamp"):
-            return "being deleted", 0, pod
-        if spec.get("nodeName"):
-            return f"already bound to {spec['nodeName']}", 0, pod
-        return None, share_milli(pod), pod
-
-    def _taken_now(self, bindings: list[Binding], needs: dict[str, int]) -> tuple[str, str] | None:
-        """A member whose node is gone or whose GPUs pods bound on the server already hold (by
-        their GPU annotation), and why; None when every member's node is there and its GPUs
-        are free."""
-        used: dict[tuple[str, int], int] = {}
-        for node in sorted({b.node for b in bindings}):
-            try:
-                # A node deleted since the cache was read: the server would bind to it anyway,
-                # and the pod would never run (and be collected as an orphan).
-                self.core.read_node(node, _preload_content=False).release_conn()
-            except ApiException as e:
-                why = "is gone" if e.status == 404 else f"cannot be read: {describe(e)}"
-                return next(b.pod for b in bindings if b.node == node), f"node {node} {why}"
-            except HTTPError as e:
-                return bindings[0].pod, f"node {node} cannot be read: {describe(e)}"
-            try:
-                resp = self.core.list_pod_for_all_namespaces(
-                    field_selector=f"spec.nodeName={node}", _preload_content=False
-                )
-            except (ApiException, HTTPError) as e:
-                return bindings[0].pod, f"cannot read the pods on {node}: {describe(e)}"
-            for raw in read_json(resp).get("items", []):
-                if holds_resources(raw):
-                    for g, milli in gpus_held(raw).items():
-                        used[(node, g)] = used.get((node, g), 0) + milli
-        for b in bindings:
-            for g in b.gpu_indices:
-                used[(b.node, g)] = used.get((b.node, g), 0) + needs[b.pod]
-                if used[(b.node, g)] > 1000:
-                    return b.pod, f"GPU {g} of {b.node} is already taken on the server"
-        return None
-
-    def _bound_after_all(self, b: Binding) -> bool:
-        """A bind whose answer was lost (a timeout after the server committed it) is read
-        back: bound to the planned node means it went through."""
-        ns, name = _split(b.pod)
+    def _read_back(self, b: Binding, uid: str) -> str:
+        """The pod after a bind that failed or whose answer was lost, read from the server:
+        _BOUND to the planned node with the planned GPUs (the annotation comes in the same
+        write: it went through), _LOST (gone, replaced, being deleted, or bound elsewhere),
+        _PENDING, or _UNKNOWN where it cannot be read. The read is tried again where the
+        server did not answer it."""
         for attempt in range(_BIND_TRIES):
-            try:
-                pod = read_json(self.core.read_namespaced_pod(name, ns, _preload_content=False))
+            pod, e = self._read_raising(b.pod)
+            if e is None:
                 break
-            except (ApiException, HTTPError) as e:
-                if not _transient(e) or attempt == _BIND_TRIES - 1:
-                    return False
-                time.sleep(_BIND_BACKOFF * (attempt + 1))
-        if pod.get("spec", {}).get("nodeName") == b.node:
+            if _status(e) == 404:
+                return _LOST
+            if not _transient(e) or attempt == _BIND_TRIES - 1:
+                return _UNKNOWN
+            time.sleep(_BIND_BACKOFF * (attempt + 1))
+        md, node = pod["metadata"], pod.get("spec", {}).get("nodeName")
+        if uid and md.get("uid") != uid:
+            return _LOST
+        if node == b.node and gpus_held(pod).keys() == set(b.gpu_indices):
             log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices, read_back=True)
-            return True
-        return False
+            return _BOUND
+        if node or md.get("deletionTimestamp"):
+            return _LOST
+        return _PENDING
 
     def _bind(self, b: Binding, uid: str) -> None:
         ns, name = _split(b.pod)
         indices = ",".join(str(i) for i in b.gpu_indices)
-        self.core.patch_namespaced_pod(
-            name, ns, {"metadata": {"annotations": {GPU_INDICES: indices}}}
-        )
+        # The server copies a Binding's annotations onto the pod in the same write that sets
+        # its node: the device plugin never sees the pod bound without its GPUs.
         body = client.V1Binding(
-            metadata=client.V1ObjectMeta(name=name, namespace=ns, uid=uid or None),
+            metadata=client.V1ObjectMeta(
+                name=name, namespace=ns, uid=uid or None, annotations={GPU_INDICES: indices}
+            ),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=b.node),
         )
         # The client cannot read the Status the server answers a Binding with: take it raw.
-        self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False)
+        read_json(self.core.create_namespaced_pod_binding(name, ns, body, _preload_content=False))
         log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices)
         self._scheduled(b, uid)
 
@@ -287,8 +413,10 @@ class Applier:
             return None
         ns, name = _split(e.pod)
         try:
-            self.core.create_namespaced_pod_eviction(
-                name, ns, _eviction_body(name, ns, uid), dry_run="All", _preload_content=False
+            read_json(
+                self.core.create_namespaced_pod_eviction(
+                    name, ns, _eviction_body(name, ns, uid), dry_run="All", _preload_content=False
+                )
             )
         except (ApiException, HTTPError) as err:
             return describe(err)
@@ -305,8 +433,10 @@ class Applier:
             return False
         ns, name = _split(e.pod)
         try:
-            self.core.create_namespaced_pod_eviction(
-                name, ns, _eviction_body(name, ns, uid), _preload_content=False
+            read_json(
+                self.core.create_namespaced_pod_eviction(
+                    name, ns, _eviction_body(name, ns, uid), _preload_content=False
+                )
             )
         except (ApiException, HTTPError) as err:
             # 429: a PodDisruptionBudget says not now; the next cycle plans again.
@@ -352,8 +482,10 @@ class Applier:
                 ann = d["metadata"].setdefault("annotations", {})
                 ann[SURGE] = str(max(0, surged(d) + by))
                 d["spec"]["replicas"] = replicas  # metadata keeps the resourceVersion read
-                self.apps.replace_namespaced_deployment(
-                    scaler.name, scaler.namespace, d, _preload_content=False
+                read_json(
+                    self.apps.replace_namespaced_deployment(
+                        scaler.name, scaler.namespace, d, _preload_content=False
+                    )
                 )
             except ApiException as e:
                 if e.status == 409:
@@ -468,30 +600,40 @@ class Applier:
                 del self._told[uid]
 
     def _event(self, key: str, uid: str, reason: str, message: str, type_: str) -> None:
-        if self.dry_run or not self.may_write():
-            return
-        ns, name = _split(key)
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:16]}", namespace=ns),
-            involved_object=client.V1ObjectReference(
-                api_version="v1", kind="Pod", name=name, namespace=ns, uid=uid or None
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=type_,
-            source=client.V1EventSource(component=SCHEDULER_NAME),
-            reporting_component=SCHEDULER_NAME,
-            reporting_instance=self.identity,
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            action="Scheduling",
-        )
-        try:
-            self.core.create_namespaced_event(ns, body, _preload_content=False)
-        except (ApiException, HTTPError) as e:
-            log.warning("event_failed", pod=key, reason=reason, error=describe(e))
+        if not self.dry_run:
+            self.events.send(key, uid, reason, message, type_)
+
+
+def _give(
+    group: list[Binding], needs: dict[str, int], used: dict[tuple[str, int], int]
+) -> tuple[str, str] | None:
+    """Add the group's GPUs to `used` (milli of each (node, GPU)) if every one has room; else
+    the member whose GPU has none, and why, and `used` as it was."""
+    mine: dict[tuple[str, int], int] = {}
+    for b in group:
+        for g in b.gpu_indices:
+            mine[(b.node, g)] = mine.get((b.node, g), 0) + needs[b.pod]
+            if used.get((b.node, g), 0) + mine[(b.node, g)] > 1000:
+                return b.pod, f"GPU {g} of {b.node} is already taken on the server"
+    for k, milli in mine.items():
+        used[k] = used.get(k, 0) + milli
+    return None
+
+
+def _unbindable(pod: dict[str, Any], uid: str) -> str | None:
+    """Why the pod (as read) cannot be bound now, if it cannot."""
+    md, spec = pod["metadata"], pod.get("spec", {})
+    if uid and md.get("uid") != uid:
+        return "replaced by a new pod of the same name"
+    if md.get("deletionTimestamp"):
+        return "being deleted"
+    if spec.get("nodeName"):
+        return f"already bound to {spec['nodeName']}"
+    return None
+
+
+def _status(e: Exception) -> int | None:
+    return e.status if isinstance(e, ApiException) else None
 
 
 def _transient(e: Exception) -> bool:

@@ -115,12 +115,18 @@ class Informer:
 
     def _relist(self) -> None:
         items, rv = list_all(self.lister)
+        objects = {key_of(o): o for o in items}
         with self.lock:
-            self.objects = {key_of(o): o for o in items}
+            changed = objects != self.objects
+            self.objects = objects
         self._rv = rv
         log.info("listed", kind=self.kind, objects=len(items), resource_version=rv)
+        first = not self.synced.is_set()
         self.synced.set()
-        self.on_change(self.kind)
+        # A relist that finds what the cache held (a watch that keeps breaking, a 410 after a
+        # quiet spell) is no change: the operator is not woken to plan the same cluster again.
+        if first or changed:
+            self.on_change(self.kind)
 
     def _follow(self) -> None:
         # Every event as the server's JSON: no typed model is built (the client has none for

@@ -7,9 +7,10 @@ from kubernetes.config.config_exception import ConfigException
 
 from scheduler.errors import UserError
 
-# Five watches plus binds, status patches and events share one pool: urllib3's default of 4
-# connections would drop and reopen connections on every cycle.
-_POOL = 32
+# A dozen watches, 16 binds in flight (operators.kube.apply.PARALLEL), the Event senders, the
+# lease and status patches share one pool: urllib3's default of 4 connections would drop and
+# reopen connections on every cycle.
+_POOL = 48
 
 
 def connect(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:

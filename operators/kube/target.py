@@ -58,13 +58,15 @@ class Seen:
     ready: frozenset[str]  # pods Running with the Ready condition True
     gangs: dict[str, str]  # pod key -> its gang's name
     scalers: dict[str, Scaler] = field(default_factory=dict)  # surging pod -> its Deployment
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)  # pod key -> the pod as read
 
     @classmethod
     def of(cls, raw_pods: Collection[dict[str, Any]], scalers: Mapping[str, Scaler] = {}) -> Seen:
-        uids, owners, gangs = {}, {}, {}
+        uids, owners, gangs, by_key = {}, {}, {}, {}
         pending, ready = set(), set()
         for raw in raw_pods:
             key, md = pod_key(raw), raw["metadata"]
+            by_key[key] = raw
             uids[key] = str(md.get("uid") or "")
             owner = controller_uid(raw)
             if owner is not None:
@@ -76,7 +78,7 @@ class Seen:
                 pending.add(key)
             elif _ready(raw):
                 ready.add(key)
-        return cls(uids, owners, frozenset(pending), frozenset(ready), gangs, dict(scalers))
+        return cls(uids, owners, frozenset(pending), frozenset(ready), gangs, dict(scalers), by_key)
 
 
 @dataclass
@@ -207,6 +209,7 @@ class ApiTarget:
         self.reservation, self.checkpoints = reservation, checkpoints
         self.now, self.stamp = now, rfc3339()
         self.retry: set[int] = set()  # steps that did not begin: tried again next cycle
+        self.binds: list[list[Step]] = []  # groups to bind at the next flush
 
     def _leave(self, step: Step, event: str | None) -> None:
         """The pod leaves: asked to checkpoint first where it takes part, else evicted."""
@@ -286,15 +289,26 @@ class ApiTarget:
         return False  # under way until the replica is bound and runs
 
     def bind(self, steps: list[Step]) -> bool:
+        # Made at the flush, all of the round's at once: no step waits for a binding (they
+        # are the plan's last phase), so none begins before it is made.
         self.carried.steps[StepKind.BIND.value] += len(steps)
-        group = [Binding(pod=s.pod, node=s.node, gpu_indices=list(s.gpus)) for s in steps]
-        outcome = self.applier.bind_group(group, self.seen.uids)
-        self.carried.bound += outcome.bound
-        self.carried.failed.update(outcome.failed)
-        for s in steps:
-            if s.pod in outcome.bound:
-                self.carried.placed[s.pod] = (s.node, list(s.gpus))
+        self.binds.append(steps)
         return True
+
+    def flush(self) -> None:
+        """Make the bindings `bind` took, several at once."""
+        groups = [
+            [Binding(pod=s.pod, node=s.node, gpu_indices=list(s.gpus)) for s in steps]
+            for steps in self.binds
+        ]
+        outcomes = self.applier.bind_groups(groups, self.seen.uids, self.seen.raw)
+        for steps, outcome in zip(self.binds, outcomes, strict=True):
+            self.carried.bound += outcome.bound
+            self.carried.failed.update(outcome.failed)
+            for s in steps:
+                if s.pod in outcome.bound:
+                    self.carried.placed[s.pod] = (s.node, list(s.gpus))
+        self.binds = []
 
 
 def carry_out(
@@ -327,6 +341,7 @@ def carry_out(
     )
     target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
     run.advance(target)
+    target.flush()
     # What waits for evictions is held for later cycles, but not a binding (with its gang)
     # that waits for an eviction the server did not take after all: that room never frees.
     # A move's step that did not begin is tried again on the next cycle.
@@ -394,11 +409,13 @@ def resume(
     _place_replacements(reservation, seen, applier, carried)
     target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
     run.advance(target)
+    target.flush()
     _retry(run, target.retry)
     # Starts that just began: their replacements are usually there already (a controller
     # recreates a pod as soon as it is evicted), so they are bound in this same cycle.
     _place_replacements(reservation, seen, applier, carried)
     run.advance(target)
+    target.flush()
     _retry(run, target.retry)
     if len(run.finished) > finished:  # progress: the steps left get their time again
         reservation.until = max(reservation.until, now + reservation.patience)
@@ -433,10 +450,9 @@ def _place_replacements(
     for i, r in waiting.items():
         if not r.bound:
             units[run.steps[i].group or run.steps[i].pod].append(i)
-    for ids in units.values():
-        if any(waiting[i].pod is None for i in ids):
-            continue
-        group = [
+    ready = [ids for ids in units.values() if all(waiting[i].pod is not None for i in ids)]
+    groups = [
+        [
             Binding(
                 pod=waiting[i].pod,  # type: ignore[arg-type]
                 node=run.steps[i].node,
@@ -444,7 +460,10 @@ def _place_replacements(
             )
             for i in ids
         ]
-        outcome = applier.bind_group(group, seen.uids)
+        for ids in ready
+    ]
+    outcomes = applier.bind_groups(groups, seen.uids, seen.raw) if groups else []
+    for ids, group, outcome in zip(ready, groups, outcomes, strict=True):
         carried.bound += outcome.bound
         carried.failed.update(outcome.failed)
         if len(outcome.bound) != len(group):

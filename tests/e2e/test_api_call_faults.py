@@ -57,15 +57,11 @@ def test_five_percent_of_api_calls_failing(cluster: Cluster) -> None:
         assert problems(cluster, bound_names=names) == []
         assert op.alive()
         print(f"{proxy.requests} requests, faults {dict(proxy.faults)}: {proxy.faulted}")
-        # The faults were real, and some met the writes of binding (160 of them: all 160
-        # missed at 5% has odds of 3 in 10,000).
+        # The faults were real, and some met the Bindings themselves (80 of them, one a pod,
+        # the GPU indices in it, more with the tries again: all missed at 5% has odds under 2
+        # in 100).
         assert set(proxy.faults) == {"refused", "dropped", "lost"}
-        annotate = "PATCH /api/v1/namespaces/ml/pods/"  # the GPU indices, before the binding
-        binding = [
-            k
-            for k in proxy.faulted
-            if k.endswith("/binding") or (k.startswith(annotate) and not k.endswith("/status"))
-        ]
+        binding = [k for k in proxy.faulted if k.endswith("/binding")]
         print(f"faults on binding writes: {binding}")
         assert binding, proxy.faulted
     finally:

@@ -21,6 +21,7 @@ from kube import (
 from kubernetes import client
 
 from operators.kube.apply import Applier
+from operators.kube.convert import GPU_INDICES as GPUS
 from operators.kube.source import read_once
 from operators.kube.target import Seen, carry_out
 from scheduler.model import Binding, Eviction, Plan
@@ -147,6 +148,52 @@ def test_the_binder_checks_gpus_on_the_server_and_a_fenced_replica_writes_nothin
     assert "nominatedNodeName" not in pods["third"].get("status", {})
 
 
+def test_groups_bound_at_once_share_no_gpu_and_a_stale_cache_binds_nothing(
+    cluster: Cluster,
+) -> None:
+    """Lone pods are checked against the cache, not read again: what the cache no longer
+    knows, the Binding's own checks on the server catch (the UID, already bound)."""
+    one_node(cluster)
+    for name in ("p", "q", "r", "s", "t"):
+        cluster.pod(name, gpus=2)
+    seen = Seen.of(cluster.pods("ml"))  # the cache as it stays for this test
+    applier = Applier(cluster.api, dry_run=False)
+    groups = [
+        _plan([("p", "gpu-a1", [0, 1])], []).bindings,
+        _plan([("q", "gpu-a1", [1, 2])], []).bindings,  # GPU 1 is p's too
+        _plan([("r", "gpu-gone", [0, 1])], []).bindings,  # a node the cache still shows
+        _plan([("s", "gpu-a1", [6, 7])], []).bindings,
+    ]
+    outs = applier.bind_groups(groups, seen.uids, seen.raw)
+    assert [o.bound for o in outs] == [["ml/p"], [], [], ["ml/s"]]
+    assert "GPU 1 of gpu-a1 is already taken" in outs[1].failed["ml/q"]
+    assert "node gpu-gone is gone" in outs[2].failed["ml/r"]
+
+    # p is bound on the server, pending in the cache; t is deleted and made again.
+    cluster.core.delete_namespaced_pod("t", "ml", grace_period_seconds=0)
+    wait_until(lambda: "t" not in {p["metadata"]["name"] for p in cluster.pods("ml")}, 30, "t gone")
+    cluster.pod("t", gpus=2)
+    again = [
+        _plan([("p", "gpu-a1", [4, 5])], []).bindings,
+        _plan([("t", "gpu-a1", [2, 3])], []).bindings,
+    ]
+    outs = applier.bind_groups(again, seen.uids, seen.raw)
+    assert [o.bound for o in outs] == [[], []]
+    assert "already assigned" in outs[0].failed["ml/p"], outs[0].failed
+    assert "UID" in outs[1].failed["ml/t"], outs[1].failed
+
+    pods = {p["metadata"]["name"]: p for p in cluster.pods("ml")}
+    where = {n: (p["spec"].get("nodeName"), p["metadata"].get("annotations", {}).get(GPUS))
+             for n, p in pods.items()}  # fmt: skip
+    assert where == {
+        "p": ("gpu-a1", "0,1"),  # the annotation came with the Binding, and stays
+        "q": (None, None),
+        "r": (None, None),
+        "s": ("gpu-a1", "6,7"),
+        "t": (None, None),
+    }
+
+
 def test_a_member_deleted_before_its_bind_leaves_no_member_of_its_gang_bound(
     cluster: Cluster,
 ) -> None:
@@ -165,8 +212,10 @@ def test_a_member_deleted_before_its_bind_leaves_no_member_of_its_gang_bound(
             super()._bind(b, uid)
 
     group = _plan([("big-0", "gpu-a1", [0, 1]), ("big-1", "gpu-a1", [2, 3])], []).bindings
-    out = DeletedMeanwhile(cluster.api, dry_run=False).bind_group(group, conv.uids)
+    applier = DeletedMeanwhile(cluster.api, dry_run=False)
+    out = applier.bind_group(group, conv.uids)
     assert out.bound == [] and set(out.failed) == {"ml/big-0", "ml/big-1"}
+    applier.events.wait()  # Events go out in the background
 
     def no_member_bound():
         pods = cluster.pods("ml")

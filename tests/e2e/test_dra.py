@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,38 @@ def test_wattpack_allocates_claims_to_the_planned_gpus_and_never_a_degraded_one(
     assert _annotated(pods["sharer"]) == _annotated(pods["direct"])
     assert sorted(INDEX_OF[d] for d in seen) == [0, 1, 3]  # never the degraded GPU 2
     assert not _devices(claims["single"]) and not _devices(claims["every"])
+
+
+def test_an_idle_operator_does_not_plan_again_and_a_new_claim_comes_through_its_watch(
+    cluster: Cluster,
+) -> None:
+    # The resourceclaims watch once failed on every start with a client that has no
+    # V1ResourceClaim model; each failure relisted and woke the operator, so an idle one
+    # planned about once a second. With the timer at 600 s, every cycle here is a change seen.
+    _setup(cluster)
+    proc = cluster.start_operator("--interval=600")
+
+    def cycles() -> int:
+        return proc.log.read_text().count('"cycle_done"')
+
+    wait_until(cycles, 60, "the first cycle")
+    before = cycles()
+    time.sleep(10)  # idle: nothing changes in the cluster
+    idle = cycles() - before
+    # Changes that are real may still come: the PowerDomain status its first cycle wrote, and a
+    # status KWOK writes on each of the two nodes now and then. The broken watch made ten.
+    assert idle <= 3, proc.tail(40)
+    text = proc.log.read_text()
+    assert '"watch_' not in text, proc.tail(40)
+
+    _claim(cluster, "late")
+    _claim_pod(cluster, "late-pod", "late")
+    wait_until(lambda: bound(cluster.pods("ml")), 60, "the late claim's pod bound")
+    assert _devices(_claims(cluster)["late"])
+    listed = [
+        x for x in proc.log.read_text().splitlines() if '"listed"' in x and '"resourceclaims"' in x
+    ]
+    assert len(listed) == 1, listed  # the new claim came through the watch, not a relist
 
 
 def test_a_gang_whose_claim_cannot_be_allocated_is_not_bound_and_nothing_stays_written(

@@ -79,6 +79,17 @@ def _owned_by(cluster: Cluster, prefix: str) -> list[dict[str, Any]]:
     )
 
 
+def _once_told(cluster: Cluster, reason: str, count: int) -> list[dict[str, Any]]:
+    """The Events once `count` of `reason` are written: they go out in the background, after
+    the bindings they tell of."""
+
+    def told() -> list[dict[str, Any]] | None:
+        events = cluster.events("ml")
+        return events if len([e for e in events if e["reason"] == reason]) >= count else None
+
+    return wait_until(told, 30, f"{count} {reason} Events")
+
+
 def _live(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
 
@@ -162,7 +173,7 @@ def test_a_gang_that_fits_only_after_two_moves_is_bound_after_exactly_those_two(
     assert len(replacements) == 2
     assert sorted(_where(p) for p in replacements) == [("c", [2]), ("c", [3])]
     assert pods["fixed-0"]["spec"]["nodeName"] == "c" and pods["fixed-1"]["spec"]["nodeName"] == "c"
-    events = cluster.events("ml")
+    events = _once_told(cluster, "Moved", 2)
     moving = sorted(e["involvedObject"]["name"] for e in events if e["reason"] == "Moving")
     assert moving == sorted([first, second])
     moved = [e for e in events if e["reason"] == "Moved"]
@@ -359,7 +370,7 @@ def test_a_degraded_gpu_is_emptied_with_a_checkpoint_and_replicas_one_at_a_time(
     pods = _live(cluster.pods("ml"))
     gang_now = [p for p in pods if p["metadata"]["name"].startswith("g-")]
     assert len(gang_now) == 2 and all(p["spec"].get("nodeName") for p in gang_now)
-    events = cluster.events("ml")
+    events = _once_told(cluster, "Moved", 4)
     moving = sorted(e["involvedObject"]["name"] for e in events if e["reason"] == "Moving")
     assert moving == sorted([g0, g1, r0, r1])
     assert len([e for e in events if e["reason"] == "Moved"]) == 4
