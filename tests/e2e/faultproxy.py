@@ -6,7 +6,9 @@ Three faults, as a flaky network or an overloaded server gives them:
 - `dropped`: the connection closed without an answer (nothing done);
 - `lost`: sent to the server, which did it, and answered 500 (done, but the client cannot know).
 Watches are only refused or dropped: a stream has no single answer to lose. The seed pins the
-sequence of decisions, not which request meets which (the client's threads race).
+sequence of decisions, not which request meets which (the client's threads race); so that a run
+is sure to fault the writes that matter, `every` fails each n-th request of a path it names,
+whatever the draw.
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ class FaultProxy:
         seed: int,
         matching: Callable[[str, str], bool] = lambda method, path: True,
         kinds: tuple[str, ...] = ("refused", "dropped", "lost"),
+        every: tuple[str, int] | None = None,
     ) -> None:
         self.upstream_port, self.certs, self.rate = upstream_port, certs, rate
-        self.matching, self.kinds = matching, kinds
+        self.matching, self.kinds, self.every = matching, kinds, every
+        self._counted = 0  # requests whose path ends with every's suffix
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.faults: Counter[str] = Counter()  # fault -> how many
@@ -88,12 +92,19 @@ class FaultProxy:
             if not self.matching(method, path.partition("?")[0]):
                 return None
             r = self._rng.random()
-            if r >= self.rate:
-                return None
+            forced = False
+            if self.every is not None and path.partition("?")[0].endswith(self.every[0]):
+                self._counted += 1
+                forced = self._counted % self.every[1] == 0
             kinds = tuple(k for k in self.kinds if not (watching and k == "lost"))
             if not kinds:
                 return None
-            fault = kinds[int(r / self.rate * len(kinds))]
+            if r < self.rate:
+                fault = kinds[int(r / self.rate * len(kinds))]
+            elif forced:  # each kind in turn
+                fault = kinds[self._counted // self.every[1] % len(kinds)]  # type: ignore[index]
+            else:
+                return None
             self.faults[fault] += 1
             self.faulted[f"{method} {path.partition('?')[0]}"] += 1
             return fault

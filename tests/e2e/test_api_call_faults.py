@@ -32,7 +32,11 @@ def test_five_percent_of_api_calls_failing(cluster: Cluster) -> None:
         cluster.gpu_node(f"gpu-{n}", "rack")
     cluster.nodes_ready(NODES)
     cluster.namespace("ml")
-    proxy = FaultProxy(cluster.cp.api_port, cluster.cp.root / "certs", 0.05, SEED).start()
+    # Besides the seeded 5%, every 20th Binding fails: which requests the draw hits depends on
+    # the operator's threads, and the run must fault some Bindings, not only reads.
+    proxy = FaultProxy(
+        cluster.cp.api_port, cluster.cp.root / "certs", 0.05, SEED, every=("/binding", 20)
+    ).start()
     try:
         via = proxy.kubeconfig(cluster.cp.kubeconfig, cluster.cp.root / "via-proxy.kubeconfig")
         op = cluster.start_operator("--interval=2", f"--kubeconfig={via}")
