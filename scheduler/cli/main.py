@@ -25,7 +25,7 @@ from scheduler.cli.formats import (
     print_document,
     write_document,
 )
-from scheduler.cli.numbers import MAX_FRACTION, finite
+from scheduler.cli.numbers import finite, fraction
 from scheduler.cli.spinner import spinner
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot, PackingPolicy, Plan
@@ -278,43 +278,19 @@ def import_openb_command(
     ] = 8,
     budget_fraction: Annotated[
         float | None,
-        typer.Option(
-            metavar="F",
-            min=0,
-            max=MAX_FRACTION,
-            callback=finite,
-            help="Every domain's budget = F x the TDP of the GPUs below it. Omitted: no budgets.",
-        ),
+        fraction("Every domain's budget = F x the TDP of the GPUs below it. Omitted: no budgets."),
     ] = None,
     rack_budget_fraction: Annotated[
         float | None,
-        typer.Option(
-            metavar="F",
-            min=0,
-            max=MAX_FRACTION,
-            callback=finite,
-            help="Racks only (overrides --budget-fraction).",
-        ),
+        fraction("Racks only (overrides --budget-fraction)."),
     ] = None,
     row_budget_fraction: Annotated[
         float | None,
-        typer.Option(
-            metavar="F",
-            min=0,
-            max=MAX_FRACTION,
-            callback=finite,
-            help="Rows only (overrides --budget-fraction).",
-        ),
+        fraction("Rows only (overrides --budget-fraction)."),
     ] = None,
     facility_budget_fraction: Annotated[
         float | None,
-        typer.Option(
-            metavar="F",
-            min=0,
-            max=MAX_FRACTION,
-            callback=finite,
-            help="The facility only (overrides --budget-fraction).",
-        ),
+        fraction("The facility only (overrides --budget-fraction)."),
     ] = None,
     inventory_only: Annotated[
         bool, typer.Option("--inventory-only", help="Import the nodes alone, no pods.")

@@ -26,3 +26,8 @@ def finite(value: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
             raise typer.BadParameter(f"{v} is not a finite number")
     return value
+
+
+def fraction(help: str | None = None) -> Any:
+    """A budget fraction flag (F x nameplate): finite, 0 to MAX_FRACTION."""
+    return typer.Option(metavar="F", min=0, max=MAX_FRACTION, callback=finite, help=help)

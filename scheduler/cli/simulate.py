@@ -30,13 +30,13 @@ from scheduler.cli.formats import (
     write_document,
 )
 from scheduler.cli.numbers import (
-    MAX_FRACTION,
     MAX_HOURS,
     MAX_RATE,
     MAX_RUNS,
     MAX_SCALE,
     MAX_TARGET,
     finite,
+    fraction,
 )
 from scheduler.errors import UserError
 from scheduler.model import ClusterSnapshot
@@ -220,23 +220,11 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         resume_evicted: ResumeEvicted = False,
         facility_budget: Annotated[
             float | None,
-            typer.Option(
-                metavar="F",
-                min=0,
-                max=MAX_FRACTION,
-                callback=finite,
-                help="Facility budget = F x GPU nameplate (replaces it).",
-            ),
+            fraction("Facility budget = F x GPU nameplate (replaces it)."),
         ] = None,
         rack_budget: Annotated[
             float | None,
-            typer.Option(
-                metavar="F",
-                min=0,
-                max=MAX_FRACTION,
-                callback=finite,
-                help="Every leaf domain's budget = F x its nameplate.",
-            ),
+            fraction("Every leaf domain's budget = F x its nameplate."),
         ] = None,
         time_limit: Annotated[
             float,
@@ -504,23 +492,11 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
         ] = 8,
         facility_budget: Annotated[
             float | None,
-            typer.Option(
-                metavar="F",
-                min=0,
-                max=MAX_FRACTION,
-                callback=finite,
-                help="Facility budget = F x nameplate.",
-            ),
+            fraction("Facility budget = F x nameplate."),
         ] = None,
         rack_budget: Annotated[
             float | None,
-            typer.Option(
-                metavar="F",
-                min=0,
-                max=MAX_FRACTION,
-                callback=finite,
-                help="Rack budgets = F x nameplate.",
-            ),
+            fraction("Rack budgets = F x nameplate."),
         ] = None,
         name: Annotated[str, typer.Option(help="Cluster name.")] = "generated",
         out: Annotated[str | None, out_option()] = None,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from scheduler.cli import files, logs, render
 from scheduler.cli.formats import OutputFormat, output_option, print_document
-from scheduler.cli.numbers import MAX_FRACTION, MAX_RUNS, MAX_SCALE, finite
+from scheduler.cli.numbers import MAX_RUNS, MAX_SCALE, finite, fraction
 from scheduler.cli.simulate import (
     CheckpointSeconds,
     ResumeEvicted,
@@ -97,10 +97,10 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         facility_budget: Annotated[
-            float | None, typer.Option(metavar="F", min=0, max=MAX_FRACTION, callback=finite)
+            float | None, fraction("Facility budget = F x GPU nameplate (replaces it).")
         ] = None,
         rack_budget: Annotated[
-            float | None, typer.Option(metavar="F", min=0, max=MAX_FRACTION, callback=finite)
+            float | None, fraction("Every leaf domain's budget = F x its nameplate.")
         ] = None,
         gpus_per_node: Annotated[int, typer.Option(min=1, max=lim.MAX_GPUS_PER_NODE)] = 8,
         nodes_per_rack: Annotated[int, typer.Option(min=1, max=lim.MAX_NODES)] = 4,
