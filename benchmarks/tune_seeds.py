@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 import yaml
 
-from scheduler.cli.simulate import load_cluster
+from scheduler.cli.simulate import detect_format, load_cluster
 from scheduler.cli.tune import with_time_limit
 from scheduler.simulate import every_kth_node, with_budgets
 from scheduler.simulate.replay import ReplaySettings
@@ -60,7 +60,7 @@ def main() -> None:
         facility=args.facility_budget,
         leaf=None,
     )
-    kind = "openb" if "openb" in args.trace else "itp"
+    kind = detect_format(args.trace)  # as tune reads it: from the header, not the name
     _, held = split(list(read_trace(kind, args.trace)), args.holdout)
     settings = ReplaySettings(
         args.cycle_seconds,
