@@ -3,12 +3,19 @@
     python3 benchmarks/fgd_ceiling.py                 # seed 0, a 60 s re-plan
     python3 benchmarks/fgd_ceiling.py --seed 3 --time-limit 120
     python3 benchmarks/fgd_ceiling.py --any-run --seeds 5   # the bound on every run
+    python3 benchmarks/fgd_ceiling.py --any-run --placed-until 0.95  # on runs that place those
 
 --any-run bounds every scheduler at once: the pods that arrive up to 130% demand depend only
 on the seed (arrivals stop on requested milli-GPU, never on what was placed), and the protocol
 has no departures, so the end state of any run, with any moves, is a packing of a subset of
 those pods on the empty inventory. The planner's proven bound on placing all of them as one
 batch, all of equal worth per milli-GPU, bounds the allocation of every such packing.
+With --placed-until L the packings are those that hold every pod arriving up to demand L (a
+run that places every arrival while all fit, as wattpack's and best-fit's do up to 95%): those
+pods get priority 1000, so that the same arithmetic as the re-plan's ceiling below applies.
+It then also solves scheduler.solver.arc_flow's relaxation of the same question to optimality
+(each node type's GPUs one pool, packed share by share; CPU and memory summed a type): a
+tighter bound than the planner's, which is the configuration LP's.
 
 Runs the FGD protocol (openb default, 130% demand) with wattpack and moves off, as
 bench_defrag.py's first row, then re-plans the final state from scratch: every pod pending, the
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -38,6 +46,7 @@ from scheduler.simulate.carry_out import LedgerTarget, carry_out
 from scheduler.simulate.inflation import arrivals
 from scheduler.simulate.ledger import Ledger
 from scheduler.simulate.runners import make_runner
+from scheduler.solver.arc_flow import NodeType, PodType, packing_bound
 from scheduler.traces import read_openb, read_trace
 
 
@@ -47,13 +56,19 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=60.0, help="the re-plan's, seconds")
     ap.add_argument("--any-run", action="store_true", help="bound every run, not one state")
     ap.add_argument("--seeds", type=int, default=1, help="with --any-run: seeds 0..N-1")
+    ap.add_argument(
+        "--placed-until",
+        type=float,
+        default=0.0,
+        help="with --any-run: only runs that place every pod arriving up to this demand",
+    )
     args = ap.parse_args()
     configure(LogLevel("error"), LogFormat("console"))
     inventory = read_openb(OPENB / "openb_node_list_gpu_node.csv", "", pending=False)
     jobs = read_trace("openb", OPENB / "openb_pod_list_default.csv")
     if args.any_run:
         for seed in range(args.seeds):
-            any_run_bound(inventory, jobs, seed, args.time_limit)
+            any_run_bound(inventory, jobs, seed, args.time_limit, args.placed_until)
         return
     solver = {"timeLimitSeconds": TIME_LIMIT, "deterministic": True}
     policy = PackingPolicy.model_validate({"solver": solver, "moves": {"perCycle": 0}})
@@ -123,24 +138,62 @@ def largest_share_gaps(state, capacity: int) -> str:
     )
 
 
-def any_run_bound(inventory, jobs, seed: int, time_limit: float) -> None:
-    """The most any run of this seed can allocate at 130% demand, proven."""
+def any_run_bound(inventory, jobs, seed: int, time_limit: float, placed_until: float) -> None:
+    """The most any run of this seed can allocate at 130% demand, proven; with placed_until,
+    any run that holds every pod arriving up to that demand."""
     capacity = sum(n.gpus * 1000 for n in inventory.nodes)
     pods, arrived, stream = [], 0, arrivals(jobs, seed)
     while arrived < 1.3 * capacity:
         job = next(stream)
+        held = 1000 if arrived < placed_until * capacity else 0
         arrived += job.milli
-        pods.extend(p.model_copy(update={"priority": 0}) for p in job.pods)
+        pods.extend(p.model_copy(update={"priority": held}) for p in job.pods)
     policy = PackingPolicy.model_validate({"solver": {"timeLimitSeconds": time_limit, "seed": 0}})
     out = plan(inventory.model_copy(update={"pods": pods}), policy)
     per_milli = policy.kind_weights.training * policy.priority_base
-    assert all(pod_value(p, policy) == p.milli_total * per_milli for p in pods if p.gpus)
+    optional = [p for p in pods if p.gpus and not p.priority]
+    assert all(pod_value(p, policy) == p.milli_total * per_milli for p in optional)
+    held = [p for p in pods if p.priority]
+    v_held = sum(pod_value(p, policy) for p in held)
+    held_milli = sum(p.milli_total for p in held)
+    most = held_milli + max(0.0, out.summary.bound - v_held) / per_milli
+    placed = {b.pod for b in out.bindings}
+    which = f", holding the {len(held)} arriving up to {placed_until:.0%}" if held else ""
     print(
-        f"seed {seed}: {len(pods)} pods arrived ({arrived / capacity:.2%} of the GPUs); "
-        f"one batch planned {out.summary.gpu_allocation:.2%}; "
-        f"no run can pass {out.summary.bound / per_milli / capacity:.2%}",
+        f"seed {seed}: {len(pods)} pods arrived ({arrived / capacity:.2%} of the GPUs){which}; "
+        f"one batch planned {out.summary.gpu_allocation:.2%} "
+        f"({sum(p.key in placed for p in held)} of those held); "
+        f"no such run can pass {most / capacity:.2%}",
         flush=True,
     )
+    relaxed = packing_bound(node_types(inventory), pod_types(pods), time_limit=time_limit)
+    print(
+        f"seed {seed}: the arc-flow relaxation {'solved' if relaxed.optimal else 'bounded'}: "
+        f"a relaxed packing holds {relaxed.best_milli / capacity:.3%}, "
+        f"and no such run can pass {relaxed.bound_milli / capacity:.3%} "
+        f"({relaxed.capacity_milli - relaxed.bound_milli} milli must stay free)",
+        flush=True,
+    )
+
+
+def node_types(inventory) -> list[NodeType]:
+    kinds = Counter((n.gpus, n.cpu_milli, n.memory_mi_b, n.gpu_model) for n in inventory.nodes)
+    return [NodeType(g, c, m, count, model) for (g, c, m, model), count in kinds.items()]
+
+
+def pod_types(pods) -> list[PodType]:
+    kinds = Counter(
+        (p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mi_b, tuple(p.gpu_models), p.priority > 0)
+        for p in pods
+    )
+    merged: dict[tuple, list[int]] = {}
+    for (*shape, held), count in kinds.items():
+        counts = merged.setdefault(tuple(shape), [0, 0])
+        counts[0] += count if held else 0
+        counts[1] += count
+    return [
+        PodType(g, m, c, mem, h, a, models) for (g, m, c, mem, models), (h, a) in merged.items()
+    ]
 
 
 if __name__ == "__main__":
