@@ -20,7 +20,7 @@ from operators.kubelet import DEFAULT_SOCKET as DEFAULT_POD_RESOURCES_SOCKET
 from operators.operator import command as _operator_commands  # noqa: F401  (registers operator, export)
 from scheduler.cli import documents, files, render
 from scheduler.cli.formats import OutputFormat, output_option, print_document
-from scheduler.cli.main import Problems, app
+from scheduler.cli.main import Problems, app, stop_like_ctrl_c
 from scheduler.cli.numbers import finite
 from scheduler.errors import UserError
 from scheduler.model.limits import MAX_SECONDS
@@ -291,6 +291,7 @@ def _print(round_: AgentRound, output: OutputFormat) -> None:
 
 def run() -> None:
     """Console-script entry point."""
+    stop_like_ctrl_c()
     app(prog_name="wattpack")
 
 

@@ -4,7 +4,10 @@ never chosen. Two workers on a real PostgreSQL server: tests/test_tune_postgres.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import sqlite3
 from pathlib import Path
 
@@ -152,3 +155,78 @@ def test_replay_assumptions_reach_every_trial(tmp_path: Path) -> None:
     r = _tune(tmp_path / "both", "--trials", "1", "--time-limit", "1")
     assert r.returncode == 2 and "--time-limit" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigterm_stops_the_workers_too(tmp_path: Path) -> None:
+    """A terminated `tune --jobs 2` (a Job's pod deleted, a `timeout`) ends with code 130 and
+    leaves no worker replaying on."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "tune", "--trace", TRACE, "--cluster",
+         CLUSTER, "--space", SPACE, "--out", str(tmp_path), "--no-progress", "--trials", "500",
+         "--jobs", "2"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            # The spawn context also starts a resource tracker: the workers are the others.
+            workers = [c for c in _children(proc.pid) if "resource_tracker" not in _cmdline(c)]
+            time.sleep(0.2)
+        assert len(workers) == 2, proc.stderr.read() if proc.poll() is not None else workers
+        db = tmp_path / "study.db"
+        while time.monotonic() < deadline and not _finished_trials(db):
+            time.sleep(0.5)  # let the workers get into their replays
+        proc.terminate()
+        # Workers left running would hold the output pipes open: this would time out.
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err
+        time.sleep(1.0)
+        assert not [w for w in workers if _running(w)], "workers still running after SIGTERM"
+    finally:
+        for pid in [proc.pid, *workers]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _finished_trials(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return int(
+                conn.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+            )
+    except sqlite3.Error:
+        return 0

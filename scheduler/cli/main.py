@@ -5,6 +5,7 @@ exceeded a power budget), 2 bad input."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from enum import StrEnum
 from importlib import metadata
@@ -35,6 +36,10 @@ from scheduler.tune.space import TuningSpace
 log = structlog.get_logger("wattpack.cli")
 
 
+# The shell's code for a command ended by SIGINT; SIGTERM gets the same (README, Exit codes).
+INTERRUPTED = 130
+
+
 class Problems(Exception):
     """The command ran, and its result has problems (exit 1)."""
 
@@ -49,7 +54,8 @@ class _ExitCodes(TyperGroup):
         try:
             code = super().main(*args, **kwargs)
         except typer.Abort:
-            sys.exit(1)
+            # Ctrl-C, or SIGTERM (see run): the command was stopped, not failed.
+            sys.exit(INTERRUPTED)
         except Exception as e:
             # Click's usage errors (typer vendors its own click): exit code 2, a message.
             if getattr(e, "exit_code", None) != 2 or not hasattr(e, "format_message"):
@@ -324,8 +330,16 @@ simulate_commands.register(app, Problems)
 tune_commands.register(app)
 
 
+def stop_like_ctrl_c() -> None:
+    """SIGTERM stops a command as Ctrl-C does, so that its cleanup runs: `tune --jobs` then
+    stops its worker processes rather than leaving them running. The long-running operator and
+    agent put their own handlers in its place."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def run() -> None:
     """Console-script entry point."""
+    stop_like_ctrl_c()
     app(prog_name="wattpack")
 
 
