@@ -156,3 +156,70 @@ def test_leader_killed_mid_gang_leaves_no_partial_gang_and_no_gpu_twice(cluster:
     )
     assert max(gpus.values()) == 1 and len(gpus) == 16
     assert lease_holder(cluster) not in (None, leader)
+
+
+def test_api_server_down_past_the_lease_leaves_one_working_election(cluster: Cluster) -> None:
+    """The API server is down for twice the lease with two replicas electing. The Kubernetes
+    client's elector let a refused connection end its thread: a leader then renewed no more
+    while it went on binding, and a standby never took over while its probes said healthy.
+    Now the leader, unable to renew, stops and exits (restarted here as Kubernetes would), the
+    standby keeps electing through the outage; afterwards pods bind, a killed leader's standby
+    takes over, and nothing is bound twice."""
+    _setup(cluster, 4)
+    args = ("--leader-elect", f"--lease-seconds={LEASE_SECONDS}", "--interval=2")
+    procs = {
+        ident: cluster.start_operator(*args, f"--identity={ident}", name=ident)
+        for ident in ("op-a", "op-b")
+    }
+    exits: list[tuple[str, int | None]] = []
+
+    def restart_exited() -> None:
+        # restartPolicy: Always, as the Deployment has it.
+        for ident, proc in procs.items():
+            if not proc.alive():
+                exits.append((ident, proc.popen.returncode if proc.popen else None))
+                procs[ident] = cluster.start_operator(*args, f"--identity={ident}", name=ident)
+
+    first = wait_until(lambda: lease_holder(cluster), 60, "a leader")
+    for i in range(4):
+        cluster.pod(f"before-{i}", gpus=1)
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 4, 60, "pods bound before the outage")
+
+    cluster.cp.restart_apiserver(down_seconds=2 * LEASE_SECONDS)
+    for i in range(4):
+        cluster.pod(f"after-{i}", gpus=2)
+
+    def after_bound() -> bool:
+        restart_exited()
+        return len(bound(cluster.pods("ml"))) == 8
+
+    wait_until(after_bound, 90, "pods bound after the outage")
+    # Both replicas must still be electing: the leader's standby takes over when it dies.
+    leader = wait_until(lambda: lease_holder(cluster), 30, "a leader after the outage")
+    time.sleep(LEASE_SECONDS)  # let a replica whose election just ended exit first
+    restart_exited()
+    procs[leader].stop(signal.SIGKILL)
+    other = "op-b" if leader == "op-a" else "op-a"
+    wait_until(lambda: lease_holder(cluster) == other, LEASE_SECONDS + 20, f"{other} to lead")
+    for i in range(4):
+        cluster.pod(f"last-{i}", gpus=1)
+    wait_until(lambda: len(bound(cluster.pods("ml"))) == 12, 60, "pods bound by the new leader")
+
+    lines = [
+        line
+        for ident in ("op-a", "op-b")
+        for line in _bound_lines((cluster.cp.root / f"{ident}.log").read_text())
+    ]
+    twice = [p for p, n in Counter(lines).items() if n > 1]
+    assert not twice, f"bound twice: {twice}"
+    gpus = Counter(
+        (p["spec"]["nodeName"], i)
+        for p in cluster.pods("ml")
+        for i in p["metadata"]["annotations"]["wattpack.io/gpu-indices"].split(",")
+    )
+    assert max(gpus.values()) == 1
+    # Only the leader left, on purpose (it could not renew), never with a traceback.
+    assert exits in ([], [(first, 1)]), exits
+    for ident in ("op-a", "op-b"):
+        assert "Traceback" not in (cluster.cp.root / f"{ident}.log").read_text()
+    print(f"replicas restarted after the outage: {exits}")
