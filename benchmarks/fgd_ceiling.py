@@ -10,12 +10,13 @@ on the seed (arrivals stop on requested milli-GPU, never on what was placed), an
 has no departures, so the end state of any run, with any moves, is a packing of a subset of
 those pods on the empty inventory. The planner's proven bound on placing all of them as one
 batch, all of equal worth per milli-GPU, bounds the allocation of every such packing.
-With --placed-until L the packings are those that hold every pod arriving up to demand L (a
-run that places every arrival while all fit, as wattpack's and best-fit's do up to 95%): those
-pods get priority 1000, so that the same arithmetic as the re-plan's ceiling below applies.
-It then also solves scheduler.solver.arc_flow's relaxation of the same question to optimality
-(each node type's GPUs one pool, packed share by share; CPU and memory summed a type): a
-tighter bound than the planner's, which is the configuration LP's.
+With --placed-until L the packings are those that hold every GPU pod arriving up to demand L
+(the runs that place every arrival while all fit, as wattpack's do up to 95%): the bound is
+then scheduler.solver.arc_flow's, a relaxation (each node type's GPUs one pool, packed share
+by share; CPU and memory summed a type) solved by CP-SAT with those pods held; it is tighter
+than the planner's, which is the configuration LP's. It also runs wattpack as bench_defrag.py
+does (moves on) up to L and prints the milli-GPU it holds there, which equals theirs when it
+holds them all.
 
 Runs the FGD protocol (openb default, 130% demand) with wattpack and moves off, as
 bench_defrag.py's first row, then re-plans the final state from scratch: every pod pending, the
@@ -35,13 +36,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_defrag import POLICIES
 from bench_simulate import OPENB, TIME_LIMIT
 
 from scheduler.cli.logs import LogFormat, LogLevel, configure
 from scheduler.fit.value import pod_value
 from scheduler.model import PackingPolicy
 from scheduler.planner import plan
-from scheduler.simulate import InflationSettings
+from scheduler.simulate import InflationSettings, simulate
 from scheduler.simulate.carry_out import LedgerTarget, carry_out
 from scheduler.simulate.inflation import arrivals
 from scheduler.simulate.ledger import Ledger
@@ -49,13 +51,17 @@ from scheduler.simulate.runners import make_runner
 from scheduler.solver.arc_flow import NodeType, PodType, packing_bound
 from scheduler.traces import read_openb, read_trace
 
+DEFRAG_ON = POLICIES["defrag on (2% of running pods a step)"]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-limit", type=float, default=60.0, help="the re-plan's, seconds")
     ap.add_argument("--any-run", action="store_true", help="bound every run, not one state")
-    ap.add_argument("--seeds", type=int, default=1, help="with --any-run: seeds 0..N-1")
+    ap.add_argument(
+        "--seeds", type=int, default=1, help="with --any-run: this many seeds from --seed"
+    )
     ap.add_argument(
         "--placed-until",
         type=float,
@@ -67,7 +73,7 @@ def main() -> None:
     inventory = read_openb(OPENB / "openb_node_list_gpu_node.csv", "", pending=False)
     jobs = read_trace("openb", OPENB / "openb_pod_list_default.csv")
     if args.any_run:
-        for seed in range(args.seeds):
+        for seed in range(args.seed, args.seed + args.seeds):
             any_run_bound(inventory, jobs, seed, args.time_limit, args.placed_until)
         return
     solver = {"timeLimitSeconds": TIME_LIMIT, "deterministic": True}
@@ -140,38 +146,51 @@ def largest_share_gaps(state, capacity: int) -> str:
 
 def any_run_bound(inventory, jobs, seed: int, time_limit: float, placed_until: float) -> None:
     """The most any run of this seed can allocate at 130% demand, proven; with placed_until,
-    any run that holds every pod arriving up to that demand."""
+    any run that holds every GPU pod arriving up to that demand."""
     capacity = sum(n.gpus * 1000 for n in inventory.nodes)
     pods, arrived, stream = [], 0, arrivals(jobs, seed)
     while arrived < 1.3 * capacity:
         job = next(stream)
-        held = 1000 if arrived < placed_until * capacity else 0
+        early = arrived < placed_until * capacity
         arrived += job.milli
-        pods.extend(p.model_copy(update={"priority": held}) for p in job.pods)
+        pods.extend(
+            p.model_copy(update={"priority": 1000 * (early and p.gpus > 0)}) for p in job.pods
+        )
+    if placed_until:
+        held_bound(inventory, jobs, seed, pods, capacity, time_limit, placed_until)
+        return
     policy = PackingPolicy.model_validate({"solver": {"timeLimitSeconds": time_limit, "seed": 0}})
     out = plan(inventory.model_copy(update={"pods": pods}), policy)
     per_milli = policy.kind_weights.training * policy.priority_base
-    optional = [p for p in pods if p.gpus and not p.priority]
-    assert all(pod_value(p, policy) == p.milli_total * per_milli for p in optional)
-    held = [p for p in pods if p.priority]
-    v_held = sum(pod_value(p, policy) for p in held)
-    held_milli = sum(p.milli_total for p in held)
-    most = held_milli + max(0.0, out.summary.bound - v_held) / per_milli
-    placed = {b.pod for b in out.bindings}
-    which = f", holding the {len(held)} arriving up to {placed_until:.0%}" if held else ""
+    assert all(pod_value(p, policy) == p.milli_total * per_milli for p in pods if p.gpus)
     print(
-        f"seed {seed}: {len(pods)} pods arrived ({arrived / capacity:.2%} of the GPUs){which}; "
-        f"one batch planned {out.summary.gpu_allocation:.2%} "
-        f"({sum(p.key in placed for p in held)} of those held); "
-        f"no such run can pass {most / capacity:.2%}",
+        f"seed {seed}: {len(pods)} pods arrived ({arrived / capacity:.2%} of the GPUs); "
+        f"one batch planned {out.summary.gpu_allocation:.2%}; "
+        f"no run can pass {out.summary.bound / per_milli / capacity:.2%}",
         flush=True,
     )
+
+
+def held_bound(inventory, jobs, seed, pods, capacity, time_limit, placed_until) -> None:
+    """The arc-flow bound for the runs that hold the early GPU pods, and whether wattpack's run
+    (bench_defrag's, moves on) is one of them: its allocation at that level is all they ask."""
+    held = [p for p in pods if p.priority]
+    held_milli = sum(p.milli_total for p in held)
+    policy = PackingPolicy.model_validate(
+        {"solver": {"timeLimitSeconds": TIME_LIMIT}, "moves": DEFRAG_ON}
+    )
+    settings = InflationSettings((seed,), placed_until, 0.05)
+    report = simulate(inventory, jobs, ["wattpack"], policy, trace="openb", protocol="fgd",
+                      inflation_settings=settings)  # fmt: skip
+    reached = round(report.curves[0].milli[0][-1] * capacity)
     relaxed = packing_bound(node_types(inventory), pod_types(pods), time_limit=time_limit)
     print(
-        f"seed {seed}: the arc-flow relaxation {'solved' if relaxed.optimal else 'bounded'}: "
-        f"a relaxed packing holds {relaxed.best_milli / capacity:.3%}, "
-        f"and no such run can pass {relaxed.bound_milli / capacity:.3%} "
-        f"({relaxed.capacity_milli - relaxed.bound_milli} milli must stay free)",
+        f"seed {seed}: {len(held)} GPU pods arrive up to {placed_until:.0%} demand "
+        f"({held_milli} milli); wattpack (moves on) holds {reached} milli of them there. "
+        f"Arc-flow relaxation {'solved' if relaxed.optimal else 'bounded'}: a relaxed packing "
+        f"holds {relaxed.best_milli / capacity:.3%}, no run that holds them can pass "
+        f"{relaxed.bound_milli / capacity:.3%} ({relaxed.capacity_milli - relaxed.bound_milli} "
+        "milli stay free)",
         flush=True,
     )
 

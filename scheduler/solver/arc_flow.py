@@ -104,6 +104,8 @@ def packing_bound(
     workers: int = 1,
     seed: int = 0,
 ) -> PackingBound:
+    if any(p.gpu_milli < GPU_MILLI and p.gpus != 1 for p in pods):
+        raise ValueError("a share (gpu_milli below 1000) is of one GPU, as in a snapshot")
     capacity = sum(n.gpus * n.count * GPU_MILLI for n in nodes)
     gpu_pods = [p for p in pods if p.gpus]
     sizes = sorted({p.gpu_milli for p in gpu_pods})
