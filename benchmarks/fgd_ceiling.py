@@ -3,7 +3,8 @@
     python3 benchmarks/fgd_ceiling.py                 # seed 0, a 60 s re-plan
     python3 benchmarks/fgd_ceiling.py --seed 3 --time-limit 120
     python3 benchmarks/fgd_ceiling.py --any-run --seeds 5   # the bound on every run
-    python3 benchmarks/fgd_ceiling.py --any-run --placed-until 0.95  # on runs that place those
+    python3 benchmarks/fgd_ceiling.py --any-run --placed-until 0.95 --seeds 5 --time-limit 300
+        # the runs that hold every GPU pod arriving up to 95% (about 25 minutes)
 
 --any-run bounds every scheduler at once: the pods that arrive up to 130% demand depend only
 on the seed (arrivals stop on requested milli-GPU, never on what was placed), and the protocol
@@ -11,7 +12,10 @@ has no departures, so the end state of any run, with any moves, is a packing of 
 those pods on the empty inventory. The planner's proven bound on placing all of them as one
 batch, all of equal worth per milli-GPU, bounds the allocation of every such packing.
 With --placed-until L the packings are those that hold every GPU pod arriving up to demand L
-(the runs that place every arrival while all fit, as wattpack's do up to 95%): the bound is
+(the runs that place every arrival while all fit, as wattpack's do up to 95%). A pod once
+placed stays: no departures, no evictions (the protocol plans without preemption and stops on
+any), and a move keeps the pod. So
+such a run still holds them at 130%, and the bound is
 then scheduler.solver.arc_flow's, a relaxation (each node type's GPUs one pool, packed share
 by share; CPU and memory summed a type) solved by CP-SAT with those pods held; it is tighter
 than the planner's, which is the configuration LP's. It also runs wattpack as bench_defrag.py
