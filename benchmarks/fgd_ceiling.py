@@ -14,13 +14,12 @@ batch, all of equal worth per milli-GPU, bounds the allocation of every such pac
 With --placed-until L the packings are those that hold every GPU pod arriving up to demand L
 (the runs that place every arrival while all fit, as wattpack's do up to 95%). A pod once
 placed stays: no departures, no evictions (the protocol plans without preemption and stops on
-any), and a move keeps the pod. So
-such a run still holds them at 130%, and the bound is
-then scheduler.solver.arc_flow's, a relaxation (each node type's GPUs one pool, packed share
-by share; CPU and memory summed a type) solved by CP-SAT with those pods held; it is tighter
-than the planner's, which is the configuration LP's. It also runs wattpack as bench_defrag.py
-does (moves on) up to L and prints the milli-GPU it holds there, which equals theirs when it
-holds them all.
+any), and a move keeps the pod. So such a run still holds them at 130%, and the bound is then
+scheduler.solver.arc_flow's, a relaxation (each node type's GPUs one pool, packed share by
+share; CPU and memory summed a type) solved by CP-SAT with those pods held; it is tighter than
+the planner's, which is the configuration LP's. It also runs wattpack as bench_defrag.py does
+(moves on) up to L and prints the milli-GPU it holds there, which equals theirs when it holds
+them all.
 
 Runs the FGD protocol (openb default, 130% demand) with wattpack and moves off, as
 bench_defrag.py's first row, then re-plans the final state from scratch: every pod pending, the
