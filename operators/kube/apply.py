@@ -371,15 +371,13 @@ class Applier:
             if not _transient(e) or attempt == _BIND_TRIES - 1:
                 return _UNKNOWN
             time.sleep(_BIND_BACKOFF * (attempt + 1))
-        md, node = pod["metadata"], pod.get("spec", {}).get("nodeName")
-        if uid and md.get("uid") != uid:
-            return _LOST
-        if node == b.node and gpus_held(pod).keys() == set(b.gpu_indices):
+        same = not uid or pod["metadata"].get("uid") == uid
+        node = pod.get("spec", {}).get("nodeName")
+        if same and node == b.node and gpus_held(pod).keys() == set(b.gpu_indices):
             log.info("bound", pod=b.pod, node=b.node, gpus=b.gpu_indices, read_back=True)
             return _BOUND
-        if node or md.get("deletionTimestamp"):
-            return _LOST
-        return _PENDING
+        # Replaced, being deleted or bound elsewhere: the same reasons the checks refuse a pod.
+        return _LOST if _unbindable(pod, uid) else _PENDING
 
     def _bind(self, b: Binding, uid: str) -> None:
         ns, name = _split(b.pod)

@@ -295,6 +295,11 @@ class ApiTarget:
         self.binds.append(steps)
         return True
 
+    def advance(self, run: Execution) -> None:
+        """Begin what can begin of `run`, then make the bindings that took."""
+        run.advance(self)
+        self.flush()
+
     def flush(self) -> None:
         """Make the bindings `bind` took, several at once."""
         groups = [
@@ -340,8 +345,7 @@ def carry_out(
         checkpoint_seconds=policy.checkpoint_timeout_seconds,
     )
     target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
-    run.advance(target)
-    target.flush()
+    target.advance(run)
     # What waits for evictions is held for later cycles, but not a binding (with its gang)
     # that waits for an eviction the server did not take after all: that room never frees.
     # A move's step that did not begin is tried again on the next cycle.
@@ -408,14 +412,12 @@ def resume(
             run.done(step_id)
     _place_replacements(reservation, seen, applier, carried)
     target = ApiTarget(applier, seen, carried, reservation, checkpoints, now)
-    run.advance(target)
-    target.flush()
+    target.advance(run)
     _retry(run, target.retry)
     # Starts that just began: their replacements are usually there already (a controller
     # recreates a pod as soon as it is evicted), so they are bound in this same cycle.
     _place_replacements(reservation, seen, applier, carried)
-    run.advance(target)
-    target.flush()
+    target.advance(run)
     _retry(run, target.retry)
     if len(run.finished) > finished:  # progress: the steps left get their time again
         reservation.until = max(reservation.until, now + reservation.patience)
