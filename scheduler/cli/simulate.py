@@ -83,6 +83,11 @@ CheckpointSeconds = Annotated[
         "since its last checkpoint (default: it restarts from the beginning).",
     ),
 ]
+# The replay's budgets: simulate and tune take the same.
+FacilityBudget = Annotated[
+    float | None, fraction("Facility budget = F x GPU nameplate (replaces it).")
+]
+RackBudget = Annotated[float | None, fraction("Every leaf domain's budget = F x its nameplate.")]
 
 
 def detect_format(path: str) -> str:
@@ -218,14 +223,8 @@ def register(app: typer.Typer, problems: type[Exception]) -> None:
             ),
         ] = None,
         resume_evicted: ResumeEvicted = False,
-        facility_budget: Annotated[
-            float | None,
-            fraction("Facility budget = F x GPU nameplate (replaces it)."),
-        ] = None,
-        rack_budget: Annotated[
-            float | None,
-            fraction("Every leaf domain's budget = F x its nameplate."),
-        ] = None,
+        facility_budget: FacilityBudget = None,
+        rack_budget: RackBudget = None,
         time_limit: Annotated[
             float,
             typer.Option(

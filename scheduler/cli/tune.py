@@ -12,9 +12,11 @@ from rich.table import Table
 
 from scheduler.cli import files, logs, render
 from scheduler.cli.formats import OutputFormat, output_option, print_document
-from scheduler.cli.numbers import MAX_RUNS, MAX_SCALE, finite, fraction
+from scheduler.cli.numbers import MAX_RUNS, MAX_SCALE, finite
 from scheduler.cli.simulate import (
     CheckpointSeconds,
+    FacilityBudget,
+    RackBudget,
     ResumeEvicted,
     TraceFormat,
     console_progress,
@@ -96,12 +98,8 @@ def register(app: typer.Typer) -> None:
                 "Default: each policy's timeLimitSeconds.",
             ),
         ] = None,
-        facility_budget: Annotated[
-            float | None, fraction("Facility budget = F x GPU nameplate (replaces it).")
-        ] = None,
-        rack_budget: Annotated[
-            float | None, fraction("Every leaf domain's budget = F x its nameplate.")
-        ] = None,
+        facility_budget: FacilityBudget = None,
+        rack_budget: RackBudget = None,
         gpus_per_node: Annotated[int, typer.Option(min=1, max=lim.MAX_GPUS_PER_NODE)] = 8,
         nodes_per_rack: Annotated[int, typer.Option(min=1, max=lim.MAX_NODES)] = 4,
         node_step: Annotated[
