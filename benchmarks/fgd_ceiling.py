@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 if __package__ in (None, ""):
@@ -151,16 +151,15 @@ def any_run_bound(inventory, jobs, seed: int, time_limit: float, placed_until: f
     """The most any run of this seed can allocate at 130% demand, proven; with placed_until,
     any run that holds every GPU pod arriving up to that demand."""
     capacity = sum(n.gpus * 1000 for n in inventory.nodes)
-    pods, arrived, stream = [], 0, arrivals(jobs, seed)
+    pods, held, arrived, stream = [], set(), 0, arrivals(jobs, seed)
     while arrived < 1.3 * capacity:
         job = next(stream)
-        early = arrived < placed_until * capacity
+        if arrived < placed_until * capacity:
+            held.update(p.key for p in job.pods if p.gpus)
         arrived += job.milli
-        pods.extend(
-            p.model_copy(update={"priority": 1000 * (early and p.gpus > 0)}) for p in job.pods
-        )
+        pods.extend(p.model_copy(update={"priority": 0}) for p in job.pods)
     if placed_until:
-        held_bound(inventory, jobs, seed, pods, capacity, time_limit, placed_until)
+        held_bound(inventory, jobs, seed, pods, held, capacity, time_limit, placed_until)
         return
     policy = PackingPolicy.model_validate({"solver": {"timeLimitSeconds": time_limit, "seed": 0}})
     out = plan(inventory.model_copy(update={"pods": pods}), policy)
@@ -174,11 +173,11 @@ def any_run_bound(inventory, jobs, seed: int, time_limit: float, placed_until: f
     )
 
 
-def held_bound(inventory, jobs, seed, pods, capacity, time_limit, placed_until) -> None:
-    """The arc-flow bound for the runs that hold the early GPU pods, and whether wattpack's run
-    (bench_defrag's, moves on) is one of them: its allocation at that level is all they ask."""
-    held = [p for p in pods if p.priority]
-    held_milli = sum(p.milli_total for p in held)
+def held_bound(inventory, jobs, seed, pods, held, capacity, time_limit, placed_until) -> None:
+    """The arc-flow bound for the runs that hold the early GPU pods (`held`, their keys), and
+    whether wattpack's run (bench_defrag's, moves on) is one of them: its allocation at that
+    level is all they ask."""
+    held_milli = sum(p.milli_total for p in pods if p.key in held)
     policy = PackingPolicy.model_validate(
         {"solver": {"timeLimitSeconds": TIME_LIMIT}, "moves": DEFRAG_ON}
     )
@@ -186,7 +185,7 @@ def held_bound(inventory, jobs, seed, pods, capacity, time_limit, placed_until) 
     report = simulate(inventory, jobs, ["wattpack"], policy, trace="openb", protocol="fgd",
                       inflation_settings=settings)  # fmt: skip
     reached = round(report.curves[0].milli[0][-1] * capacity)
-    relaxed = packing_bound(node_types(inventory), pod_types(pods), time_limit=time_limit)
+    relaxed = packing_bound(node_types(inventory), pod_types(pods, held), time_limit=time_limit)
     print(
         f"seed {seed}: {len(held)} GPU pods arrive up to {placed_until:.0%} demand "
         f"({held_milli} milli); wattpack (moves on) holds {reached} milli of them there. "
@@ -203,18 +202,14 @@ def node_types(inventory) -> list[NodeType]:
     return [NodeType(g, c, m, count, model) for (g, c, m, model), count in kinds.items()]
 
 
-def pod_types(pods) -> list[PodType]:
-    kinds = Counter(
-        (p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mi_b, tuple(p.gpu_models), p.priority > 0)
-        for p in pods
-    )
-    merged: dict[tuple, list[int]] = {}
-    for (*shape, held), count in kinds.items():
-        counts = merged.setdefault(tuple(shape), [0, 0])
-        counts[0] += count if held else 0
-        counts[1] += count
+def pod_types(pods, held: set[str]) -> list[PodType]:
+    counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # shape -> held, arrived
+    for p in pods:
+        shape = (p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mi_b, tuple(p.gpu_models))
+        counts[shape][0] += p.key in held
+        counts[shape][1] += 1
     return [
-        PodType(g, m, c, mem, h, a, models) for (g, m, c, mem, models), (h, a) in merged.items()
+        PodType(g, m, c, mem, h, a, models) for (g, m, c, mem, models), (h, a) in counts.items()
     ]
 
 

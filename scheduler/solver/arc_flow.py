@@ -67,9 +67,9 @@ def _gpu_paths(
     """Arc-flow over one pool of `gpus` GPUs: how many shares of each size they hold."""
     step = math.gcd(GPU_MILLI, *sizes)
     top = GPU_MILLI // step
-    arcs: dict[tuple[int, int], cp_model.IntVar] = {}
     into: dict[int, list[cp_model.IntVar]] = defaultdict(list)
     out: dict[int, list[cp_model.IntVar]] = defaultdict(list)
+    of_size: dict[int, list[cp_model.IntVar]] = defaultdict(list)
     reached = {0}
     for at in range(top + 1):
         if at not in reached:
@@ -79,9 +79,9 @@ def _gpu_paths(
             if to > top:
                 continue
             arc = model.new_int_var(0, gpus * (GPU_MILLI // size), f"a{at}_{size}")
-            arcs[(at, size)] = arc
             out[at].append(arc)
             into[to].append(arc)
+            of_size[size].append(arc)
             reached.add(to)
     for at in reached:
         # A GPU's path may stop anywhere: the room after its last share stays free.
@@ -90,10 +90,7 @@ def _gpu_paths(
             model.add(sum(out[at]) + stop == gpus)
         else:
             model.add(sum(into[at]) == sum(out[at]) + stop)
-    held: dict[int, cp_model.LinearExpr] = {}
-    for size in sizes:
-        held[size] = sum(arc for (_, s), arc in arcs.items() if s == size)
-    return held
+    return {size: sum(of_size[size]) for size in sizes}
 
 
 def packing_bound(
@@ -107,39 +104,41 @@ def packing_bound(
     if any(p.gpu_milli < GPU_MILLI and p.gpus != 1 for p in pods):
         raise ValueError("a share (gpu_milli below 1000) is of one GPU, as in a snapshot")
     capacity = sum(n.gpus * n.count * GPU_MILLI for n in nodes)
-    gpu_pods = [p for p in pods if p.gpus]
-    sizes = sorted({p.gpu_milli for p in gpu_pods})
+    sizes = sorted({p.gpu_milli for p in pods if p.gpus})
     model = cp_model.CpModel()
-    taken: dict[tuple[int, int], cp_model.IntVar] = {}
+    placed: dict[int, list[cp_model.IntVar]] = defaultdict(list)  # pod type -> per node type
     worth = []
     for i, node in enumerate(nodes):
-        fitting = [j for j, p in enumerate(pods) if _fits(p, node)]
-        for j in fitting:
-            taken[(i, j)] = model.new_int_var(0, pods[j].available, f"x{i}_{j}")
+        taken = {
+            j: model.new_int_var(0, p.available, f"x{i}_{j}")
+            for j, p in enumerate(pods)
+            if _fits(p, node)
+        }
+        for j, x in taken.items():
+            placed[j].append(x)
         if sizes:
-            held = _gpu_paths(model, sizes, node.gpus * node.count)
+            shares = _gpu_paths(model, sizes, node.gpus * node.count)
             for size in sizes:
-                # A whole pod of k GPUs is k paths of one 1000-milli share each.
+                # A whole pod of k GPUs is k paths of one 1000-milli share each (a share is
+                # of one GPU: gpus is 1).
                 model.add(
-                    held[size]
+                    shares[size]
                     == sum(
-                        taken[(i, j)] * (pods[j].gpus if size == GPU_MILLI else 1)
-                        for j in fitting
+                        x * pods[j].gpus
+                        for j, x in taken.items()
                         if pods[j].gpus and pods[j].gpu_milli == size
                     )
                 )
-                worth.append(size * held[size])
+                worth.append(size * shares[size])
         model.add(
-            sum(taken[(i, j)] * pods[j].cpu_milli for j in fitting) <= node.cpu_milli * node.count
+            sum(x * pods[j].cpu_milli for j, x in taken.items()) <= node.cpu_milli * node.count
         )
         model.add(
-            sum(taken[(i, j)] * pods[j].memory_mi_b for j in fitting)
-            <= node.memory_mi_b * node.count
+            sum(x * pods[j].memory_mi_b for j, x in taken.items()) <= node.memory_mi_b * node.count
         )
     for j, pod in enumerate(pods):
-        placed = [v for (_, jj), v in taken.items() if jj == j]
-        model.add(sum(placed) >= pod.held)
-        model.add(sum(placed) <= pod.available)
+        model.add(sum(placed[j]) >= pod.held)
+        model.add(sum(placed[j]) <= pod.available)
     model.maximize(sum(worth))
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = time_limit
