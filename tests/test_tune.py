@@ -9,6 +9,9 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -28,11 +31,15 @@ SPACE = "examples/tune-space.yaml"
 ITP_SPACE = "benchmarks/tune-space-itp.yaml"
 
 
-def _tune(out: Path, *extra: str):  # type: ignore[no-untyped-def]
-    return wattpack(
+def _tune_args(out: Path, *extra: str) -> list[str]:
+    return [
         "tune", "--trace", TRACE, "--cluster", CLUSTER, "--space", SPACE, "--out", str(out),
         "--no-progress", "--output", "json", *extra,
-    )  # fmt: skip
+    ]  # fmt: skip
+
+
+def _tune(out: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return wattpack(*_tune_args(out, *extra))
 
 
 def test_a_tiny_study_writes_a_policy_that_plan_accepts_and_resumes(tmp_path: Path) -> None:
@@ -157,36 +164,31 @@ def test_replay_assumptions_reach_every_trial(tmp_path: Path) -> None:
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 
+def _stat(pid: int) -> tuple[str, int] | None:
+    """A process's state letter and parent, from /proc; None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def _children(pid: int) -> list[int]:
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
+    pids = (int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit())
+    return [c for c in pids if (st := _stat(c)) and st[1] == pid and st[0] != "Z"]
 
 
 def _running(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
 
 
 def test_sigterm_stops_the_workers_too(tmp_path: Path) -> None:
     """A terminated `tune --jobs 2` (a Job's pod deleted, a `timeout`) ends with code 130 and
     leaves no worker replaying on."""
-    import subprocess
-    import sys
-    import time
-
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli.main", "tune", "--trace", TRACE, "--cluster",
-         CLUSTER, "--space", SPACE, "--out", str(tmp_path), "--no-progress", "--trials", "500",
-         "--jobs", "2"],
+        [sys.executable, "-m", "scheduler.cli.main", *_tune_args(tmp_path, "--trials", "500",
+         "--jobs", "2")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     workers: list[int] = []
